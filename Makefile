@@ -1,0 +1,44 @@
+# Two commands matter: `make dev` (local stack) and `make test` (the suite).
+# Both build .venv on first use; only python3 (3.11+) and make are assumed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: dev test lint unit integration e2e bench schemas clean
+
+$(STAMP): pyproject.toml shared/requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+dev: $(STAMP)
+	$(PY) -m devstack
+
+test: lint
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(VENV)/bin/cfn-lint template.yaml
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+integration: $(STAMP)
+	$(PY) -m pytest tests/integration
+
+e2e: $(STAMP)
+	$(PY) -m pytest tests/e2e
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+schemas: $(STAMP)
+	$(PY) -m threadline.schema_export infra/schemas
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
