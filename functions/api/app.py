@@ -1,0 +1,150 @@
+"""The /v1 REST API for CRMs and helpdesks, with its OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from threadline import __version__
+from threadline.errors import MalformedRequest, NotFound, ThreadlineError
+from threadline.logs import logger
+from threadline.schema import Customer, Identity, TimelinePage
+from threadline.settings import store_settings
+from threadline.store import MAX_PAGE_SIZE, TimelineStore
+
+app = APIGatewayHttpResolver(enable_validation=True)
+store = TimelineStore(store_settings())
+
+ERROR_RESPONSES: dict[int, Any] = {
+    status: {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    for status, description in {400: "Invalid request", 404: "Not found"}.items()
+}
+
+
+def _error(status: int, code: str, message: str, details: Any = None) -> Response[str]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return Response(status, "application/json", json.dumps({"error": error}))
+
+
+@app.exception_handler(ThreadlineError)  # type: ignore[untyped-decorator]
+def _threadline_error(error: ThreadlineError) -> Response[str]:
+    return _error(error.status, error.code, error.message)
+
+
+@app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
+def _validation_error(error: RequestValidationError) -> Response[str]:
+    details = [
+        {"location": list(e.get("loc", ())), "message": e.get("msg")} for e in error.errors()
+    ]
+    return _error(400, "invalid_request", "the request is not valid", details)
+
+
+@app.not_found
+def _not_found(_: Exception) -> Response[str]:
+    return _error(404, "not_found", "no such route")
+
+
+@app.get("/v1/health", summary="Liveness check", tags=["meta"])
+def health() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}
+
+
+@app.get(
+    "/v1/customers",
+    summary="Find the customer who owns an identity",
+    tags=["customers"],
+    responses=ERROR_RESPONSES,
+)
+def find_customer(
+    identity: Annotated[
+        str, Query(description="kind:value, e.g. phone:+15551234567 or email:ana@example.com")
+    ],
+) -> Customer:
+    try:
+        parsed = Identity.parse(identity)
+    except ValueError as exc:
+        raise MalformedRequest(f"identity is not valid: {exc}", code="invalid_identity") from exc
+    customer_id = store.find_customer_id(parsed)
+    customer = store.get_customer(customer_id) if customer_id else None
+    if customer is None:
+        raise NotFound("no customer has this identity")
+    return customer
+
+
+@app.get(
+    "/v1/customers/<customer_id>",
+    summary="Get a customer",
+    tags=["customers"],
+    responses=ERROR_RESPONSES,
+)
+def get_customer(customer_id: Annotated[str, Path()]) -> Customer:
+    customer = store.get_customer(customer_id)
+    if customer is None:
+        raise NotFound("no such customer")
+    return customer
+
+
+@app.get(
+    "/v1/customers/<customer_id>/timeline",
+    summary="A customer's messages on every channel, newest first",
+    tags=["customers"],
+    responses=ERROR_RESPONSES,
+)
+def get_timeline(
+    customer_id: Annotated[str, Path()],
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> TimelinePage:
+    if store.get_customer(customer_id) is None:
+        raise NotFound("no such customer")
+    return store.timeline(customer_id, limit=limit, cursor=cursor)
+
+
+def openapi_document() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(
+        app.get_openapi_json_schema(
+            title="threadline API",
+            version=__version__,
+            description=(
+                "Customer timelines across every channel. Deployed, every route needs "
+                "SigV4-signed IAM credentials; the local stack accepts a bearer token "
+                "when THREADLINE_API_TOKEN is set."
+            ),
+        )
+    )
+    document.setdefault("components", {}).setdefault("schemas", {})["Error"] = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "details": {},
+                },
+            }
+        },
+    }
+    return document
+
+
+@app.get("/v1/openapi.json", include_in_schema=False)
+def openapi() -> dict[str, Any]:
+    return openapi_document()
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

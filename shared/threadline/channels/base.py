@@ -1,0 +1,133 @@
+"""The one shape every channel module has.
+
+A channel module turns a provider's webhook request into normalized messages:
+
+1. ``verify(request)`` raises :class:`~threadline.errors.SignatureInvalid` unless the
+   provider signed exactly this request (its official SDK validator where one exists);
+2. ``normalize(request)`` returns the :class:`InboundMessage` drafts it carries, or
+   raises :class:`~threadline.errors.MalformedRequest`;
+3. ``acknowledge()`` is the answer the provider expects once they are stored.
+
+The webhook pipeline (:mod:`threadline.webhook`) calls these in that order, stores
+the drafts and answers; adding a channel means writing these three methods.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from threadline.errors import MalformedRequest
+from threadline.schema import AuthorRole, Channel, Identity, Part, utc_now
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A provider's HTTP request, as the provider sent (and signed) it."""
+
+    method: str
+    url: str
+    """The full URL the provider called: what it signed. Query string byte for byte."""
+    headers: Mapping[str, str]
+    """Header names lower-cased."""
+    body: bytes
+    received_at: datetime = field(default_factory=utc_now)
+
+    @classmethod
+    def from_http_api_event(
+        cls, event: Mapping[str, Any], public_base_url: str | None = None
+    ) -> WebhookRequest:
+        """Build from an API Gateway HTTP API (payload v2.0) event.
+
+        The URL is ``public_base_url`` + path when a proxy or custom domain sits in
+        front (the provider signed that host), else the request's own scheme and host.
+        ``rawQueryString`` is used as is: re-encoding or re-ordering it would change
+        what the provider signed.
+        """
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        context = event.get("requestContext") or {}
+        path = event.get("rawPath") or (context.get("http") or {}).get("path") or "/"
+        query = event.get("rawQueryString") or ""
+        if public_base_url:
+            base = public_base_url.rstrip("/")
+        else:
+            scheme = headers.get("x-forwarded-proto", "https").split(",")[0].strip()
+            host = headers.get("host") or context.get("domainName") or "localhost"
+            base = f"{scheme}://{host}"
+        url = base + path + (f"?{query}" if query else "")
+        raw_body = event.get("body") or ""
+        if event.get("isBase64Encoded"):
+            try:
+                body = base64.b64decode(raw_body, validate=True)
+            except ValueError as exc:
+                raise MalformedRequest("body is not valid base64") from exc
+        else:
+            body = raw_body.encode("utf-8")
+        method = (context.get("http") or {}).get("method", "POST")
+        return cls(method=method, url=url, headers=headers, body=body)
+
+    def envelope(self) -> bytes:
+        """The request as stored for audit and replay: enough to verify it again."""
+        try:
+            body: dict[str, str] = {"body": self.body.decode("utf-8")}
+        except UnicodeDecodeError:
+            body = {"body_base64": base64.b64encode(self.body).decode("ascii")}
+        document = {
+            "method": self.method,
+            "url": self.url,
+            "headers": dict(self.headers),
+            "received_at": self.received_at.isoformat(),
+            **body,
+        }
+        return json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+    @property
+    def body_sha256(self) -> str:
+        return hashlib.sha256(self.body).hexdigest()
+
+
+class InboundMessage(BaseModel):
+    """A message as a channel understood it, before it has a customer or a timeline id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channel: Channel
+    provider: str
+    provider_message_id: str = Field(min_length=1, max_length=256)
+    author_role: AuthorRole = AuthorRole.CUSTOMER
+    sender: Identity
+    recipient: Identity | None = None
+    sender_display_name: str | None = None
+    sent_at: datetime | None = None
+    parts: list[Part] = Field(default_factory=list)
+    in_reply_to: str | None = None
+    thread_id: str | None = None
+    channel_data: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """What to answer the provider once everything it sent is stored."""
+
+    status: int = 200
+    content_type: str = "application/json"
+    body: str = ""
+
+
+class ChannelAdapter(Protocol):
+    """The protocol each module under ``threadline.channels`` implements."""
+
+    provider: str
+
+    def verify(self, request: WebhookRequest) -> None: ...
+
+    def normalize(self, request: WebhookRequest) -> list[InboundMessage]: ...
+
+    def acknowledge(self) -> Acknowledgement: ...

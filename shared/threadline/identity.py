@@ -1,0 +1,60 @@
+"""Canonical identity values, so one person on one address is always one string.
+
+Kept free of pydantic models so the schema can import it without a cycle.
+"""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+_SLACK_ID = re.compile(r"^[A-Z0-9]+:[A-Z0-9]+$")
+
+
+def canonical_phone(value: str) -> str:
+    """E.164 for any way a provider writes a phone number.
+
+    Accepts ``+15551234567``, ``15551234567`` (WhatsApp's wa_id has no plus) and
+    formatted forms with spaces or dashes. Raises ValueError for anything that cannot
+    be a phone number. ``is_possible_number`` rather than ``is_valid_number``: the
+    latter rejects the 555 numbers that documentation and test suites use, and an
+    unassigned-but-possible number is still the identity the provider gave us.
+    """
+    text = value.strip()
+    if not text.startswith("+"):
+        digits = re.sub(r"[\s\-().]", "", text)
+        if not digits.isdigit():
+            raise ValueError("not a phone number")
+        text = "+" + digits.removeprefix("00")
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError("not a phone number") from exc
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError("not a possible phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def canonical_email(value: str) -> str:
+    text = value.strip().lower()
+    local, sep, domain = text.rpartition("@")
+    if not sep or not local or "." not in domain or " " in text:
+        raise ValueError("not an e-mail address")
+    return text
+
+
+def canonical_identity_value(kind: str, value: str) -> str:
+    """The one spelling of ``value`` for identity ``kind`` (ValueError if impossible)."""
+    if kind == "phone":
+        return canonical_phone(value)
+    if kind == "email":
+        return canonical_email(value)
+    text = value.strip()
+    if kind == "slack":
+        text = text.upper()
+        if not _SLACK_ID.match(text):
+            raise ValueError("slack identities are team:user, e.g. T0001:U0002")
+    if not text:
+        raise ValueError("empty identity")
+    return text

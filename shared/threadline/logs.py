@@ -1,0 +1,68 @@
+"""Structured JSON logs that do not leak what customers wrote or who they are.
+
+By default every log line has message bodies replaced and phone numbers and e-mail
+addresses masked, whatever the call site passed in. Setting
+``THREADLINE_LOG_REDACTION=off`` (for a debugging session, never in production)
+turns that off explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+# Keys whose values are message content, wherever they appear in a log record.
+_CONTENT_KEYS = frozenset({"body", "Body", "text", "caption", "message_body", "raw"})
+_PHONE = re.compile(r"\+\d{5,15}")
+_EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9\-]+\.[A-Za-z0-9.\-]+)")
+REDACTED = "[redacted]"
+
+
+def mask_phone(match: re.Match[str]) -> str:
+    digits = match.group(0)
+    return "+" + "*" * (len(digits) - 3) + digits[-2:]
+
+
+def redact_text(text: str) -> str:
+    """Mask every E.164 phone number and e-mail address in ``text``."""
+    text = _PHONE.sub(mask_phone, text)
+    return _EMAIL.sub(r"\1***@\2", text)
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` with content keys replaced and identities masked."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if key in _CONTENT_KEYS and item not in (None, "") else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(item) for item in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+class RedactingFormatter(LambdaPowertoolsFormatter):
+    def __init__(self, *, enabled: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.enabled = enabled
+
+    def serialize(self, log: dict[str, Any]) -> str:  # type: ignore[override]
+        return super().serialize(redact(log) if self.enabled else log)
+
+
+def redaction_enabled() -> bool:
+    return os.environ.get("THREADLINE_LOG_REDACTION", "on").lower() != "off"
+
+
+def get_logger() -> Logger:
+    """The one logger every threadline module and handler writes through."""
+    return Logger(logger_formatter=RedactingFormatter(enabled=redaction_enabled()))
+
+
+logger = get_logger()

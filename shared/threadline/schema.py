@@ -1,0 +1,244 @@
+"""The common message schema: what every channel's inbound and outbound message becomes.
+
+Every model carries ``schema_version`` so that consumers (CRMs reading events, the
+REST API's clients) can tell which shape they hold. The JSON Schema files under
+``infra/schemas/`` are generated from these models (``make schemas``) and a test
+keeps them in step.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from threadline.identity import canonical_identity_value
+
+SCHEMA_VERSION: Literal["1"] = "1"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    WHATSAPP = "whatsapp"
+    VOICE = "voice"
+    EMAIL = "email"
+    SLACK = "slack"
+    MESSENGER = "messenger"
+    INSTAGRAM = "instagram"
+    TELEGRAM = "telegram"
+    WEBCHAT = "webchat"
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class AuthorRole(StrEnum):
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    BOT = "bot"
+    SYSTEM = "system"
+
+
+class IdentityKind(StrEnum):
+    PHONE = "phone"
+    EMAIL = "email"
+    SLACK = "slack"
+    MESSENGER = "messenger"
+    INSTAGRAM = "instagram"
+    TELEGRAM = "telegram"
+    WEBCHAT = "webchat"
+
+
+class MessageStatus(StrEnum):
+    RECEIVED = "received"
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+class _Model(BaseModel):
+    # Frozen so a normalized message cannot be changed by accident on its way to the
+    # store; forbid so a typo in a normalizer fails loudly instead of vanishing.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Identity(_Model):
+    """One way to reach a person on one channel, in its canonical form.
+
+    ``phone`` is E.164 (``+15551234567``) whatever channel it came from, so SMS,
+    WhatsApp and voice from one number are the same identity.
+    """
+
+    kind: IdentityKind
+    value: str = Field(min_length=1, max_length=320)
+
+    @field_validator("value")
+    @classmethod
+    def _canonical(cls, value: str, info: Any) -> str:
+        kind = info.data.get("kind")
+        return canonical_identity_value(kind, value) if kind else value
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.value}"
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        """Parse ``kind:value`` (the form used in query strings and logs)."""
+        kind, sep, value = text.partition(":")
+        if not sep or not value:
+            raise ValueError("identity must look like kind:value, e.g. phone:+15551234567")
+        return cls(kind=IdentityKind(kind), value=value)
+
+
+class TextPart(_Model):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class MediaPart(_Model):
+    type: Literal["media"] = "media"
+    content_type: str | None = None
+    size: int | None = Field(default=None, ge=0)
+    url: str | None = None
+    s3_key: str | None = None
+    filename: str | None = None
+    caption: str | None = None
+    provider_media_id: str | None = None
+
+
+class LocationPart(_Model):
+    type: Literal["location"] = "location"
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    name: str | None = None
+    address: str | None = None
+
+
+class ContactPart(_Model):
+    type: Literal["contact"] = "contact"
+    name: str | None = None
+    phones: list[str] = Field(default_factory=list)
+    emails: list[str] = Field(default_factory=list)
+
+
+class InteractiveReplyPart(_Model):
+    """The customer tapped a button or picked a list row we (or a template) offered."""
+
+    type: Literal["interactive_reply"] = "interactive_reply"
+    kind: Literal["button", "list", "quick_reply", "postback"]
+    reply_id: str | None = None
+    title: str | None = None
+    description: str | None = None
+
+
+class ReactionPart(_Model):
+    type: Literal["reaction"] = "reaction"
+    emoji: str | None = None
+    target_provider_message_id: str | None = None
+    removed: bool = False
+
+
+Part = Annotated[
+    TextPart | MediaPart | LocationPart | ContactPart | InteractiveReplyPart | ReactionPart,
+    Field(discriminator="type"),
+]
+
+
+class StatusChange(_Model):
+    status: MessageStatus
+    at: datetime
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class RawPayloadRef(_Model):
+    """Where the provider's request is kept, byte for byte.
+
+    Small payloads ride inline in the message's DynamoDB item (``location="inline"``),
+    larger ones go to the raw-payload bucket (``location="s3"``).
+    """
+
+    location: Literal["inline", "s3"]
+    content_type: str
+    size: int = Field(ge=0)
+    sha256: str
+    bucket: str | None = None
+    key: str | None = None
+
+
+class Message(_Model):
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    id: str = Field(description="ULID: sortable by the time threadline received the message")
+    customer_id: str
+    conversation_id: str
+    channel: Channel
+    direction: Direction
+    provider: str = Field(description="who carried it: twilio, slack, meta, telegram, ses")
+    provider_message_id: str | None = None
+    author_role: AuthorRole
+    sender: Identity
+    recipient: Identity | None = None
+    sent_at: datetime | None = Field(default=None, description="the provider's timestamp")
+    received_at: datetime
+    parts: list[Part] = Field(default_factory=list)
+    in_reply_to: str | None = Field(
+        default=None, description="provider message id of the message this one answers"
+    )
+    thread_id: str | None = None
+    status: MessageStatus
+    status_history: list[StatusChange] = Field(default_factory=list)
+    raw: RawPayloadRef | None = None
+    channel_data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="everything the channel sent that has no field above, never dropped",
+    )
+
+    @property
+    def text(self) -> str:
+        """All text parts joined: what a plain-text channel or a search index wants."""
+        return "\n".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+
+class Customer(_Model):
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    id: str
+    display_name: str | None = None
+    identities: list[Identity] = Field(default_factory=list)
+    created_at: datetime
+    last_channel: Channel | None = None
+    last_message_at: datetime | None = None
+
+
+class Conversation(_Model):
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    id: str
+    customer_id: str
+    state: Literal["open", "closed"]
+    opened_at: datetime
+    last_message_at: datetime
+    channels: list[Channel] = Field(default_factory=list)
+    message_count: int = 0
+
+
+class TimelinePage(_Model):
+    items: list[Message]
+    next_cursor: str | None = None
+
+
+# The documents exported as JSON Schema files (make schemas), by file stem.
+EXPORTED_MODELS: dict[str, type[BaseModel]] = {
+    "message": Message,
+    "customer": Customer,
+    "conversation": Conversation,
+    "timeline-page": TimelinePage,
+}

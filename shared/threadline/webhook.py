@@ -1,0 +1,69 @@
+"""The webhook pipeline every channel handler runs: verify, normalize, store, answer.
+
+Its answers follow the rules providers rely on: 2xx only once every message in the
+request is durably stored; 403 for a bad signature; 400 for a malformed body; 413
+for an oversized one; 5xx when storage failed, so the provider retries (and the
+store acknowledges the retry without storing twice). No answer carries a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from threadline.channels.base import ChannelAdapter, WebhookRequest
+from threadline.errors import PayloadTooLarge, ThreadlineError
+from threadline.logs import logger
+from threadline.settings import webhook_settings
+from threadline.store import RawPayload, TimelineStore
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def http_response(
+    status: int, body: str = "", content_type: str = "application/json"
+) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload v2.0) response."""
+    return {"statusCode": status, "headers": {"Content-Type": content_type}, "body": body}
+
+
+def error_response(error: ThreadlineError) -> dict[str, Any]:
+    document = {"error": {"code": error.code, "message": error.message}}
+    return http_response(error.status, json.dumps(document))
+
+
+def handle_webhook(
+    event: Mapping[str, Any], channel: ChannelAdapter, store: TimelineStore
+) -> dict[str, Any]:
+    """Run one provider request through ``channel`` into ``store``; the HTTP answer."""
+    try:
+        request = WebhookRequest.from_http_api_event(event, webhook_settings().public_base_url)
+        if len(request.body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
+        channel.verify(request)
+        messages = channel.normalize(request)
+        if messages:
+            raw = store.keep_raw(
+                RawPayload(
+                    envelope=request.envelope(),
+                    provider=channel.provider,
+                    body_sha256=request.body_sha256,
+                ),
+                # One copy per request: a batch's messages share the S3 object.
+                may_inline=len(messages) == 1,
+            )
+            for message in messages:
+                logger.set_correlation_id(f"{message.provider}:{message.provider_message_id}")
+                store.ingest(message, raw, received_at=request.received_at)
+        ack = channel.acknowledge()
+        return http_response(ack.status, ack.body, ack.content_type)
+    except ThreadlineError as error:
+        logger.warning(
+            "webhook refused",
+            extra={"provider": channel.provider, "status": error.status, "code": error.code},
+        )
+        return error_response(error)
+    except Exception:
+        logger.exception("webhook failed", extra={"provider": channel.provider})
+        return error_response(ThreadlineError("internal error"))
