@@ -1,0 +1,130 @@
+"""template.yaml and the code agree: handlers exist, env vars are set, lint is clean."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, TEMPLATE_PATH, load_template, serverless_functions
+
+FUNCTIONS = serverless_functions()
+
+
+def test_cfn_lint_passes():
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    result = subprocess.run(
+        [str(cfn_lint), str(TEMPLATE_PATH)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _environment(properties: dict) -> dict:
+    return dict((properties.get("Environment") or {}).get("Variables") or {})
+
+
+def _environment_names(properties: dict) -> set[str]:
+    return set(_environment(properties))
+
+
+def _placeholder(value) -> str:
+    """A parameter reference becomes its default; anything else a placeholder name."""
+    parameters = load_template().get("Parameters", {})
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
+        return str(parameters[value["Ref"]].get("Default", ""))
+    return value if isinstance(value, str) else "placeholder"
+
+
+def _global_environment_names() -> set[str]:
+    globals_ = load_template().get("Globals", {}).get("Function", {})
+    return _environment_names(globals_)
+
+
+@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+def test_handler_imports_with_only_its_template_environment(logical_id):
+    """Import each handler in a clean interpreter given just its template variables.
+
+    Values are placeholders (nothing is called at import), but the names are exactly
+    the template's, so a module that reads a variable the template does not set at
+    import time fails here.
+    """
+    properties = FUNCTIONS[logical_id]
+    code_uri = properties["CodeUri"]
+    module, _, attribute = properties["Handler"].rpartition(".")
+    variables = {**_environment(load_template()["Globals"]["Function"]), **_environment(properties)}
+    env = {name: _placeholder(value) for name, value in variables.items()}
+    env.update(
+        PATH=os.environ.get("PATH", ""),
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT / code_uri), str(REPO_ROOT / "shared")]),
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    check = f"import {module}; assert callable({module}.{attribute})"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            f"import sys; sys.path[:0] = {env['PYTHONPATH'].split(os.pathsep)!r}; {check}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _env_names_read_by(path: Path) -> set[str]:
+    """Names passed as string literals to the ways our code reads the environment."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            value = node.args[0].value
+            func = ast.unparse(node.func)
+            if not isinstance(value, str):
+                continue
+            if func in {"required_env", "os.environ.get", "os.getenv", "environ.get"}:
+                names.add(value)
+            elif func == "get_secret":
+                names.add(f"{value}_PARAM")
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
+            if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+                names.add(node.slice.value)
+    return names
+
+
+def test_every_environment_variable_the_code_reads_is_set_in_the_template():
+    sources = [
+        *(REPO_ROOT / "shared" / "threadline").rglob("*.py"),
+        *(REPO_ROOT / "functions").rglob("*.py"),
+    ]
+    read = set().union(*(_env_names_read_by(path) for path in sources))
+    assert read, "the scan found no environment reads at all: the scanner is broken"
+    provided = _global_environment_names().union(
+        *(_environment_names(p) for p in FUNCTIONS.values())
+    )
+    missing = sorted(read - provided)
+    assert not missing, f"read by the code but set nowhere in template.yaml: {missing}"
+
+
+def test_every_function_has_a_log_group_with_retention():
+    resources = load_template()["Resources"]
+    log_groups = [r for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"]
+    named = {str(g["Properties"]["LogGroupName"]) for g in log_groups}
+    for logical_id in FUNCTIONS:
+        assert any(logical_id in name for name in named), f"{logical_id} has no log group"
+    assert all("RetentionInDays" in g["Properties"] for g in log_groups)
+
+
+def test_only_webhook_routes_skip_iam_auth():
+    for logical_id, properties in FUNCTIONS.items():
+        for event in (properties.get("Events") or {}).values():
+            if event["Type"] != "HttpApi":
+                continue
+            authorizer = (event["Properties"].get("Auth") or {}).get("Authorizer")
+            if authorizer == "NONE":
+                assert event["Properties"]["Path"].startswith("/webhooks/"), logical_id
