@@ -1,0 +1,184 @@
+"""Integration fixtures: moto in server mode with the resources of template.yaml.
+
+The handlers run in this process, imported from their CodeUri, with the
+environment their template block gives them; every AWS call they make crosses HTTP
+to the moto server, as it would to AWS.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from types import ModuleType, SimpleNamespace
+from typing import Any
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+from twilio.request_validator import RequestValidator
+
+from tests.conftest import load_handler_module
+
+WEBHOOK_HOST = "hooks.example.test"
+TWILIO_PATH = "/webhooks/twilio/messaging"
+
+
+class LambdaContext:
+    function_name = "test-function"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    memory_limit_in_mb = 512
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    log_group_name = "/aws/lambda/test-function"
+    log_stream_name = "test"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 10_000
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Any]:
+    """moto server plus the template's resources, for the whole session."""
+    from devstack.stack import EmbeddedAws
+
+    with EmbeddedAws.start() as embedded:
+        yield embedded
+
+
+@pytest.fixture(scope="session")
+def auth_token() -> str:
+    return secrets.token_hex(16)
+
+
+@pytest.fixture(scope="session")
+def function_env(stack: Any, auth_token: str) -> Callable[[str], dict[str, str]]:
+    stack.put_secret("TwilioAuthTokenParameterName", auth_token)
+    return stack.function_environment
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def aws_env(stack: Any) -> Iterator[None]:
+    with _environment(stack.client_environment()):
+        yield
+
+
+@pytest.fixture(scope="session")
+def twilio_module(function_env: Callable[[str], dict[str, str]], aws_env: None) -> ModuleType:
+    os.environ.update(function_env("TwilioMessagingFunction"))
+    return load_handler_module("functions/twilio_messaging")
+
+
+@pytest.fixture(scope="session")
+def api_module(function_env: Callable[[str], dict[str, str]], aws_env: None) -> ModuleType:
+    os.environ.update(function_env("ApiFunction"))
+    return load_handler_module("functions/api")
+
+
+@pytest.fixture(scope="session")
+def aws(stack: Any, aws_env: None) -> SimpleNamespace:
+    return SimpleNamespace(
+        dynamodb=boto3.client("dynamodb"),
+        s3=boto3.client("s3"),
+        table=stack.physical_id("Table"),
+        bucket=stack.physical_id("RawBucket"),
+    )
+
+
+def http_api_event(
+    method: str,
+    path: str,
+    *,
+    query: str = "",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An API Gateway HTTP API payload v2.0 event, as API Gateway builds it."""
+    all_headers = {"host": WEBHOOK_HOST, "x-forwarded-proto": "https", **(headers or {})}
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": f"{method} {path}",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": all_headers,
+        "requestContext": {
+            "domainName": WEBHOOK_HOST,
+            "http": {"method": method, "path": path, "sourceIp": "127.0.0.1"},
+            "requestId": "test",
+            "stage": "$default",
+        },
+        "isBase64Encoded": body is not None,
+    }
+    if query:
+        event["queryStringParameters"] = dict(p.split("=", 1) for p in query.split("&"))
+    if body is not None:
+        event["body"] = base64.b64encode(body).decode()
+    return event
+
+
+@pytest.fixture
+def twilio_post(twilio_module: ModuleType, auth_token: str) -> Callable[..., dict[str, Any]]:
+    def post(params: dict[str, str], *, signature: str | None = None) -> dict[str, Any]:
+        url = f"https://{WEBHOOK_HOST}{TWILIO_PATH}"
+        signed = signature or RequestValidator(auth_token).compute_signature(url, params)
+        event = http_api_event(
+            "POST",
+            TWILIO_PATH,
+            body=urlencode(params).encode(),
+            headers={
+                "content-type": "application/x-www-form-urlencoded",
+                "x-twilio-signature": signed,
+            },
+        )
+        result: dict[str, Any] = twilio_module.lambda_handler(event, LambdaContext())
+        return result
+
+    return post
+
+
+@pytest.fixture
+def api_get(api_module: ModuleType) -> Callable[..., dict[str, Any]]:
+    def get(path: str, query: dict[str, str] | None = None) -> dict[str, Any]:
+        event = http_api_event("GET", path, query=urlencode(query or {}))
+        event["routeKey"] = "ANY /v1/{proxy+}"
+        result: dict[str, Any] = api_module.lambda_handler(event, LambdaContext())
+        return result
+
+    return get
+
+
+@pytest.fixture
+def count_aws_calls(twilio_module: ModuleType) -> Callable[[], contextlib.AbstractContextManager[list[str]]]:
+    """Record every AWS API call the Twilio handler's clients make inside the block."""
+
+    @contextlib.contextmanager
+    def counting() -> Iterator[list[str]]:
+        calls: list[str] = []
+
+        def record(model: Any, **_: Any) -> None:
+            calls.append(f"{model.service_model.service_name}.{model.name}")
+
+        clients = [twilio_module.store.dynamodb, twilio_module.store.s3]
+        for client in clients:
+            client.meta.events.register("before-call.*.*", record)
+        try:
+            yield calls
+        finally:
+            for client in clients:
+                client.meta.events.unregister("before-call.*.*", record)
+
+    return counting
