@@ -162,7 +162,9 @@ def api_get(api_module: ModuleType) -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture
-def count_aws_calls(twilio_module: ModuleType) -> Callable[[], contextlib.AbstractContextManager[list[str]]]:
+def count_aws_calls(
+    twilio_module: ModuleType,
+) -> Callable[[], contextlib.AbstractContextManager[list[str]]]:
     """Record every AWS API call the Twilio handler's clients make inside the block."""
 
     @contextlib.contextmanager

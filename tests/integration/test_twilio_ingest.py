@@ -68,9 +68,7 @@ def test_sms_is_stored_and_answered_with_empty_twiml(aws, twilio_post, api_get):
     assert message["raw"]["location"] == "inline"
 
 
-def test_sms_and_whatsapp_from_one_number_share_one_timeline_and_conversation(
-    twilio_post, api_get
-):
+def test_sms_and_whatsapp_from_one_number_share_one_timeline_and_conversation(twilio_post, api_get):
     assert twilio_post(sms("SM" + "b" * 32, sender="+15551230002"))["statusCode"] == 200
     assert twilio_post(whatsapp("SM" + "c" * 32, sender="+15551230002"))["statusCode"] == 200
 
@@ -95,10 +93,10 @@ def test_concurrent_first_messages_from_a_new_number_make_one_customer(aws, twil
         statuses = list(pool.map(post, range(count)))
     assert statuses == [200] * count
 
-    profiles = [
-        i for i in items_with_prefix(aws, aws.table, "CUST#") if i["sk"]["S"] == "PROFILE"
-    ]
-    identity_items = items_with_prefix(aws, aws.table, identity_pk(Identity.parse(f"phone:{sender}")))
+    profiles = [i for i in items_with_prefix(aws, aws.table, "CUST#") if i["sk"]["S"] == "PROFILE"]
+    identity_items = items_with_prefix(
+        aws, aws.table, identity_pk(Identity.parse(f"phone:{sender}"))
+    )
     assert len(identity_items) == 1
     owner = identity_items[0]["customer_id"]["S"]
     assert owner in {p["customer_id"]["S"] for p in profiles}
@@ -120,7 +118,8 @@ def test_a_retried_delivery_is_acknowledged_and_stored_once(aws, twilio_post):
     messages = [
         i
         for i in aws.dynamodb.scan(TableName=aws.table)["Items"]
-        if i.get("provider_message_id", {}).get("S") == "SM" + "d" * 32 and i["sk"]["S"].startswith("MSG#")
+        if i.get("provider_message_id", {}).get("S") == "SM" + "d" * 32
+        and i["sk"]["S"].startswith("MSG#")
     ]
     assert len(messages) == 1
 
@@ -135,7 +134,9 @@ def _fail(operation: str, status: int, code: str, times: int | None = None):
         ):
             calls["n"] += 1
             if times is None or calls["n"] <= times:
-                body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": code})
+                body = json.dumps(
+                    {"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": code}
+                )
                 return AWSResponse(request.url, status, {"x-amzn-errortype": code}, _Raw(body))
         return None
 
@@ -242,7 +243,9 @@ def test_a_known_customer_costs_three_aws_calls_when_the_raw_payload_is_large(
     with count_aws_calls() as calls:
         response = twilio_post(sms("SM" + "6" * 32, sender="+15551230010", body="z" * 9000))
     assert response["statusCode"] == 200
-    assert sorted(calls) == sorted(["s3.PutObject", "dynamodb.GetItem", "dynamodb.TransactWriteItems"])
+    assert sorted(calls) == sorted(
+        ["s3.PutObject", "dynamodb.GetItem", "dynamodb.TransactWriteItems"]
+    )
 
 
 def test_a_new_customer_costs_two_aws_calls(twilio_post, count_aws_calls):
@@ -258,11 +261,15 @@ def test_a_message_after_the_quiet_period_opens_a_new_conversation(twilio_module
 
     store = twilio_module.store
     raw = KeptRaw(
-        ref=RawPayloadRef(location="inline", content_type="application/json", size=2, sha256="0" * 64),
+        ref=RawPayloadRef(
+            location="inline", content_type="application/json", size=2, sha256="0" * 64
+        ),
         inline="{}",
     )
     earlier = utc_now() - timedelta(hours=30)
-    first = store.ingest(normalize_form(sms("SM" + "8" * 32, sender="+15551230012")), raw, received_at=earlier)
+    first = store.ingest(
+        normalize_form(sms("SM" + "8" * 32, sender="+15551230012")), raw, received_at=earlier
+    )
     second = store.ingest(normalize_form(sms("SM" + "9" * 32, sender="+15551230012")), raw)
     third = store.ingest(normalize_form(whatsapp("SM" + "a1" * 16, sender="+15551230012")), raw)
     assert first.customer_id == second.customer_id == third.customer_id

@@ -91,9 +91,13 @@ def _env_names_read_by(path: Path) -> set[str]:
                 names.add(value)
             elif func == "get_secret":
                 names.add(f"{value}_PARAM")
-        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
-            if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
-                names.add(node.slice.value)
+        elif (
+            isinstance(node, ast.Subscript)
+            and ast.unparse(node.value) == "os.environ"
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+        ):
+            names.add(node.slice.value)
     return names
 
 

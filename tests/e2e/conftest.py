@@ -1,0 +1,93 @@
+"""End-to-end fixtures: the `make dev` stack as a subprocess, spoken to over HTTP."""
+
+from __future__ import annotations
+
+import os
+import queue
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+READY_LINE = "threadline local stack ready on "
+START_TIMEOUT_SECONDS = 90
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RunningStack:
+    base_url: str
+    twilio_auth_token: str
+    api_token: str
+    process: subprocess.Popen[str]
+    output: list[str]
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[RunningStack]:
+    port = free_port()
+    token = secrets.token_hex(16)
+    api_token = secrets.token_hex(16)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "THREADLINE_PORT": str(port),
+        "TWILIO_AUTH_TOKEN": token,
+        "THREADLINE_API_TOKEN": api_token,
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    base_url = None
+    while time.monotonic() < deadline and base_url is None:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            if process.poll() is not None:
+                break
+            continue
+        if READY_LINE in line:
+            base_url = line.split(READY_LINE, 1)[1].strip()
+    if base_url is None:
+        process.kill()
+        pytest.fail("local stack did not become ready:\n" + "".join(output[-60:]))
+    stack = RunningStack(base_url, token, api_token, process, output)
+    try:
+        yield stack
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
