@@ -54,7 +54,7 @@ def handle_webhook(
                 may_inline=len(messages) == 1,
             )
             for message in messages:
-                logger.set_correlation_id(f"{message.provider}:{message.provider_message_id}")
+                logger.set_correlation_id(message.provider_message_id)
                 store.ingest(message, raw, received_at=request.received_at)
         ack = channel.acknowledge()
         return http_response(ack.status, ack.body, ack.content_type)
