@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import re
 
-import phonenumbers
-
+MIN_BARE_DIGITS = 8
 _SLACK_ID = re.compile(r"^[A-Z0-9]+:[A-Z0-9]+$")
 
 
@@ -21,10 +20,15 @@ def canonical_phone(value: str) -> str:
     latter rejects the 555 numbers that documentation and test suites use, and an
     unassigned-but-possible number is still the identity the provider gave us.
     """
+    # phonenumbers loads its metadata on import: only pay for it when a phone is parsed.
+    import phonenumbers
+
     text = value.strip()
     if not text.startswith("+"):
         digits = re.sub(r"[\s\-().]", "", text)
-        if not digits.isdigit():
+        # Without a plus, only a full international number (country code included,
+        # as WhatsApp's wa_id has it) is taken; 5-6 digit short codes are not phones.
+        if not digits.isdigit() or len(digits.removeprefix("00")) < MIN_BARE_DIGITS:
             raise ValueError("not a phone number")
         text = "+" + digits.removeprefix("00")
     try:

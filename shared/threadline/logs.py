@@ -18,7 +18,11 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 # Keys whose values are message content, wherever they appear in a log record.
 _CONTENT_KEYS = frozenset({"body", "Body", "text", "caption", "message_body", "raw"})
 _PHONE = re.compile(r"\+\d{5,15}")
-_EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9\-]+\.[A-Za-z0-9.\-]+)")
+# The local part allows every RFC 5322 "atext" character, not just the common ones.
+_EMAIL = re.compile(
+    r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-])[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]*"
+    r"@([A-Za-z0-9\-]+\.[A-Za-z0-9.\-]+)"
+)
 REDACTED = "[redacted]"
 
 
@@ -37,14 +41,20 @@ def redact(value: Any) -> Any:
     """A copy of ``value`` with content keys replaced and identities masked."""
     if isinstance(value, dict):
         return {
-            key: REDACTED if key in _CONTENT_KEYS and item not in (None, "") else redact(item)
+            redact(key): REDACTED
+            if key in _CONTENT_KEYS and item not in (None, "")
+            else redact(item)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
         return [redact(item) for item in value]
     if isinstance(value, str):
         return redact_text(value)
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else (an exception object powertools puts in stack_trace, say) is
+    # turned into text by the serializer later: redact that text now.
+    return redact_text(str(value))
 
 
 class RedactingFormatter(LambdaPowertoolsFormatter):

@@ -146,7 +146,12 @@ def encode_cursor(sort_key: str) -> str:
     return base64.urlsafe_b64encode(document).decode().rstrip("=")
 
 
+MAX_CURSOR_LENGTH = 2048
+
+
 def decode_cursor(cursor: str) -> str:
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise MalformedRequest("cursor is not one this API returned", code="invalid_cursor")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         document = json.loads(base64.urlsafe_b64decode(padded.encode()))

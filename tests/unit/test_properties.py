@@ -233,7 +233,7 @@ def test_identity_parse_of_its_string_form_round_trips(kind_and_value):
 # ---------------------------------------------------------------- cursors
 
 
-@given(st.text())
+@given(st.text(max_size=64))
 def test_cursor_round_trips_a_message_sort_key(suffix):
     sort_key = "MSG#" + suffix
     assert decode_cursor(encode_cursor(sort_key)) == sort_key
@@ -273,12 +273,6 @@ def test_arbitrary_cursor_decodes_to_a_message_key_or_is_malformed(cursor):
     assert sort_key.startswith("MSG#")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="BUG: decode_cursor does not catch RecursionError from json.loads on a deeply "
-    "nested document, so a crafted cursor is a 500 instead of 400 invalid_cursor",
-)
 def test_deeply_nested_cursor_is_malformed_not_an_internal_error():
     cursor = base64.urlsafe_b64encode(b"[" * 100_000).decode().rstrip("=")
     with pytest.raises(MalformedRequest):
@@ -349,24 +343,11 @@ def test_redact_replaces_message_content_wherever_it_sits(key, content, depth):
     assert redacted == {key: REDACTED}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: logs.redact masks values only; a phone number or e-mail used as a dict key "
-    "is logged as is",
-)
 def test_redact_masks_identities_used_as_dict_keys():
     rendered = json.dumps(redact({"+15555550123": "cust-1", "jane@example.com": "cust-2"}))
     assert "+15555550123" not in rendered
     assert "jane@example.com" not in rendered
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: the e-mail pattern needs a [A-Za-z0-9._%+-] character right before '@'; "
-    "valid RFC 5322 addresses whose local part ends in another atext character "
-    "(! # $ & ' * / = ? ^ ` { | } ~) are not masked",
-)
 def test_redact_masks_emails_whose_local_part_ends_in_a_symbol():
     assert "jane!@example.com" not in redact("reply to jane!@example.com")

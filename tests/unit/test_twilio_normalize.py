@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
 
 from tests.unit import twilio_payloads as tw
 from threadline.channels.twilio import normalize_form
@@ -185,12 +184,6 @@ def test_short_code_recipient_is_kept_in_channel_data_not_refused():
     assert message.sender == CUSTOMER
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: canonical_phone prefixes a bare 6-digit short code with '+', and "
-    "'+446622' passes is_possible_number, so the short code becomes a phone identity",
-)
 def test_six_digit_short_code_is_not_mistaken_for_a_phone_number():
     message = normalize_form({**tw.SMS, "To": "446622"})
     assert message.recipient is None
@@ -255,23 +248,11 @@ def test_location_outside_the_globe_or_not_a_number_is_malformed(lat, lon):
         normalize_form({**tw.WHATSAPP_LOCATION, "Latitude": lat, "Longitude": lon})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValidationError,
-    reason="BUG: InboundMessage.provider_message_id has max_length=256 and normalize_form "
-    "lets pydantic's ValidationError escape instead of MalformedRequest (webhook answers 500)",
-)
 def test_overlong_message_sid_is_malformed_not_an_internal_error():
     with pytest.raises(MalformedRequest):
         normalize_form({**tw.SMS, "MessageSid": "SM" + "0" * 300})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG: _date_header catches TypeError/ValueError only; parsedate_to_datetime "
-    "raises OverflowError for an out-of-range zone offset",
-)
 def test_unparseable_date_sent_is_ignored_not_an_internal_error():
     form = {**tw.SMS, "DateSent": "Mon, 01 Jan 2024 00:00:00 +99999999999999999999"}
     assert normalize_form(form).sent_at is None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from threadline.errors import MalformedRequest
 from threadline.schema import AuthorRole, Channel, Identity, Part, utc_now
@@ -110,6 +110,19 @@ class InboundMessage(BaseModel):
     in_reply_to: str | None = None
     thread_id: str | None = None
     channel_data: dict[str, Any] = Field(default_factory=dict)
+
+
+def build_inbound(**fields: Any) -> InboundMessage:
+    """An InboundMessage, or MalformedRequest when the provider's values do not fit it.
+
+    Channels build their messages through this so an out-of-range value from a
+    provider (an over-long id, a latitude of 91) is a 400, never a 500.
+    """
+    try:
+        return InboundMessage(**fields)
+    except ValidationError as exc:
+        fields_at_fault = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
+        raise MalformedRequest(f"invalid values for: {', '.join(fields_at_fault)}") from exc
 
 
 @dataclass(frozen=True)

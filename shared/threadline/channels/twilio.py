@@ -14,7 +14,12 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from threadline.channels.base import Acknowledgement, InboundMessage, WebhookRequest
+from threadline.channels.base import (
+    Acknowledgement,
+    InboundMessage,
+    WebhookRequest,
+    build_inbound,
+)
 from threadline.errors import MalformedRequest, SignatureInvalid
 from threadline.identity import canonical_phone
 from threadline.schema import (
@@ -168,7 +173,7 @@ def normalize_form(form: Mapping[str, str]) -> InboundMessage:
     if recipient is None and to_address:
         channel_data["To"] = to_address
 
-    return InboundMessage(
+    return build_inbound(
         channel=channel,
         provider=PROVIDER,
         provider_message_id=sid,
@@ -190,7 +195,7 @@ def _date_header(form: Mapping[str, str]) -> datetime | None:
         return None
     try:
         return parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
