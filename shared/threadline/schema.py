@@ -186,7 +186,12 @@ class Message(_Model):
     provider: str = Field(description="who carried it: twilio, slack, meta, telegram, ses")
     provider_message_id: str | None = None
     author_role: AuthorRole
-    sender: Identity
+    author_id: str | None = Field(
+        default=None, description="who wrote an outbound message: the CRM's agent or bot id"
+    )
+    sender: Identity | None = Field(
+        default=None, description="the customer's identity inbound; our address outbound, once sent"
+    )
     recipient: Identity | None = None
     sent_at: datetime | None = Field(default=None, description="the provider's timestamp")
     received_at: datetime

@@ -1,12 +1,4 @@
-"""The customer timeline in one DynamoDB table (see docs/storage.md for the item map).
-
-Keys::
-
-    CUST#<cid>   PROFILE     the customer
-    IDENT#<kind>#<value>  IDENT   identity -> customer (+ the open conversation)
-    CUST#<cid>   MSG#<ulid>  one message on the timeline, newest-first by ULID
-    CUST#<cid>   CONV#<ulid> a conversation
-    DEDUP#<provider>#<provider_message_id>  DEDUP   provider retry guard
+"""The customer timeline in one DynamoDB table (docs/storage.md has the item map).
 
 An inbound message costs one consistent ``GetItem`` on the identity and one
 ``TransactWriteItems`` (dedupe + message + conversation + identity + profile), plus a
@@ -17,23 +9,37 @@ sender make one customer, and a provider retry is stored once.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from ulid import ULID
-
-from threadline import aws
-from threadline.channels.base import InboundMessage
-from threadline.errors import MalformedRequest, StorageUnavailable
+from threadline import aws, consent
+from threadline.channels.base import InboundMessage, StatusUpdate
+from threadline.errors import StorageUnavailable
+from threadline.items import (
+    DEDUP_SK,
+    IDENT_SK,
+    PROFILE_SK,
+    cancellation_reasons,
+    conversation_sk,
+    customer_pk,
+    decode_cursor,
+    dedup_pk,
+    encode_cursor,
+    from_item,
+    identity_pk,
+    is_conflict,
+    message_from_item,
+    message_item,
+    message_sk,
+    new_id,
+    to_item,
+)
 from threadline.logs import logger
 from threadline.schema import (
+    Channel,
     Customer,
     Direction,
     Identity,
@@ -41,6 +47,7 @@ from threadline.schema import (
     MessageStatus,
     RawPayloadRef,
     StatusChange,
+    TextPart,
     TimelinePage,
     utc_now,
 )
@@ -51,38 +58,31 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
     from mypy_boto3_s3 import S3Client
 
-PROFILE_SK = "PROFILE"
-IDENT_SK = "IDENT"
-DEDUP_SK = "DEDUP"
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "IngestResult",
+    "KeptRaw",
+    "Profile",
+    "RawPayload",
+    "TimelineStore",
+    "decode_cursor",
+    "encode_cursor",
+    "identity_pk",
+]
+
 CONVERSATION_QUIET_PERIOD = timedelta(hours=24)
+# The statuses a message may be in for a status update to move it on: statuses
+# only go forward, and failure ends a message that was not yet delivered.
+STATUS_PREDECESSORS: dict[MessageStatus, tuple[MessageStatus, ...]] = {
+    MessageStatus.SENT: (MessageStatus.QUEUED,),
+    MessageStatus.DELIVERED: (MessageStatus.QUEUED, MessageStatus.SENT),
+    MessageStatus.READ: (MessageStatus.QUEUED, MessageStatus.SENT, MessageStatus.DELIVERED),
+    MessageStatus.FAILED: (MessageStatus.QUEUED, MessageStatus.SENT),
+}
 MAX_PAGE_SIZE = 100
 # Optimistic retries when a concurrent writer changed the identity or conversation
 # between our read and our transaction. Each retry re-reads, so it converges fast.
 _MAX_ATTEMPTS = 5
-
-
-def customer_pk(customer_id: str) -> str:
-    return f"CUST#{customer_id}"
-
-
-def identity_pk(identity: Identity) -> str:
-    return f"IDENT#{identity.kind.value}#{identity.value}"
-
-
-def message_sk(message_id: str) -> str:
-    return f"MSG#{message_id}"
-
-
-def conversation_sk(conversation_id: str) -> str:
-    return f"CONV#{conversation_id}"
-
-
-def dedup_pk(provider: str, provider_message_id: str) -> str:
-    return f"DEDUP#{provider}#{provider_message_id}"
-
-
-def new_id(at: datetime) -> str:
-    return str(ULID.from_datetime(at))
 
 
 @dataclass(frozen=True)
@@ -111,58 +111,42 @@ class IngestResult:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """The customer plus what sending to them needs: recent channels and consent."""
+
+    customer: Customer
+    last_inbound: dict[Channel, datetime] = field(default_factory=dict)
+    consent: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """identity (kind:value) -> the latest consent record for it."""
+
+    def opted_out(self, identity: Identity) -> bool:
+        record = self.consent.get(str(identity)) or {}
+        return record.get("status") == consent.ConsentStatus.OPTED_OUT
+
+
+@dataclass(frozen=True)
 class _IdentityRecord:
     customer_id: str
     conversation_id: str | None
     last_message_at: datetime | None
 
 
-@cache
-def _serializer() -> Any:
-    from boto3.dynamodb.types import TypeSerializer
-
-    return TypeSerializer()
-
-
-@cache
-def _deserializer() -> Any:
-    from boto3.dynamodb.types import TypeDeserializer
-
-    return TypeDeserializer()
-
-
-def _to_item(values: dict[str, Any]) -> dict[str, Any]:
-    serializer = _serializer()
-    return {k: serializer.serialize(v) for k, v in values.items() if v is not None}
-
-
-def _from_item(item: dict[str, Any]) -> dict[str, Any]:
-    deserializer = _deserializer()
-    return {k: deserializer.deserialize(v) for k, v in item.items()}
-
-
-def encode_cursor(sort_key: str) -> str:
-    document = json.dumps({"v": 1, "sk": sort_key}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(document).decode().rstrip("=")
-
-
-MAX_CURSOR_LENGTH = 2048
-
-
-def decode_cursor(cursor: str) -> str:
-    if len(cursor) > MAX_CURSOR_LENGTH:
-        raise MalformedRequest("cursor is not one this API returned", code="invalid_cursor")
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        document = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        sort_key = document["sk"]
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise MalformedRequest(
-            "cursor is not one this API returned", code="invalid_cursor"
-        ) from exc
-    if not isinstance(sort_key, str) or not sort_key.startswith("MSG#"):
-        raise MalformedRequest("cursor is not one this API returned", code="invalid_cursor")
-    return sort_key
+def _consent_record(
+    action: consent.ConsentAction, inbound: InboundMessage, message_id: str, now: datetime
+) -> dict[str, Any]:
+    """What is kept as evidence of a consent change: when, how, and which message."""
+    return {
+        "status": (
+            consent.ConsentStatus.OPTED_OUT.value
+            if action is consent.ConsentAction.OPT_OUT
+            else consent.ConsentStatus.OPTED_IN.value
+        ),
+        "purpose": "all",
+        "at": now.isoformat(),
+        "channel": inbound.channel.value,
+        "source": "keyword",
+        "evidence_message_id": message_id,
+    }
 
 
 class TimelineStore:
@@ -180,6 +164,10 @@ class TimelineStore:
         self._dynamodb = dynamodb
         self._s3 = s3
         self.quiet_period = conversation_quiet_period
+
+    @property
+    def table(self) -> str:
+        return self.settings.table_name
 
     @property
     def dynamodb(self) -> DynamoDBClient:
@@ -262,7 +250,7 @@ class TimelineStore:
                 outcome = self._cancellation_outcome(exc, inbound)
                 if outcome is not None:
                     return outcome
-                if _is_conflict(exc) and attempt + 1 < _MAX_ATTEMPTS:
+                if is_conflict(exc) and attempt + 1 < _MAX_ATTEMPTS:
                     # Lost a race (new customer, conversation switch, merge): re-read.
                     time.sleep(0.01 * (attempt + 1))
                     continue
@@ -287,13 +275,13 @@ class TimelineStore:
 
     def _read_identity(self, identity: Identity) -> _IdentityRecord | None:
         response = self.dynamodb.get_item(
-            TableName=self.settings.table_name,
-            Key=_to_item({"pk": identity_pk(identity), "sk": IDENT_SK}),
+            TableName=self.table,
+            Key=to_item({"pk": identity_pk(identity), "sk": IDENT_SK}),
             ConsistentRead=True,
         )
         if "Item" not in response:
             return None
-        item = _from_item(response["Item"])
+        item = from_item(response["Item"])
         last = item.get("last_message_at")
         return _IdentityRecord(
             customer_id=str(item["customer_id"]),
@@ -311,7 +299,7 @@ class TimelineStore:
             return record.conversation_id, False
         return new_id(now), True
 
-    def _message_item(
+    def _inbound_message(
         self,
         inbound: InboundMessage,
         raw: KeptRaw,
@@ -320,7 +308,6 @@ class TimelineStore:
         customer_id: str,
         conversation_id: str,
     ) -> dict[str, Any]:
-        history = [StatusChange(status=MessageStatus.RECEIVED, at=now)]
         message = Message(
             id=message_id,
             customer_id=customer_id,
@@ -338,36 +325,19 @@ class TimelineStore:
             in_reply_to=inbound.in_reply_to,
             thread_id=inbound.thread_id,
             status=MessageStatus.RECEIVED,
-            status_history=history,
+            status_history=[StatusChange(status=MessageStatus.RECEIVED, at=now)],
             raw=raw.ref,
             channel_data=inbound.channel_data,
         )
-        return {
-            "pk": customer_pk(customer_id),
-            "sk": message_sk(message_id),
-            "type": "message",
-            "customer_id": customer_id,
-            "message_id": message_id,
-            "conversation_id": conversation_id,
-            "channel": inbound.channel.value,
-            "direction": Direction.INBOUND.value,
-            "provider": inbound.provider,
-            "provider_message_id": inbound.provider_message_id,
-            # status and its history live in their own attributes (not the JSON) so
-            # later status callbacks can update them with conditions.
-            "status": MessageStatus.RECEIVED.value,
-            "status_history": [h.model_dump(mode="json", exclude_none=True) for h in history],
-            "message": message.model_dump_json(exclude={"status", "status_history"}),
-            "raw": raw.inline,
-        }
+        return to_item(message_item(message, raw_inline=raw.inline))
 
     def _dedup_put(
         self, inbound: InboundMessage, now: datetime, message_id: str, customer_id: str
     ) -> TransactWriteItemTypeDef:
         return {
             "Put": {
-                "TableName": self.settings.table_name,
-                "Item": _to_item(
+                "TableName": self.table,
+                "Item": to_item(
                     {
                         "pk": dedup_pk(inbound.provider, inbound.provider_message_id),
                         "sk": DEDUP_SK,
@@ -382,6 +352,30 @@ class TimelineStore:
             }
         }
 
+    def _new_conversation_put(
+        self, customer_id: str, conversation_id: str, channel: str, stamp: str
+    ) -> TransactWriteItemTypeDef:
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": to_item(
+                    {
+                        "pk": customer_pk(customer_id),
+                        "sk": conversation_sk(conversation_id),
+                        "type": "conversation",
+                        "conversation_id": conversation_id,
+                        "customer_id": customer_id,
+                        "state": "open",
+                        "opened_at": stamp,
+                        "last_message_at": stamp,
+                        "channels": {channel},
+                        "message_count": 1,
+                    }
+                ),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+
     def _new_customer_operations(
         self,
         inbound: InboundMessage,
@@ -391,26 +385,30 @@ class TimelineStore:
         customer_id: str,
         conversation_id: str,
     ) -> list[TransactWriteItemTypeDef]:
-        table = self.settings.table_name
         stamp = now.isoformat()
         channel = inbound.channel.value
+        action = consent.detect(_text_of(inbound), inbound.consent_keyword)
+        consent_map: dict[str, Any] = {}
+        help_map: dict[str, Any] = {}
+        if action is consent.ConsentAction.HELP:
+            help_map[str(inbound.sender)] = stamp
+        elif action is not None:
+            consent_map[str(inbound.sender)] = _consent_record(action, inbound, message_id, now)
         return [
             self._dedup_put(inbound, now, message_id, customer_id),
             {
                 "Put": {
-                    "TableName": table,
-                    "Item": _to_item(
-                        self._message_item(
-                            inbound, raw, now, message_id, customer_id, conversation_id
-                        )
+                    "TableName": self.table,
+                    "Item": self._inbound_message(
+                        inbound, raw, now, message_id, customer_id, conversation_id
                     ),
                 }
             },
             {
                 # The condition is what makes concurrent first messages one customer.
                 "Put": {
-                    "TableName": table,
-                    "Item": _to_item(
+                    "TableName": self.table,
+                    "Item": to_item(
                         {
                             "pk": identity_pk(inbound.sender),
                             "sk": IDENT_SK,
@@ -427,8 +425,8 @@ class TimelineStore:
             },
             {
                 "Put": {
-                    "TableName": table,
-                    "Item": _to_item(
+                    "TableName": self.table,
+                    "Item": to_item(
                         {
                             "pk": customer_pk(customer_id),
                             "sk": PROFILE_SK,
@@ -440,30 +438,14 @@ class TimelineStore:
                             "last_channel": channel,
                             "last_message_at": stamp,
                             "last_inbound": {channel: stamp},
+                            "consent": consent_map,
+                            "help_requested": help_map,
                         }
                     ),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
-            {
-                "Put": {
-                    "TableName": table,
-                    "Item": _to_item(
-                        {
-                            "pk": customer_pk(customer_id),
-                            "sk": conversation_sk(conversation_id),
-                            "type": "conversation",
-                            "conversation_id": conversation_id,
-                            "customer_id": customer_id,
-                            "state": "open",
-                            "opened_at": stamp,
-                            "last_message_at": stamp,
-                            "channels": {channel},
-                            "message_count": 1,
-                        }
-                    ),
-                }
-            },
+            self._new_conversation_put(customer_id, conversation_id, channel, stamp),
         ]
 
     def _known_customer_operations(
@@ -476,11 +458,9 @@ class TimelineStore:
         conversation_id: str,
         opens_conversation: bool,
     ) -> list[TransactWriteItemTypeDef]:
-        table = self.settings.table_name
         customer_id = record.customer_id
         stamp = now.isoformat()
         channel = inbound.channel.value
-        message = self._message_item(inbound, raw, now, message_id, customer_id, conversation_id)
 
         # Guard the identity against a concurrent writer that moved it to another
         # customer (a merge) or opened another conversation since we read it.
@@ -499,87 +479,86 @@ class TimelineStore:
 
         conversation_op: TransactWriteItemTypeDef
         if opens_conversation:
-            conversation_op = {
-                "Put": {
-                    "TableName": table,
-                    "Item": _to_item(
-                        {
-                            "pk": customer_pk(customer_id),
-                            "sk": conversation_sk(conversation_id),
-                            "type": "conversation",
-                            "conversation_id": conversation_id,
-                            "customer_id": customer_id,
-                            "state": "open",
-                            "opened_at": stamp,
-                            "last_message_at": stamp,
-                            "channels": {channel},
-                            "message_count": 1,
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            }
+            conversation_op = self._new_conversation_put(
+                customer_id, conversation_id, channel, stamp
+            )
         else:
             conversation_op = {
                 "Update": {
-                    "TableName": table,
-                    "Key": _to_item(
+                    "TableName": self.table,
+                    "Key": to_item(
                         {"pk": customer_pk(customer_id), "sk": conversation_sk(conversation_id)}
                     ),
                     "UpdateExpression": (
                         "SET last_message_at = :now ADD message_count :one, channels :channel"
                     ),
                     "ConditionExpression": "attribute_exists(pk)",
-                    "ExpressionAttributeValues": _to_item(
+                    "ExpressionAttributeValues": to_item(
                         {":now": stamp, ":one": 1, ":channel": {channel}}
                     ),
                 }
             }
 
         profile_values: dict[str, Any] = {":channel": channel, ":now": stamp}
+        profile_names = {"#ch": channel}
         profile_update = (
             "SET last_channel = :channel, last_message_at = :now, last_inbound.#ch = :now"
         )
         if inbound.sender_display_name:
             profile_update += ", display_name = if_not_exists(display_name, :name)"
             profile_values[":name"] = inbound.sender_display_name
+        action = consent.detect(_text_of(inbound), inbound.consent_keyword)
+        if action is consent.ConsentAction.HELP:
+            profile_update += ", help_requested.#identity = :now"
+            profile_names["#identity"] = str(inbound.sender)
+        elif action is not None:
+            profile_update += ", consent.#identity = :consent"
+            profile_names["#identity"] = str(inbound.sender)
+            profile_values[":consent"] = _consent_record(action, inbound, message_id, now)
 
         return [
             self._dedup_put(inbound, now, message_id, customer_id),
-            {"Put": {"TableName": table, "Item": _to_item(message)}},
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self._inbound_message(
+                        inbound, raw, now, message_id, customer_id, conversation_id
+                    ),
+                }
+            },
             conversation_op,
             {
                 "Update": {
-                    "TableName": table,
-                    "Key": _to_item({"pk": identity_pk(inbound.sender), "sk": IDENT_SK}),
+                    "TableName": self.table,
+                    "Key": to_item({"pk": identity_pk(inbound.sender), "sk": IDENT_SK}),
                     "UpdateExpression": "SET conversation_id = :conv, last_message_at = :now",
                     "ConditionExpression": identity_condition,
-                    "ExpressionAttributeValues": _to_item(identity_values),
+                    "ExpressionAttributeValues": to_item(identity_values),
                 }
             },
             {
                 "Update": {
-                    "TableName": table,
-                    "Key": _to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
+                    "TableName": self.table,
+                    "Key": to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
                     "UpdateExpression": profile_update,
                     "ConditionExpression": "attribute_exists(pk)",
-                    "ExpressionAttributeNames": {"#ch": channel},
-                    "ExpressionAttributeValues": _to_item(profile_values),
+                    "ExpressionAttributeNames": profile_names,
+                    "ExpressionAttributeValues": to_item(profile_values),
                 }
             },
         ]
 
     def _cancellation_outcome(self, exc: Exception, inbound: InboundMessage) -> IngestResult | None:
         """An IngestResult when the transaction was cancelled because it is a retry."""
-        reasons = _cancellation_reasons(exc)
+        reasons = cancellation_reasons(exc)
         if not reasons or reasons[0].get("Code") != "ConditionalCheckFailed":
             return None
         old = reasons[0].get("Item")
         if old is None:
             # Not every DynamoDB implementation returns the old item; read it.
             response = self.dynamodb.get_item(
-                TableName=self.settings.table_name,
-                Key=_to_item(
+                TableName=self.table,
+                Key=to_item(
                     {"pk": dedup_pk(inbound.provider, inbound.provider_message_id), "sk": DEDUP_SK}
                 ),
                 ConsistentRead=True,
@@ -587,7 +566,7 @@ class TimelineStore:
             old = response.get("Item")
         if old is None:
             return None
-        item = _from_item(old)
+        item = from_item(old)
         logger.info(
             "duplicate delivery acknowledged",
             extra={"message_id": item["message_id"], "customer_id": item["customer_id"]},
@@ -598,21 +577,98 @@ class TimelineStore:
             duplicate=True,
         )
 
+    # ----------------------------------------------------------------- status
+
+    def apply_status(self, update: StatusUpdate, *, now: datetime | None = None) -> bool:
+        """Move a message we sent forward to ``update.status``.
+
+        Returns False, changing nothing, when the message is unknown or the update
+        is stale: a late or out-of-order callback never moves a status backwards,
+        and a repeated one is not recorded twice.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        predecessors = STATUS_PREDECESSORS.get(update.status)
+        if not predecessors:
+            return False
+        try:
+            located = self._locate(update)
+            if located is None:
+                logger.info(
+                    "status for an unknown message ignored", extra={"status": update.status}
+                )
+                return False
+            customer_id, message_id = located
+            change = StatusChange(
+                status=update.status,
+                at=update.at or now or utc_now(),
+                error_code=update.error_code,
+                error_message=update.error_message,
+            )
+            allowed = {f":from{i}": status.value for i, status in enumerate(predecessors)}
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key=to_item({"pk": customer_pk(customer_id), "sk": message_sk(message_id)}),
+                UpdateExpression=(
+                    "SET #status = :status, status_history = list_append(status_history, :change), "
+                    "provider_message_id = if_not_exists(provider_message_id, :pmid)"
+                ),
+                ConditionExpression=(
+                    f"attribute_exists(pk) AND direction = :outbound "
+                    f"AND #status IN ({', '.join(allowed)})"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":status": update.status.value,
+                        ":change": [change.model_dump(mode="json", exclude_none=True)],
+                        ":pmid": update.provider_message_id,
+                        ":outbound": Direction.OUTBOUND.value,
+                        **allowed,
+                    }
+                ),
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                logger.info("stale status ignored", extra={"status": update.status.value})
+                return False
+            raise StorageUnavailable("the status could not be written") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable("the status could not be written") from exc
+        return True
+
+    def _locate(self, update: StatusUpdate) -> tuple[str, str] | None:
+        """(customer id, message id) of the message a status update is about."""
+        if update.customer_id and update.message_id:
+            return update.customer_id, update.message_id
+        response = self.dynamodb.get_item(
+            TableName=self.table,
+            Key=to_item(
+                {"pk": dedup_pk(update.provider, update.provider_message_id), "sk": DEDUP_SK}
+            ),
+            ConsistentRead=True,
+        )
+        if "Item" not in response:
+            return None
+        item = from_item(response["Item"])
+        return str(item["customer_id"]), str(item["message_id"])
+
     # ----------------------------------------------------------------- reads
 
     def find_customer_id(self, identity: Identity) -> str | None:
         record = self._read_identity(identity)
         return record.customer_id if record else None
 
-    def get_customer(self, customer_id: str) -> Customer | None:
+    def get_profile(self, customer_id: str, *, consistent: bool = False) -> Profile | None:
         response = self.dynamodb.get_item(
-            TableName=self.settings.table_name,
-            Key=_to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
+            TableName=self.table,
+            Key=to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
+            ConsistentRead=consistent,
         )
         if "Item" not in response:
             return None
-        item = _from_item(response["Item"])
-        return Customer(
+        item = from_item(response["Item"])
+        customer = Customer(
             id=item["customer_id"],
             display_name=item.get("display_name"),
             identities=[Identity.parse(text) for text in item.get("identities", [])],
@@ -624,6 +680,26 @@ class TimelineStore:
                 else None
             ),
         )
+        return Profile(
+            customer=customer,
+            last_inbound={
+                Channel(name): datetime.fromisoformat(at)
+                for name, at in (item.get("last_inbound") or {}).items()
+            },
+            consent=dict(item.get("consent") or {}),
+        )
+
+    def get_customer(self, customer_id: str) -> Customer | None:
+        profile = self.get_profile(customer_id)
+        return profile.customer if profile else None
+
+    def get_message(self, customer_id: str, message_id: str) -> Message | None:
+        response = self.dynamodb.get_item(
+            TableName=self.table,
+            Key=to_item({"pk": customer_pk(customer_id), "sk": message_sk(message_id)}),
+            ConsistentRead=True,
+        )
+        return message_from_item(from_item(response["Item"])) if "Item" in response else None
 
     def timeline(
         self, customer_id: str, *, limit: int = 50, cursor: str | None = None
@@ -631,43 +707,30 @@ class TimelineStore:
         """One page of the customer's messages, newest first."""
         limit = max(1, min(limit, MAX_PAGE_SIZE))
         query: dict[str, Any] = {
-            "TableName": self.settings.table_name,
+            "TableName": self.table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": _to_item(
+            "ExpressionAttributeValues": to_item(
                 {":pk": customer_pk(customer_id), ":prefix": "MSG#"}
             ),
             # The raw payload can be large and is not part of the timeline view.
-            "ProjectionExpression": "pk, sk, message, #status, status_history",
+            "ProjectionExpression": (
+                "pk, sk, message, #status, status_history, channel, recipient, sender, "
+                "provider_message_id"
+            ),
             "ExpressionAttributeNames": {"#status": "status"},
             "ScanIndexForward": False,
             "Limit": limit,
         }
         if cursor:
-            query["ExclusiveStartKey"] = _to_item(
+            query["ExclusiveStartKey"] = to_item(
                 {"pk": customer_pk(customer_id), "sk": decode_cursor(cursor)}
             )
         response = self.dynamodb.query(**query)
-        items = [message_from_item(_from_item(raw)) for raw in response.get("Items", [])]
+        items = [message_from_item(from_item(raw)) for raw in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")
-        next_cursor = encode_cursor(str(_from_item(last)["sk"])) if last else None
+        next_cursor = encode_cursor(str(from_item(last)["sk"])) if last else None
         return TimelinePage(items=items, next_cursor=next_cursor)
 
 
-def message_from_item(item: dict[str, Any]) -> Message:
-    document = json.loads(item["message"])
-    document["status"] = item["status"]
-    document["status_history"] = item.get("status_history", [])
-    return Message.model_validate(document)
-
-
-def _cancellation_reasons(exc: Exception) -> list[dict[str, Any]]:
-    response = getattr(exc, "response", None) or {}
-    reasons = response.get("CancellationReasons")
-    return list(reasons) if reasons else []
-
-
-def _is_conflict(exc: Exception) -> bool:
-    """A cancellation caused by a concurrent writer, which a re-read resolves."""
-    reasons = _cancellation_reasons(exc)
-    codes = {reason.get("Code") for reason in reasons}
-    return bool(codes & {"ConditionalCheckFailed", "TransactionConflict"})
+def _text_of(inbound: InboundMessage) -> str:
+    return "\n".join(p.text for p in inbound.parts if isinstance(p, TextPart))

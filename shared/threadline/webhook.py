@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
-from threadline.channels.base import ChannelAdapter, WebhookRequest
+from threadline.channels.base import ChannelAdapter, InboundMessage, StatusUpdate, WebhookRequest
 from threadline.errors import PayloadTooLarge, ThreadlineError
 from threadline.logs import logger
 from threadline.settings import webhook_settings
-from threadline.store import RawPayload, TimelineStore
+from threadline.store import KeptRaw, RawPayload
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -33,8 +34,20 @@ def error_response(error: ThreadlineError) -> dict[str, Any]:
     return http_response(error.status, json.dumps(document))
 
 
+class WebhookStore(Protocol):
+    """What the pipeline needs of the store (TimelineStore and OutboundStore have it)."""
+
+    def keep_raw(self, raw: RawPayload, *, may_inline: bool = True) -> KeptRaw: ...
+
+    def ingest(
+        self, inbound: InboundMessage, raw: KeptRaw, *, received_at: datetime | None = None
+    ) -> Any: ...
+
+    def apply_status(self, update: StatusUpdate) -> Any: ...
+
+
 def handle_webhook(
-    event: Mapping[str, Any], channel: ChannelAdapter, store: TimelineStore
+    event: Mapping[str, Any], channel: ChannelAdapter, store: WebhookStore
 ) -> dict[str, Any]:
     """Run one provider request through ``channel`` into ``store``; the HTTP answer."""
     try:
@@ -42,7 +55,9 @@ def handle_webhook(
         if len(request.body) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
         channel.verify(request)
-        messages = channel.normalize(request)
+        normalized = channel.normalize(request)
+        messages = [item for item in normalized if isinstance(item, InboundMessage)]
+        statuses = [item for item in normalized if isinstance(item, StatusUpdate)]
         if messages:
             raw = store.keep_raw(
                 RawPayload(
@@ -56,6 +71,9 @@ def handle_webhook(
             for message in messages:
                 logger.set_correlation_id(message.provider_message_id)
                 store.ingest(message, raw, received_at=request.received_at)
+        for update in statuses:
+            logger.set_correlation_id(update.provider_message_id)
+            store.apply_status(update)
         ack = channel.acknowledge()
         return http_response(ack.status, ack.body, ack.content_type)
     except ThreadlineError as error:

@@ -225,7 +225,7 @@ def test_identity_parse_refuses_malformed_text(text):
 def test_message_json_schema_builds_with_every_part_type():
     schema = Message.model_json_schema()
     assert schema["type"] == "object"
-    assert {"id", "channel", "sender", "received_at", "status"} <= set(schema["required"])
+    assert {"id", "channel", "received_at", "status"} <= set(schema["required"])
     parts = schema["properties"]["parts"]["items"]
     assert set(parts["discriminator"]["mapping"]) == {
         "text",

@@ -4,8 +4,9 @@ A channel module turns a provider's webhook request into normalized messages:
 
 1. ``verify(request)`` raises :class:`~threadline.errors.SignatureInvalid` unless the
    provider signed exactly this request (its official SDK validator where one exists);
-2. ``normalize(request)`` returns the :class:`InboundMessage` drafts it carries, or
-   raises :class:`~threadline.errors.MalformedRequest`;
+2. ``normalize(request)`` returns the :class:`InboundMessage` drafts and the
+   :class:`StatusUpdate` s it carries, or raises
+   :class:`~threadline.errors.MalformedRequest`;
 3. ``acknowledge()`` is the answer the provider expects once they are stored.
 
 The webhook pipeline (:mod:`threadline.webhook`) calls these in that order, stores
@@ -20,12 +21,22 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from threadline.errors import MalformedRequest
-from threadline.schema import AuthorRole, Channel, Identity, Part, utc_now
+from threadline.schema import (
+    AuthorRole,
+    Channel,
+    Identity,
+    Message,
+    MessageStatus,
+    Part,
+    utc_now,
+)
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -110,16 +121,39 @@ class InboundMessage(BaseModel):
     in_reply_to: str | None = None
     thread_id: str | None = None
     channel_data: dict[str, Any] = Field(default_factory=dict)
+    consent_keyword: str | None = None
+    """An opt-out/opt-in keyword the provider itself recognised (Twilio's OptOutType)."""
 
 
-def build_inbound(**fields: Any) -> InboundMessage:
-    """An InboundMessage, or MalformedRequest when the provider's values do not fit it.
+class StatusUpdate(BaseModel):
+    """A provider telling us what became of a message we sent."""
 
-    Channels build their messages through this so an out-of-range value from a
-    provider (an over-long id, a latitude of 91) is a 400, never a 500.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str
+    provider_message_id: str = Field(min_length=1, max_length=256)
+    status: MessageStatus
+    at: datetime | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    customer_id: str | None = None
+    """Known when the callback URL we gave the provider names the message."""
+    message_id: str | None = None
+    channel_data: dict[str, Any] = Field(default_factory=dict)
+
+
+Normalized = InboundMessage | StatusUpdate
+
+
+def build(model: type[ModelT], **fields: Any) -> ModelT:
+    """``model(**fields)``, or MalformedRequest when the provider's values do not fit.
+
+    Channels build their messages and status updates through this so that an
+    out-of-range value from a provider (an over-long id, a latitude of 91) is a
+    400, never a 500.
     """
     try:
-        return InboundMessage(**fields)
+        return model(**fields)
     except ValidationError as exc:
         fields_at_fault = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
         raise MalformedRequest(f"invalid values for: {', '.join(fields_at_fault)}") from exc
@@ -134,6 +168,36 @@ class Acknowledgement:
     body: str = ""
 
 
+@dataclass(frozen=True)
+class SendResult:
+    provider_message_id: str
+
+
+class SendFailed(Exception):
+    """The provider did not take the message.
+
+    ``retryable`` is true for rate limits (429), provider errors (5xx) and network
+    failures: the dispatcher tries again later. Anything else is final.
+    """
+
+    def __init__(
+        self, code: str, message: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Sender(Protocol):
+    """What each channel module offers the dispatcher for outbound messages."""
+
+    provider: str
+
+    def send(self, message: Message) -> SendResult: ...
+
+
 class ChannelAdapter(Protocol):
     """The protocol each module under ``threadline.channels`` implements."""
 
@@ -141,6 +205,6 @@ class ChannelAdapter(Protocol):
 
     def verify(self, request: WebhookRequest) -> None: ...
 
-    def normalize(self, request: WebhookRequest) -> list[InboundMessage]: ...
+    def normalize(self, request: WebhookRequest) -> list[Normalized]: ...
 
     def acknowledge(self) -> Acknowledgement: ...
