@@ -7,25 +7,31 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import __version__
 from threadline.errors import MalformedRequest, NotFound, ThreadlineError
 from threadline.logs import logger
-from threadline.schema import Customer, Identity, TimelinePage
+from threadline.outbound import OutboundStore, SendMessageRequest
+from threadline.schema import Customer, Identity, Message, TimelinePage
 from threadline.settings import store_settings
-from threadline.store import MAX_PAGE_SIZE, TimelineStore
+from threadline.store import MAX_PAGE_SIZE
 
 app = APIGatewayHttpResolver(enable_validation=True)
-store = TimelineStore(store_settings())
+store = OutboundStore(store_settings())
 
 ERROR_RESPONSES: dict[int, Any] = {
     status: {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
-    for status, description in {400: "Invalid request", 404: "Not found"}.items()
+    for status, description in {
+        400: "Invalid request",
+        404: "Not found",
+        409: "The customer opted out of this channel",
+        422: "The message cannot be sent to this customer as asked",
+    }.items()
 }
 
 
@@ -108,6 +114,29 @@ def get_timeline(
     if store.get_customer(customer_id) is None:
         raise NotFound("no such customer")
     return store.timeline(customer_id, limit=limit, cursor=cursor)
+
+
+@app.post(
+    "/v1/customers/<customer_id>/messages",
+    summary="Send a reply: queued now, sent by the dispatcher",
+    tags=["messages"],
+    status_code=202,
+    responses=ERROR_RESPONSES,
+)
+def send_message(
+    customer_id: Annotated[str, Path()],
+    request: Annotated[SendMessageRequest, Body()],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="idempotency-key",
+            max_length=255,
+            description="retrying with the same key returns the first answer and sends once",
+        ),
+    ] = None,
+) -> Response[Message]:
+    message, _ = store.queue_message(customer_id, request, idempotency_key=idempotency_key)
+    return Response(202, "application/json", message)
 
 
 def openapi_document() -> dict[str, Any]:

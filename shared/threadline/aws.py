@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
 
 # Short timeouts: a webhook has seconds, not minutes, and a provider retries a 5xx.
 _CLIENT_CONFIG: dict[str, Any] = {
@@ -36,4 +38,14 @@ def dynamodb() -> DynamoDBClient:
 
 def s3() -> S3Client:
     client: S3Client = _client("s3")
+    return client
+
+
+def events() -> EventBridgeClient:
+    client: EventBridgeClient = _client("events")
+    return client
+
+
+def sqs() -> SQSClient:
+    client: SQSClient = _client("sqs")
     return client

@@ -667,27 +667,7 @@ class TimelineStore:
         )
         if "Item" not in response:
             return None
-        item = from_item(response["Item"])
-        customer = Customer(
-            id=item["customer_id"],
-            display_name=item.get("display_name"),
-            identities=[Identity.parse(text) for text in item.get("identities", [])],
-            created_at=datetime.fromisoformat(item["created_at"]),
-            last_channel=item.get("last_channel"),
-            last_message_at=(
-                datetime.fromisoformat(item["last_message_at"])
-                if item.get("last_message_at")
-                else None
-            ),
-        )
-        return Profile(
-            customer=customer,
-            last_inbound={
-                Channel(name): datetime.fromisoformat(at)
-                for name, at in (item.get("last_inbound") or {}).items()
-            },
-            consent=dict(item.get("consent") or {}),
-        )
+        return profile_from_item(from_item(response["Item"]))
 
     def get_customer(self, customer_id: str) -> Customer | None:
         profile = self.get_profile(customer_id)
@@ -730,6 +710,28 @@ class TimelineStore:
         last = response.get("LastEvaluatedKey")
         next_cursor = encode_cursor(str(from_item(last)["sk"])) if last else None
         return TimelinePage(items=items, next_cursor=next_cursor)
+
+
+def profile_from_item(item: dict[str, Any]) -> Profile:
+    """A PROFILE item (as from_item returns it) as a Profile."""
+    customer = Customer(
+        id=item["customer_id"],
+        display_name=item.get("display_name"),
+        identities=[Identity.parse(text) for text in item.get("identities", [])],
+        created_at=datetime.fromisoformat(item["created_at"]),
+        last_channel=item.get("last_channel"),
+        last_message_at=(
+            datetime.fromisoformat(item["last_message_at"]) if item.get("last_message_at") else None
+        ),
+    )
+    return Profile(
+        customer=customer,
+        last_inbound={
+            Channel(name): datetime.fromisoformat(at)
+            for name, at in (item.get("last_inbound") or {}).items()
+        },
+        consent=dict(item.get("consent") or {}),
+    )
 
 
 def _text_of(inbound: InboundMessage) -> str:

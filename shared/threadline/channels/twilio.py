@@ -8,6 +8,7 @@ so one person's SMS and WhatsApp land on one timeline.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -417,3 +418,18 @@ def _http_client(sandbox_url: str | None) -> Any:
     if sandbox_url:
         return _SandboxHttpClient(timeout=10)
     return TwilioHttpClient(timeout=10)
+
+
+def sender_from_env() -> TwilioSender:
+    """The sender as template.yaml configures it for the dispatcher."""
+    from threadline.secrets import get_secret
+    from threadline.settings import required_env
+
+    return TwilioSender(
+        account_sid=lambda: get_secret("TWILIO_ACCOUNT_SID"),
+        auth_token=lambda: get_secret("TWILIO_AUTH_TOKEN"),
+        sms_from=required_env("TWILIO_SMS_FROM"),
+        whatsapp_from=required_env("TWILIO_WHATSAPP_FROM"),
+        status_callback_base=required_env("PUBLIC_BASE_URL"),
+        sandbox_url=os.environ.get("PROVIDER_SANDBOX_URL") or None,
+    )
