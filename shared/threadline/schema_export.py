@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from threadline.events import EVENT_MODELS
 from threadline.schema import EXPORTED_MODELS, SCHEMA_VERSION
 
 SCHEMA_ID_BASE = "https://threadline.dev/schemas"
@@ -20,7 +23,11 @@ SCHEMA_ID_BASE = "https://threadline.dev/schemas"
 def schema_documents() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema document, for every exported model."""
     documents: dict[str, dict[str, Any]] = {}
-    for stem, model in EXPORTED_MODELS.items():
+    models: dict[str, type[BaseModel]] = dict(EXPORTED_MODELS)
+    for event_model in EVENT_MODELS:
+        event_type = event_model.model_fields["type"].default
+        models[f"event.{event_type}"] = event_model
+    for stem, model in models.items():
         name = f"{stem}.v{SCHEMA_VERSION}.json"
         document = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
