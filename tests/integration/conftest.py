@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from types import ModuleType, SimpleNamespace
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import boto3
 import pytest
@@ -124,7 +124,7 @@ def http_api_event(
         "isBase64Encoded": body is not None,
     }
     if query:
-        event["queryStringParameters"] = dict(p.split("=", 1) for p in query.split("&"))
+        event["queryStringParameters"] = dict(parse_qsl(query, keep_blank_values=True))
     if body is not None:
         event["body"] = base64.b64encode(body).decode()
     return event
