@@ -20,7 +20,8 @@ from threadline.outbound import Dispatcher, OutboundStore, RetryLater, job_from_
 from threadline.schema import Channel
 from threadline.settings import required_env, store_settings
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# Report every failed record, even when all failed, so Lambda retries just those.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 twilio_sender = twilio.sender_from_env()
 dispatcher = Dispatcher(
     OutboundStore(store_settings()),

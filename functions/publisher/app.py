@@ -18,7 +18,9 @@ from threadline.events import events_from_stream_record, publish
 from threadline.logs import logger
 from threadline.settings import required_env
 
-processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+processor = BatchProcessor(
+    event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False
+)
 bus_name = required_env("EVENT_BUS_NAME")
 
 

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -23,6 +24,7 @@ from twilio.request_validator import RequestValidator
 from tests.conftest import load_handler_module
 
 WEBHOOK_HOST = "hooks.example.test"
+ACCOUNT_SID = "AC" + "5" * 32
 TWILIO_PATH = "/webhooks/twilio/messaging"
 
 
@@ -41,11 +43,38 @@ class LambdaContext:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Any]:
+def provider_sandbox() -> Iterator[Any]:
+    """The local stack's provider sandbox on a loopback port: Twilio's API, recorded."""
+    from werkzeug.serving import make_server
+
+    from devstack.sandbox import ProviderSandbox
+
+    sandbox = ProviderSandbox()
+    server = make_server("127.0.0.1", 0, sandbox, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    sandbox.url = f"http://127.0.0.1:{server.server_port}"  # type: ignore[attr-defined]
+    try:
+        yield sandbox
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_sandbox(provider_sandbox: Any) -> None:
+    provider_sandbox.clear()
+
+
+@pytest.fixture(scope="session")
+def stack(provider_sandbox: Any) -> Iterator[Any]:
     """moto server plus the template's resources, for the whole session."""
     from devstack.stack import EmbeddedAws
 
-    with EmbeddedAws.start() as embedded:
+    parameters = {
+        "PublicBaseUrl": f"https://{WEBHOOK_HOST}",
+        "ProviderSandboxUrl": provider_sandbox.url,
+    }
+    with EmbeddedAws.start(parameters=parameters) as embedded:
         yield embedded
 
 
@@ -57,6 +86,7 @@ def auth_token() -> str:
 @pytest.fixture(scope="session")
 def function_env(stack: Any, auth_token: str) -> Callable[[str], dict[str, str]]:
     stack.put_secret("TwilioAuthTokenParameterName", auth_token)
+    stack.put_secret("TwilioAccountSidParameterName", ACCOUNT_SID)
     return stack.function_environment
 
 
@@ -81,6 +111,24 @@ def aws_env(stack: Any) -> Iterator[None]:
 def twilio_module(function_env: Callable[[str], dict[str, str]], aws_env: None) -> ModuleType:
     os.environ.update(function_env("TwilioMessagingFunction"))
     return load_handler_module("functions/twilio_messaging")
+
+
+@pytest.fixture(scope="session")
+def status_module(function_env: Callable[[str], dict[str, str]], aws_env: None) -> ModuleType:
+    os.environ.update(function_env("TwilioStatusFunction"))
+    return load_handler_module("functions/twilio_status")
+
+
+@pytest.fixture(scope="session")
+def dispatcher_module(function_env: Callable[[str], dict[str, str]], aws_env: None) -> ModuleType:
+    os.environ.update(function_env("DispatcherFunction"))
+    return load_handler_module("functions/dispatcher")
+
+
+@pytest.fixture(scope="session")
+def publisher_module(function_env: Callable[[str], dict[str, str]], aws_env: None) -> ModuleType:
+    os.environ.update(function_env("PublisherFunction"))
+    return load_handler_module("functions/publisher")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,184 @@
+"""The provider sandbox: stands in for provider APIs on the local stack.
+
+The dispatcher uses the providers' real SDKs; with ``PROVIDER_SANDBOX_URL`` set they
+send their HTTP requests here instead of to the provider. The sandbox records each
+request (``GET /_dev/outbox`` lists them) and answers as the provider's API would,
+so nothing leaves the machine. Tests can program faults: the next answers for a
+provider, e.g. ``[429, 429]`` then the normal success.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+# Twilio's documented error bodies for the faults tests ask for most.
+_TWILIO_ERRORS: dict[int, tuple[int, str]] = {
+    400: (21211, "The 'To' number is not a valid phone number."),
+    401: (20003, "Authenticate"),
+    404: (20404, "The requested resource was not found"),
+    429: (20429, "Too Many Requests"),
+    500: (20500, "Internal Server Error"),
+    503: (20503, "Service Unavailable"),
+}
+
+
+@dataclass
+class RecordedRequest:
+    provider: str
+    method: str
+    path: str
+    form: dict[str, list[str]]
+    headers: dict[str, str]
+    status: int
+    at: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "method": self.method,
+            "path": self.path,
+            "form": self.form,
+            "status": self.status,
+            "at": self.at,
+        }
+
+
+@dataclass
+class ProviderSandbox:
+    """A WSGI app answering like provider APIs, recording what it was sent."""
+
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _faults: dict[str, deque[int]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._routes = Map(
+            [
+                Rule(
+                    "/twilio/2010-04-01/Accounts/<account_sid>/Messages.json",
+                    methods=["POST"],
+                    endpoint="twilio_message",
+                ),
+                Rule("/faults/<provider>", methods=["POST"], endpoint="faults"),
+                Rule("/outbox", methods=["GET"], endpoint="outbox"),
+                Rule("/outbox", methods=["DELETE"], endpoint="clear"),
+            ]
+        )
+
+    def program_faults(self, provider: str, statuses: Iterable[int]) -> None:
+        """The next answers ``provider`` gives, before it succeeds again."""
+        with self._lock:
+            self._faults.setdefault(provider, deque()).extend(statuses)
+
+    def outbox(self, provider: str | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if provider is None or r.provider == provider]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self._faults.clear()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        adapter = self._routes.bind_to_environ(environ)
+        try:
+            endpoint, values = adapter.match()
+        except Exception:
+            response = Response(
+                json.dumps({"message": "Not Found"}), 404, mimetype="application/json"
+            )
+            return response(environ, start_response)
+        handler = getattr(self, f"_serve_{endpoint}")
+        return handler(request, **values)(environ, start_response)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ endpoints
+
+    def _serve_outbox(self, request: Request) -> Response:
+        provider = request.args.get("provider")
+        body = [r.as_json() for r in self.outbox(provider)]
+        return Response(json.dumps(body), 200, mimetype="application/json")
+
+    def _serve_clear(self, request: Request) -> Response:
+        self.clear()
+        return Response(status=204)
+
+    def _serve_faults(self, request: Request, provider: str) -> Response:
+        statuses = request.get_json(force=True, silent=True) or []
+        if not isinstance(statuses, list) or not all(isinstance(s, int) for s in statuses):
+            return Response(json.dumps({"message": "a list of HTTP statuses"}), 400)
+        self.program_faults(provider, statuses)
+        return Response(status=204)
+
+    def _next_status(self, provider: str, success: int) -> int:
+        with self._lock:
+            queue = self._faults.get(provider)
+            return queue.popleft() if queue else success
+
+    def _record(self, provider: str, request: Request, status: int) -> dict[str, list[str]]:
+        form = parse_qs(request.get_data(as_text=True), keep_blank_values=True)
+        with self._lock:
+            self.requests.append(
+                RecordedRequest(
+                    provider=provider,
+                    method=request.method,
+                    path=request.path,
+                    form=form,
+                    headers={k.lower(): v for k, v in request.headers.items()},
+                    status=status,
+                    at=datetime.now(UTC).isoformat(),
+                )
+            )
+        return form
+
+    def _serve_twilio_message(self, request: Request, account_sid: str) -> Response:
+        status = self._next_status("twilio", 201)
+        form = self._record("twilio", request, status)
+        if status != 201:
+            code, message = _TWILIO_ERRORS.get(status, (20500, "Error"))
+            body: dict[str, Any] = {
+                "code": code,
+                "message": message,
+                "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                "status": status,
+            }
+            headers = {"Retry-After": "1"} if status == 429 else {}
+            return Response(json.dumps(body), status, headers=headers, mimetype="application/json")
+        now = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        sid = "SM" + secrets.token_hex(16)
+        resource = {
+            "account_sid": account_sid,
+            "api_version": "2010-04-01",
+            "body": (form.get("Body") or [""])[0],
+            "date_created": now,
+            "date_sent": None,
+            "date_updated": now,
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": (form.get("From") or [None])[0],
+            "messaging_service_sid": (form.get("MessagingServiceSid") or [None])[0],
+            "num_media": str(len(form.get("MediaUrl", []))),
+            "num_segments": "1",
+            "price": None,
+            "price_unit": "USD",
+            "sid": sid,
+            "status": "queued",
+            "subresource_uris": {
+                "media": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}/Media.json"
+            },
+            "to": (form.get("To") or [""])[0],
+            "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json",
+        }
+        return Response(json.dumps(resource), 201, mimetype="application/json")
