@@ -1,0 +1,5 @@
+"""``python -m devstack`` (what ``make dev`` runs)."""
+
+from devstack.console import main
+
+raise SystemExit(main())

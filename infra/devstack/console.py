@@ -1,0 +1,202 @@
+"""``python -m devstack``: start the local stack, say where everything is, stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from devstack.resources import StackResources
+from devstack.routes import Route
+from devstack.secrets import ProvisionedSecret
+from devstack.stack import DEFAULT_PORT, DEFAULT_TEMPLATE, LocalStack, StackNotHealthy
+from devstack.template import TemplateError
+
+READY_LINE = "threadline local stack ready on {base_url}"
+WEBHOOK_PREFIX = "/webhooks/"
+# Twilio retries a failed webhook only when its URL carries connection overrides
+# (rc = retry count, rp = retry policy); without them it goes to the fallback URL.
+TWILIO_OVERRIDES = "#rc=3&rp=all"
+HEALTH_TIMEOUT_SECONDS = 60.0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack",
+        description="Run template.yaml on 127.0.0.1: embedded AWS, functions, HTTP API.",
+    )
+    parser.add_argument(
+        "--template",
+        type=Path,
+        default=DEFAULT_TEMPLATE,
+        help="SAM template (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=None, help="gateway port (default: THREADLINE_PORT or 3000)"
+    )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a template parameter (repeatable), as sam deploy --parameter-overrides",
+    )
+    parser.add_argument("--stack-name", default=None, help="default: threadline-<Stage>")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    args = parse_args(argv)
+    stream = out if out is not None else sys.stdout
+    _stop_on_signals()
+    _forget_aws_profiles()
+    try:
+        parameters = dict(_split_parameter(item) for item in args.parameter)
+        port = args.port if args.port is not None else _port_from_environment()
+        stack = LocalStack(
+            args.template, port=port, parameters=parameters, stack_name=args.stack_name
+        )
+        with stack:
+            print_banner(stack, stream)
+            stack.wait_until_healthy(HEALTH_TIMEOUT_SECONDS)
+            _say(stream, READY_LINE.format(base_url=stack.base_url))
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        _say(stream, "threadline local stack stopped")
+        return 0
+    except (TemplateError, argparse.ArgumentTypeError) as exc:
+        _say(stream, f"error: {exc}")
+        return 2
+    except StackNotHealthy as exc:
+        _say(stream, f"error: the stack started but is not healthy: {exc} (see the log above)")
+        return 1
+    except OSError as exc:
+        _say(stream, f"error: {exc.strerror or exc} (THREADLINE_PORT chooses another port)")
+        return 1
+
+
+def print_banner(stack: LocalStack, out: TextIO) -> None:
+    assert stack.aws is not None and stack.routes is not None
+    resources = stack.resources
+    embedded = "embedded moto" if stack.aws.embedded else "AWS_ENDPOINT_URL"
+    _say(
+        out,
+        f"threadline local stack: {stack.template.path.name}, stack "
+        f"{resources.pseudo.stack_name}, region {resources.aws.region}",
+    )
+    _say(out, f"  AWS endpoint  {stack.aws.endpoint_url}  ({embedded}, dummy credentials)")
+    _print_resources(resources, out)
+    for secret in stack.aws.secrets:
+        _say(out, f"  secret        {_describe_secret(secret)}")
+    for spec in stack.aws.functions.values():
+        where = os.path.relpath(spec.code_dir, stack.template.root)
+        _say(out, f"  function      {spec.logical_id}  {spec.handler} in {where}/")
+        for warning in spec.warnings:
+            _say(out, f"    note: {warning}")
+        for event in spec.events:
+            if event.type != "HttpApi":
+                _say(out, f"    note: {event.type} event {event.name} is not fed locally yet")
+        declared = spec.runtime.removeprefix("python")
+        running = ".".join(platform.python_version_tuple()[:2])
+        if declared and declared != running:
+            _say(out, f"    note: declares python{declared}, runs here on Python {running}")
+    routes = list(stack.routes)
+    for route in routes:
+        if route.path.startswith(WEBHOOK_PREFIX):
+            _say(out, f"  webhook       {route.method} {webhook_url(stack.base_url, route)}")
+    auth = (
+        "bearer token required (THREADLINE_API_TOKEN)"
+        if stack.api_token
+        else "open; set THREADLINE_API_TOKEN to require a bearer token"
+    )
+    _say(out, f"  API           {stack.base_url}  (IAM-protected routes: {auth})")
+    for route in routes:
+        if not route.path.startswith(WEBHOOK_PREFIX):
+            _say(out, f"                {route.key} -> {route.function}")
+
+
+def webhook_url(base_url: str, route: Route) -> str:
+    url = base_url + route.path
+    if route.path.startswith(WEBHOOK_PREFIX + "twilio/"):
+        url += TWILIO_OVERRIDES
+    return url
+
+
+def _print_resources(resources: StackResources, out: TextIO) -> None:
+    named_only = []
+    for logical_id in resources:
+        resource = resources[logical_id]
+        if not resource.emulated:
+            named_only.append(logical_id)
+            continue
+        _say(out, f"  resource      {logical_id} ({resource.type}): {resource.ref}")
+        if resource.ignored_properties:
+            ignored = ", ".join(resource.ignored_properties)
+            _say(out, f"    note: not applied locally: {ignored}")
+    if named_only:
+        _say(out, f"  named only    {', '.join(named_only)}")
+
+
+def _describe_secret(secret: ProvisionedSecret) -> str:
+    if secret.source == "generated":
+        return (
+            f"{secret.env_name}={secret.value}  generated into {secret.location}; "
+            f"export {secret.env_name}=... before starting to choose your own"
+        )
+    if secret.source == "environment":
+        return f"{secret.env_name} from your environment, in {secret.location}"
+    return f"{secret.env_name}: kept the value already in {secret.location}"
+
+
+def _port_from_environment() -> int:
+    text = os.environ.get("THREADLINE_PORT") or str(DEFAULT_PORT)
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"THREADLINE_PORT={text!r} is not a port number")
+    return int(text)
+
+
+def _split_parameter(item: str) -> tuple[str, str]:
+    name, separator, value = item.partition("=")
+    if not separator or not name:
+        raise argparse.ArgumentTypeError(f"--parameter wants NAME=VALUE, not {item!r}")
+    return name, value
+
+
+def _forget_aws_profiles() -> None:
+    """Keep the developer's AWS profiles out of this process.
+
+    moto, running in this process, builds boto3 sessions from os.environ: an
+    AWS_PROFILE naming a profile it cannot find makes every AWS call fail.
+    """
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        os.environ.pop(name, None)
+    os.environ["AWS_CONFIG_FILE"] = os.devnull
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM unwind the stack through KeyboardInterrupt; a second one exits."""
+
+    def first(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, second)
+        signal.signal(signal.SIGTERM, second)
+        raise KeyboardInterrupt
+
+    def second(signum: int, frame: FrameType | None) -> None:
+        # The impatient get out at once; workers see their stdin close and exit.
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, first)
+    signal.signal(signal.SIGTERM, first)
+
+
+def _say(out: TextIO, line: str) -> None:
+    print(line, file=out, flush=True)

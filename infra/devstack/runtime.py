@@ -1,0 +1,412 @@
+"""Running functions the way Lambda does: warm workers, each with exactly its own env.
+
+Each function gets a small pool of worker processes (execution environments),
+started on demand, reused while warm, replaced when they die or time out. A
+worker's environment is its template variables (Globals merged) plus what the
+Lambda runtime sets, and nothing inherited from the process that started it: a
+variable missing from template.yaml fails here as it would in AWS.
+
+The gateway invokes functions through :meth:`FunctionRuntime.invoke`; so will the
+SQS and DynamoDB-stream pollers, with their own event shapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from devstack.aws import AwsTarget
+from devstack.functions import FunctionSpec
+from devstack.template import TemplateError
+
+BOOTSTRAP = Path(__file__).with_name("_bootstrap.py")
+DEFAULT_MAX_WORKERS = 4
+# Lambda gives a function's init phase 10 s before it retries init inside the invoke.
+INIT_TIMEOUT_SECONDS = 10.0
+STOP_GRACE_SECONDS = 2.0
+
+# Lambda refuses to deploy a function that sets any of these itself.
+RESERVED_VARIABLES = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_LAMBDA_RUNTIME_API",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+    }
+)
+
+
+def function_environment(
+    spec: FunctionSpec, aws: AwsTarget, *, path: str | None = None
+) -> dict[str, str]:
+    """The complete environment a worker of ``spec`` runs with.
+
+    ``path`` is the PATH to give it (default: this process's, so tools a handler
+    shells out to resolve as on the developer's machine).
+    """
+    clashes = sorted(RESERVED_VARIABLES & set(spec.variables))
+    if clashes:
+        raise TemplateError(
+            f"{spec.logical_id} sets reserved variables {clashes}; Lambda would reject it"
+        )
+    return {
+        # Lambda's defaults, which a function's own variables may override.
+        "PATH": path if path is not None else os.environ.get("PATH", os.defpath),
+        "LANG": "en_US.UTF-8",
+        "TZ": "UTC",
+        "PYTHONPATH": os.pathsep.join(spec.python_path),
+        **spec.variables,
+        # What the Lambda runtime sets and a function cannot change.
+        "_HANDLER": spec.handler,
+        "LAMBDA_TASK_ROOT": str(spec.code_dir),
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime or 'python'}",
+        "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        **aws.client_environment(),
+        # A Lambda has no ~/.aws and no instance metadata; locally, the developer's
+        # profiles must not leak in and no SDK may wander off to 169.254.169.254.
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One invoke's outcome: the handler's result, or Lambda's description of a failure."""
+
+    function: str
+    request_id: str
+    payload: Any = None
+    error_type: str | None = None
+    error_message: str | None = None
+    duration_ms: float = 0.0
+    cold_start: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+
+class WorkerError(Exception):
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+class Worker:
+    """One execution environment: a Python process running ``_bootstrap.py``."""
+
+    def __init__(self, spec: FunctionSpec, environment: Mapping[str, str]) -> None:
+        self.spec = spec
+        # -u: handler output reaches the console as it is written, like CloudWatch;
+        # -X utf8: Lambda's Python is UTF-8 whatever the local locale is.
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+            [sys.executable, "-u", "-X", "utf8", str(BOOTSTRAP)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=dict(environment),
+            cwd=spec.code_dir,
+            close_fds=True,
+        )
+        self._pending = bytearray()
+        self.invocations = 0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_ready(self, timeout: float) -> None:
+        message = self._receive(time.monotonic() + timeout, phase="init")
+        if message.get("type") == "init_error":
+            self.stop()
+            raise WorkerError(
+                "Runtime.ImportModuleError",
+                f"{message.get('errorType')}: {message.get('errorMessage')}",
+            )
+        if message.get("type") != "ready":
+            self.kill()
+            raise WorkerError("Runtime.InvalidResponse", f"unexpected message {message!r}")
+
+    def invoke(self, event: Any, request_id: str, function_arn: str) -> dict[str, Any]:
+        timeout = self.spec.timeout_seconds
+        deadline = time.monotonic() + timeout
+        request = {
+            "requestId": request_id,
+            "deadlineMs": int((time.time() + timeout) * 1000),
+            "invokedFunctionArn": function_arn,
+            "event": event,
+        }
+        stdin = self._stdin()
+        try:
+            stdin.write(json.dumps(request).encode() + b"\n")
+            stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.kill()
+            raise WorkerError("Runtime.ExitError", self._exit_description()) from None
+        self.invocations += 1
+        return self._receive(deadline, phase="invoke")
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """End the worker: EOF on its stdin first, a kill if it does not listen."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._close_stdout()
+
+    def kill(self) -> None:
+        if self.alive():
+            self.process.kill()
+        self.process.wait()
+        self._close_stdout()
+
+    def _close_stdout(self) -> None:
+        if self.process.stdout is not None and not self.process.stdout.closed:
+            self.process.stdout.close()
+
+    def _stdin(self) -> IO[bytes]:
+        assert self.process.stdin is not None
+        return self.process.stdin
+
+    def _receive(self, deadline: float, *, phase: str) -> dict[str, Any]:
+        stdout = self.process.stdout
+        assert stdout is not None
+        descriptor = stdout.fileno()
+        while b"\n" not in self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                seconds = self.spec.timeout_seconds if phase == "invoke" else INIT_TIMEOUT_SECONDS
+                raise WorkerError("Sandbox.Timedout", f"Task timed out after {seconds:.2f} seconds")
+            readable, _, _ = select.select([descriptor], [], [], remaining)
+            if not readable:
+                continue
+            chunk = os.read(descriptor, 1 << 16)
+            if not chunk:
+                self.kill()
+                raise WorkerError("Runtime.ExitError", self._exit_description())
+            self._pending.extend(chunk)
+        line, _, rest = bytes(self._pending).partition(b"\n")
+        self._pending = bytearray(rest)
+        try:
+            message: dict[str, Any] = json.loads(line)
+        except ValueError:
+            self.kill()
+            raise WorkerError(
+                "Runtime.InvalidResponse", "the worker sent a garbled reply"
+            ) from None
+        return message
+
+    def _exit_description(self) -> str:
+        return f"Runtime exited with error: exit status {self.process.wait()}"
+
+
+class FunctionPool:
+    """Up to ``max_workers`` warm workers for one function."""
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        environment: Mapping[str, str],
+        *,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+    ) -> None:
+        self.spec = spec
+        self.environment = dict(environment)
+        self.max_workers = max_workers
+        self._idle: list[Worker] = []
+        self._workers: set[Worker] = set()
+        self._starting = 0
+        self._closed = False
+        self._changed = threading.Condition()
+
+    @property
+    def workers(self) -> int:
+        with self._changed:
+            return len(self._workers)
+
+    def invoke(self, event: Any) -> Invocation:
+        request_id = str(uuid.uuid4())
+        started = time.perf_counter()
+        try:
+            worker, cold = self._acquire()
+        except WorkerError as error:
+            return self._failed(request_id, started, True, error)
+        try:
+            reply = worker.invoke(event, request_id, self.spec.arn)
+        except WorkerError as error:
+            self._discard(worker)
+            return self._failed(request_id, started, cold, error)
+        except BaseException:
+            self._discard(worker)
+            raise
+        self._release(worker)
+        if reply.get("type") == "result":
+            return self._outcome(request_id, started, cold, payload=reply.get("payload"))
+        return self._outcome(
+            request_id,
+            started,
+            cold,
+            error_type=str(reply.get("errorType", "Error")),
+            error_message=str(reply.get("errorMessage", "")),
+        )
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            workers = list(self._workers)
+            self._workers.clear()
+            self._idle.clear()
+            self._changed.notify_all()
+        # Busy workers are killed too: shutting down does not wait for a slow handler.
+        for worker in workers:
+            threading.Thread(target=worker.stop, daemon=True).start()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS + 1
+        for worker in workers:
+            try:
+                worker.process.wait(timeout=max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+    def _outcome(self, request_id: str, started: float, cold: bool, **fields: Any) -> Invocation:
+        duration = (time.perf_counter() - started) * 1000
+        return Invocation(
+            self.spec.logical_id, request_id, duration_ms=duration, cold_start=cold, **fields
+        )
+
+    def _failed(
+        self, request_id: str, started: float, cold: bool, error: WorkerError
+    ) -> Invocation:
+        return self._outcome(
+            request_id, started, cold, error_type=error.error_type, error_message=error.message
+        )
+
+    def _acquire(self) -> tuple[Worker, bool]:
+        with self._changed:
+            while True:
+                if self._closed:
+                    raise WorkerError("Runtime.Stopped", "the local stack is stopping")
+                while self._idle:
+                    # Last in, first out: the most recently used worker is the warmest.
+                    worker = self._idle.pop()
+                    if worker.alive():
+                        return worker, False
+                    self._workers.discard(worker)
+                if len(self._workers) + self._starting < self.max_workers:
+                    self._starting += 1
+                    break
+                self._changed.wait()
+        try:
+            worker = Worker(self.spec, self.environment)
+            worker.wait_ready(INIT_TIMEOUT_SECONDS + self.spec.timeout_seconds)
+        except BaseException:
+            with self._changed:
+                self._starting -= 1
+                self._changed.notify()
+            raise
+        with self._changed:
+            self._starting -= 1
+            if self._closed:
+                worker.kill()
+                raise WorkerError("Runtime.Stopped", "the local stack is stopping")
+            self._workers.add(worker)
+        return worker, True
+
+    def _release(self, worker: Worker) -> None:
+        with self._changed:
+            if worker in self._workers and not self._closed:
+                self._idle.append(worker)
+            self._changed.notify()
+
+    def _discard(self, worker: Worker) -> None:
+        worker.kill()
+        with self._changed:
+            self._workers.discard(worker)
+            self._changed.notify()
+
+
+class FunctionRuntime:
+    """Every function of the stack, invocable by logical id."""
+
+    def __init__(
+        self,
+        functions: Mapping[str, FunctionSpec],
+        aws: AwsTarget,
+        *,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        path: str | None = None,
+    ) -> None:
+        self.functions = dict(functions)
+        self.environments = {
+            logical_id: function_environment(spec, aws, path=path)
+            for logical_id, spec in self.functions.items()
+        }
+        self._pools = {
+            logical_id: FunctionPool(spec, self.environments[logical_id], max_workers=max_workers)
+            for logical_id, spec in self.functions.items()
+        }
+
+    def invoke(self, logical_id: str, event: Any) -> Invocation:
+        try:
+            pool = self._pools[logical_id]
+        except KeyError:
+            raise KeyError(f"no function {logical_id} in this stack") from None
+        return pool.invoke(event)
+
+    def pool(self, logical_id: str) -> FunctionPool:
+        return self._pools[logical_id]
+
+    def close(self) -> None:
+        threads = [threading.Thread(target=pool.close) for pool in self._pools.values()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def __enter__(self) -> FunctionRuntime:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

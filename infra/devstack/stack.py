@@ -1,0 +1,310 @@
+"""The local stack as objects: the embedded AWS alone, or everything in-process.
+
+``EmbeddedAws.start()`` is what integration tests and benchmarks use (moto plus
+the template's resources and secrets); ``LocalStack`` adds the function runtime
+and the HTTP gateway, and is what ``python -m devstack`` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from devstack.aws import DEFAULT_REGION, AwsTarget
+from devstack.functions import FunctionSpec, load_functions
+from devstack.gateway import Gateway, GatewayServer
+from devstack.resources import StackResources, create_resources
+from devstack.routes import IMPLICIT_API, RouteTable, http_routes
+from devstack.runtime import DEFAULT_MAX_WORKERS, FunctionRuntime, function_environment
+from devstack.secrets import ProvisionedSecret, provision_secrets, put_secret, secret_location
+from devstack.template import Template, load_template
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
+DEFAULT_PORT = 3000
+HEALTH_PATH = "/v1/health"
+
+
+def region_from(environ: Mapping[str, str]) -> str:
+    return environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+class StackNotHealthy(RuntimeError):
+    """The stack started but its health route does not answer 200."""
+
+
+class MotoServer:
+    """moto in server mode on a free port of 127.0.0.1, in a background thread."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        # moto's werkzeug logs every AWS call at INFO; the console is for the stack's
+        # own lines. Only quieten it if nobody configured that logger.
+        werkzeug_logger = logging.getLogger("werkzeug")
+        if werkzeug_logger.level == logging.NOTSET:
+            werkzeug_logger.setLevel(logging.WARNING)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+class EmbeddedAws:
+    """An AWS endpoint (moto, or ``AWS_ENDPOINT_URL``) holding the template's resources."""
+
+    def __init__(
+        self,
+        template: Template,
+        resources: StackResources,
+        secrets: list[ProvisionedSecret],
+        *,
+        moto: MotoServer | None,
+    ) -> None:
+        self.template = template
+        self.resources = resources
+        self.secrets = secrets
+        self.aws: AwsTarget = resources.aws
+        self._moto = moto
+        self._functions: dict[str, FunctionSpec] | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(
+        cls,
+        template: str | Path | Template | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        parameters: Mapping[str, str] | None = None,
+        stack_name: str | None = None,
+    ) -> Iterator[EmbeddedAws]:
+        """Start the embedded AWS, create the resources and secrets; stop on exit.
+
+        ``environ`` (default ``os.environ``) supplies ``AWS_ENDPOINT_URL``,
+        ``AWS_DEFAULT_REGION`` and the secrets' values.
+        """
+        embedded = cls.create(
+            template, environ=environ, parameters=parameters, stack_name=stack_name
+        )
+        try:
+            yield embedded
+        finally:
+            embedded.stop()
+
+    @classmethod
+    def create(
+        cls,
+        template: str | Path | Template | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        parameters: Mapping[str, str] | None = None,
+        stack_name: str | None = None,
+    ) -> EmbeddedAws:
+        """Like :meth:`start`, but the caller calls :meth:`stop`."""
+        environ = os.environ if environ is None else environ
+        loaded = _as_template(template)
+        moto = None
+        endpoint_url = environ.get("AWS_ENDPOINT_URL")
+        if not endpoint_url:
+            moto = MotoServer()
+            endpoint_url = moto.endpoint_url
+        try:
+            resources = create_resources(
+                loaded,
+                endpoint_url,
+                region=region_from(environ),
+                stack_name=stack_name,
+                parameters=parameters,
+            )
+            secrets = provision_secrets(resources, environ)
+        except BaseException:
+            if moto is not None:
+                moto.stop()
+            raise
+        return cls(loaded, resources, secrets, moto=moto)
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.aws.endpoint_url
+
+    @property
+    def embedded(self) -> bool:
+        """True when this process runs moto; False for an external AWS_ENDPOINT_URL."""
+        return self._moto is not None
+
+    def stop(self) -> None:
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def physical_id(self, logical_id: str) -> str:
+        return self.resources.physical_id(logical_id)
+
+    def client(self, service: str) -> Any:
+        return self.aws.client(service)
+
+    def client_environment(self) -> dict[str, str]:
+        """Variables that point boto3 in this process (or a child) at the embedded AWS."""
+        return self.aws.client_environment()
+
+    def put_secret(self, parameter: str, value: str) -> None:
+        """Set the secret a template parameter names (``TwilioAuthTokenParameterName``)."""
+        put_secret(self.aws, secret_location(self.resources, parameter), value)
+
+    @property
+    def functions(self) -> dict[str, FunctionSpec]:
+        if self._functions is None:
+            self._functions = load_functions(self.resources)
+        return self._functions
+
+    def function_environment(self, logical_id: str) -> dict[str, str]:
+        """Exactly the environment the function's workers get."""
+        return function_environment(self.functions[logical_id], self.aws)
+
+
+class LocalStack:
+    """Embedded AWS, function runtime and HTTP gateway, all started in this process.
+
+    Use as a context manager; ``port=0`` picks a free port (see ``base_url``).
+    """
+
+    def __init__(
+        self,
+        template: str | Path | Template | None = None,
+        *,
+        port: int | None = None,
+        environ: Mapping[str, str] | None = None,
+        parameters: Mapping[str, str] | None = None,
+        stack_name: str | None = None,
+        api_token: str | None = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        log: TextIO | None = None,
+    ) -> None:
+        self.environ = os.environ if environ is None else environ
+        self.template = _as_template(template)
+        self.port = (
+            int(self.environ.get("THREADLINE_PORT") or DEFAULT_PORT) if port is None else port
+        )
+        self.parameters = parameters
+        self.stack_name = stack_name
+        self.api_token = (
+            api_token if api_token is not None else self.environ.get("THREADLINE_API_TOKEN")
+        )
+        self.max_workers = max_workers
+        self.log = log
+        self._exit = contextlib.ExitStack()
+        self.aws: EmbeddedAws | None = None
+        self.runtime: FunctionRuntime | None = None
+        self.routes: RouteTable | None = None
+        self.server: GatewayServer | None = None
+
+    def start(self) -> LocalStack:
+        with self._exit as on_failure:
+            self.aws = EmbeddedAws.create(
+                self.template,
+                environ=self.environ,
+                parameters=self.parameters,
+                stack_name=self.stack_name,
+            )
+            on_failure.callback(self.aws.stop)
+            functions = self.aws.functions
+            self.routes = http_routes(self.aws.resources, functions)
+            self.runtime = FunctionRuntime(functions, self.aws.aws, max_workers=self.max_workers)
+            on_failure.callback(self.runtime.close)
+            gateway = Gateway(
+                self.routes,
+                self.runtime.invoke,
+                api_ids=self._api_ids(),
+                account_id=self.aws.aws.account_id,
+                api_token=self.api_token,
+                log=self.log,
+            )
+            self.server = GatewayServer(gateway, port=self.port).start()
+            on_failure.callback(self.server.stop)
+            # Started: from now on stop() unwinds, not this block.
+            self._exit = on_failure.pop_all()
+        return self
+
+    def stop(self) -> None:
+        """Stop the gateway, then the workers, then moto (reverse of start)."""
+        self._exit.close()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None, "start() the stack first"
+        return self.server.base_url
+
+    @property
+    def resources(self) -> StackResources:
+        assert self.aws is not None, "start() the stack first"
+        return self.aws.resources
+
+    def has_health_route(self) -> bool:
+        return self.routes is not None and self.routes.match("GET", HEALTH_PATH) is not None
+
+    def wait_until_healthy(self, timeout: float = 60.0) -> None:
+        """Call ``GET /v1/health`` until it answers; raise unless the answer is 200.
+
+        Without a health route (a template of its own, in tests) there is nothing
+        to wait for. The first call also warms the API function up. Only failures
+        to connect are retried: a 403 or 500 will not change by asking again.
+        """
+        if not self.has_health_route():
+            return
+        headers = {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
+        request = urllib.request.Request(self.base_url + HEALTH_PATH, headers=headers)  # noqa: S310 - http://127.0.0.1 only
+        # No proxies: a developer's HTTP_PROXY must not see loopback traffic.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with opener.open(request, timeout=max(deadline - time.monotonic(), 1)) as answer:
+                    status = answer.status
+            except urllib.error.HTTPError as exc:
+                raise StackNotHealthy(f"GET {HEALTH_PATH} answered {exc.code}") from None
+            except (urllib.error.URLError, OSError) as exc:
+                if time.monotonic() >= deadline:
+                    raise StackNotHealthy(f"GET {HEALTH_PATH} failed: {exc}") from None
+                time.sleep(0.2)
+                continue
+            if status != 200:
+                raise StackNotHealthy(f"GET {HEALTH_PATH} answered {status}")
+            return
+
+    def _api_ids(self) -> dict[str, str]:
+        resources = self.resources
+        ids = {
+            logical_id: resources.physical_id(logical_id)
+            for logical_id in resources
+            if resources[logical_id].type in {"AWS::Serverless::HttpApi", "AWS::ApiGatewayV2::Api"}
+        }
+        ids.setdefault(IMPLICIT_API, "local")
+        return ids
+
+
+def _as_template(template: str | Path | Template | None) -> Template:
+    if isinstance(template, Template):
+        return template
+    return load_template(DEFAULT_TEMPLATE if template is None else template)
