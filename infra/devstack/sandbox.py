@@ -167,8 +167,8 @@ class ProviderSandbox:
             "direction": "outbound-api",
             "error_code": None,
             "error_message": None,
-            "from": (form.get("From") or [None])[0],
-            "messaging_service_sid": (form.get("MessagingServiceSid") or [None])[0],
+            "from": _first(form, "From"),
+            "messaging_service_sid": _first(form, "MessagingServiceSid"),
             "num_media": str(len(form.get("MediaUrl", []))),
             "num_segments": "1",
             "price": None,
@@ -182,3 +182,8 @@ class ProviderSandbox:
             "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json",
         }
         return Response(json.dumps(resource), 201, mimetype="application/json")
+
+
+def _first(form: dict[str, list[str]], name: str) -> str | None:
+    values = form.get(name)
+    return values[0] if values else None
