@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import re
 
-MIN_BARE_DIGITS = 8
+# E.164 numbers are 7 to 15 digits with the country code (Tokelau: +690 7290); short
+# codes are 5 or 6 digits, so 7 is the line between them.
+MIN_BARE_DIGITS = 7
 _SLACK_ID = re.compile(r"^[A-Z0-9]+:[A-Z0-9]+$")
 
 
