@@ -1,0 +1,224 @@
+"""`make bench`: threadline's performance targets, measured as ratios in one run.
+
+Everything is measured against a baseline taken in the same run on the same
+machine, so the numbers compare across machines; nothing here asserts a time.
+
+1. Cold import of each handler module / `import boto3` alone (target <= 1.5).
+2. AWS calls per inbound message: new customer, known customer, large raw payload
+   (targets: <= 3 for a known customer; floor 2).
+3. Warm handler time per message / the same DynamoDB calls made bare with boto3
+   against the same moto server (target <= 2).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.conftest import load_handler_module, serverless_functions  # noqa: E402
+
+IMPORT_RUNS = 9
+WARM_MESSAGES = 60
+HOST = "bench.example.test"
+TWILIO_PATH = "/webhooks/twilio/messaging"
+
+
+def _median_import_seconds(statement: str, env: dict[str, str], path: list[str]) -> float:
+    code = (
+        f"import sys, time; sys.path[:0] = {path!r}; t = time.perf_counter(); {statement}; "
+        "print(time.perf_counter() - t)"
+    )
+    samples = []
+    for _ in range(IMPORT_RUNS):
+        out = subprocess.run(
+            [sys.executable, "-I", "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        samples.append(float(out.stdout.strip().splitlines()[-1]))
+    return statistics.median(samples)
+
+
+def bench_cold_imports(function_env: Callable[[str], dict[str, str]]) -> list[tuple[str, float]]:
+    base_env = {"PATH": os.environ.get("PATH", "")}
+    baseline = _median_import_seconds("import boto3", base_env, [])
+    print(f"\n== cold import (median of {IMPORT_RUNS} fresh interpreters)")
+    print(f"  import boto3 alone                 {baseline * 1000:7.1f} ms  (baseline 1.00)")
+    ratios = []
+    for logical_id, properties in sorted(serverless_functions().items()):
+        module = properties["Handler"].rpartition(".")[0]
+        path = [str(REPO_ROOT / properties["CodeUri"]), str(REPO_ROOT / "shared")]
+        env = {**function_env(logical_id), "PATH": base_env["PATH"]}
+        seconds = _median_import_seconds(f"import {module}", env, path)
+        ratio = seconds / baseline
+        ratios.append((logical_id, ratio))
+        verdict = "ok" if ratio <= 1.5 else "OVER TARGET 1.5"
+        print(f"  {logical_id:<34} {seconds * 1000:7.1f} ms  ratio {ratio:4.2f}  {verdict}")
+    return ratios
+
+
+class Ctx:
+    function_name = "bench"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    memory_limit_in_mb = 512
+    aws_request_id = "bench"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 10_000
+
+
+def _twilio_event(params: dict[str, str], token: str) -> dict[str, Any]:
+    from twilio.request_validator import RequestValidator
+
+    url = f"https://{HOST}{TWILIO_PATH}"
+    signature = RequestValidator(token).compute_signature(url, params)
+    body = urlencode(params).encode()
+    return {
+        "version": "2.0",
+        "routeKey": f"POST {TWILIO_PATH}",
+        "rawPath": TWILIO_PATH,
+        "rawQueryString": "",
+        "headers": {
+            "host": HOST,
+            "content-type": "application/x-www-form-urlencoded",
+            "x-twilio-signature": signature,
+        },
+        "requestContext": {"domainName": HOST, "http": {"method": "POST", "path": TWILIO_PATH}},
+        "body": base64.b64encode(body).decode(),
+        "isBase64Encoded": True,
+    }
+
+
+def _sms(sid: str, sender: str, body: str = "Where is my order?") -> dict[str, str]:
+    return {"MessageSid": sid, "From": sender, "To": "+15557650000", "Body": body, "NumMedia": "0"}
+
+
+@contextmanager
+def recording(clients: list[Any]) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    """Every API call the clients make inside the block: (Service.Operation, params)."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        calls.append((f"{model.service_model.service_name}.{model.name}", copy.deepcopy(params)))
+
+    for client in clients:
+        client.meta.events.register("provide-client-params.*.*", record)
+    try:
+        yield calls
+    finally:
+        for client in clients:
+            client.meta.events.unregister("provide-client-params.*.*", record)
+
+
+def bench_calls_and_warm_time(module: Any, token: str) -> dict[str, float]:
+    store = module.store
+    clients = [store.dynamodb, store.s3]
+    handler = module.lambda_handler
+    print("\n== AWS calls per inbound message (botocore hook on the handler's clients)")
+    results: dict[str, float] = {}
+    scenarios = [
+        ("new customer", _sms("SMbench0000000000000000000000000a", "+15550001001")),
+        ("known customer", _sms("SMbench0000000000000000000000000b", "+15550001001")),
+        (
+            "known customer, 9 KB raw payload",
+            _sms("SMbench0000000000000000000000000c", "+15550001001", "x" * 9000),
+        ),
+        ("provider retry (duplicate)", _sms("SMbench0000000000000000000000000b", "+15550001001")),
+    ]
+    for label, params in scenarios:
+        with recording(clients) as calls:
+            status = handler(_twilio_event(params, token), Ctx())["statusCode"]
+        names = [name for name, _ in calls]
+        results[label] = len(names)
+        print(f"  {label:<34} {len(names)} calls  {names}  (HTTP {status})")
+
+    print(f"\n== warm handler time vs bare DynamoDB calls ({WARM_MESSAGES} messages each)")
+    sender = "+15550001002"
+    handler(_twilio_event(_sms("SMbenchwarm00000000000000000000000", sender), token), Ctx())
+    events = [
+        _twilio_event(_sms(f"SMbenchwarm{i:023d}", sender), token)
+        for i in range(1, WARM_MESSAGES + 1)
+    ]
+    # One recorded message's calls are the template for the bare replay.
+    with recording(clients) as template_calls:
+        handler(_twilio_event(_sms("SMbenchtemplate0000000000000000000", sender), token), Ctx())
+    # Interleaved, so both sides meet a table of the same size: moto's transactions
+    # cost more as the table grows, which would otherwise favour whichever ran first.
+    handler_samples = []
+    bare_samples = []
+    for index, event in enumerate(events):
+        started = time.perf_counter()
+        handler(event, Ctx())
+        handler_samples.append(time.perf_counter() - started)
+
+        calls = _fresh_copies(template_calls, index)
+        started = time.perf_counter()
+        for name, params in calls:
+            operation = _snake(name.split(".", 1)[1])
+            client = store.dynamodb if name.startswith("dynamodb") else store.s3
+            getattr(client, operation)(**params)
+        bare_samples.append(time.perf_counter() - started)
+
+    handler_ms = statistics.median(handler_samples) * 1000
+    bare_ms = statistics.median(bare_samples) * 1000
+    ratio = handler_ms / bare_ms
+    results["warm ratio"] = ratio
+    print(f"  bare boto3 calls {[n for n, _ in template_calls]}")
+    print(f"  bare calls per message             {bare_ms:7.2f} ms  (baseline 1.00)")
+    verdict = "ok" if ratio <= 2 else "OVER TARGET 2"
+    print(
+        f"  handler per message                {handler_ms:7.2f} ms  ratio {ratio:4.2f}  {verdict}"
+    )
+    return results
+
+
+def _fresh_copies(
+    calls: list[tuple[str, dict[str, Any]]], index: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """The recorded calls with new dedupe and message keys, so each replay writes anew."""
+    text = json.dumps(calls)
+    text = text.replace("SMbenchtemplate0000000000000000000", f"SMbenchbare{index:023d}")
+    message_keys = {part.split('"')[0] for part in text.split("MSG#")[1:]}
+    for key in message_keys:
+        text = text.replace(key, f"BARE{index:022d}")
+    return [(name, params) for name, params in json.loads(text)]
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def main() -> int:
+    import secrets
+
+    from devstack.stack import EmbeddedAws
+
+    token = secrets.token_hex(16)
+    with EmbeddedAws.start() as embedded:
+        embedded.put_secret("TwilioAuthTokenParameterName", token)
+        bench_cold_imports(embedded.function_environment)
+        os.environ.update(embedded.client_environment())
+        os.environ.update(embedded.function_environment("TwilioMessagingFunction"))
+        # Logs would dominate the terminal and the timing; benchmarks measure the work.
+        os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+        module = load_handler_module("functions/twilio_messaging")
+        bench_calls_and_warm_time(module, token)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
