@@ -30,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.conftest import load_handler_module, serverless_functions  # noqa: E402
+from threadline.schema import Identity  # noqa: E402
 
 IMPORT_RUNS = 9
 WARM_MESSAGES = 60
@@ -202,21 +203,152 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
+OUTBOUND_MESSAGES = 40
+PUBLISH_RECORDS = 200
+
+
+def _replay(calls: list[tuple[str, dict[str, Any]]], clients: dict[str, Any]) -> None:
+    for name, params in calls:
+        service, operation = name.split(".", 1)
+        getattr(clients[service], _snake(operation))(**params)
+
+
+def bench_dispatcher(dispatcher_module: Any, customer_id: str, sandbox: Any) -> None:
+    """AWS calls and wall time per reply through the dispatcher, against its bare calls."""
+    import requests
+
+    from threadline.outbound import SendMessageRequest
+
+    dispatcher = dispatcher_module.dispatcher
+    store = dispatcher.store
+    clients = {"dynamodb": store.dynamodb}
+    print(f"\n== dispatcher: one reply per invocation ({OUTBOUND_MESSAGES} replies)")
+    handler_samples, bare_samples, counts = [], [], []
+    for index in range(OUTBOUND_MESSAGES + 1):
+        message, _ = store.queue_message(customer_id, SendMessageRequest(text=f"reply {index}"))
+        body = json.dumps({"detail": {"message": {"id": message.id, "customer_id": customer_id}}})
+        record = {
+            "messageId": f"m{index}",
+            "receiptHandle": "r",
+            "body": body,
+            "attributes": {"ApproximateReceiveCount": "1"},
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+        }
+        with recording([store.dynamodb]) as calls:
+            started = time.perf_counter()
+            result = dispatcher_module.lambda_handler({"Records": [record]}, Ctx())
+            elapsed = time.perf_counter() - started
+        assert not result["batchItemFailures"], result
+        if index == 0:
+            continue  # the first pays for secrets and the twilio import: not warm
+        handler_samples.append(elapsed)
+        counts.append(len(calls) + 1)  # + the provider's API call
+        # The same DynamoDB calls (on a fresh queued message, with a fresh provider
+        # id) and the same provider request, made bare, in the same order.
+        (sent,) = sandbox.outbox()[-1:]
+        provider_id = json.dumps(calls).split("DEDUP#twilio#", 1)[1].split('"', 1)[0]
+        replay_message, _ = store.queue_message(customer_id, SendMessageRequest(text="bare"))
+        text = json.dumps(calls).replace(message.id, replay_message.id)
+        replay = json.loads(text.replace(provider_id, f"SMbare{index:028d}"))
+        started = time.perf_counter()
+        _replay(replay[:2], clients)  # claim, profile
+        requests.post(
+            f"{sandbox.url}{sent.path}",
+            data={k: v[0] for k, v in sent.form.items()},
+            auth=("AC" + "0" * 32, "x"),
+            timeout=10,
+        )
+        _replay(replay[2:], clients)  # sent + provider id mapping
+        bare_samples.append(time.perf_counter() - started)
+    handler_ms = statistics.median(handler_samples) * 1000
+    bare_ms = statistics.median(bare_samples) * 1000
+    print(
+        f"  calls per reply                    {statistics.median(counts):.0f} "
+        "(claim UpdateItem, profile GetItem, sent TransactWriteItems, provider POST)"
+    )
+    print(f"  the same calls made bare           {bare_ms:7.2f} ms  (baseline 1.00)")
+    ratio = handler_ms / bare_ms
+    print(f"  dispatcher per reply               {handler_ms:7.2f} ms  ratio {ratio:4.2f}")
+
+
+def bench_publisher(publisher_module: Any, stack: Any) -> None:
+    """Events per second through the publisher, against bare PutEvents of the same events."""
+    from threadline.events import events_from_stream_record, put_events_entry
+
+    streams = stack.client("dynamodbstreams")
+    table = stack.client("dynamodb").describe_table(TableName=stack.physical_id("Table"))
+    arn = table["Table"]["LatestStreamArn"]
+    records: list[dict[str, Any]] = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator and len(records) < PUBLISH_RECORDS:
+            response = streams.get_records(ShardIterator=iterator, Limit=100)
+            records += [{**r, "eventSourceARN": arn} for r in response["Records"]]
+            if not response["Records"]:
+                break
+            iterator = response.get("NextShardIterator")
+    records = records[:PUBLISH_RECORDS]
+    events = [e for r in records for e in events_from_stream_record(r)]
+    bus = stack.function_environment("PublisherFunction")["EVENT_BUS_NAME"]
+    client = publisher_module.aws.events()
+    print(f"\n== publisher: {len(records)} stream records -> {len(events)} events")
+    started = time.perf_counter()
+    for start in range(0, len(records), 100):
+        result = publisher_module.lambda_handler({"Records": records[start : start + 100]}, Ctx())
+        assert not result["batchItemFailures"], result
+    handler_seconds = time.perf_counter() - started
+    entries = [put_events_entry(e, bus) for e in events]
+    started = time.perf_counter()
+    for entry in entries:  # the publisher puts each record's events in one call
+        client.put_events(Entries=[entry])
+    bare_seconds = time.perf_counter() - started
+    rate = len(events) / bare_seconds
+    print(f"  bare PutEvents                     {rate:7.0f} events/s  (baseline 1.00)")
+    print(
+        f"  publisher                          {len(events) / handler_seconds:7.0f} events/s  "
+        f"time ratio {handler_seconds / bare_seconds:4.2f}"
+    )
+
+
+def _start_sandbox() -> Any:
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from devstack.sandbox import ProviderSandbox
+
+    sandbox = ProviderSandbox()
+    server = make_server("127.0.0.1", 0, sandbox, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sandbox.url = f"http://127.0.0.1:{server.server_port}"  # type: ignore[attr-defined]
+    return sandbox
+
+
 def main() -> int:
     import secrets
 
     from devstack.stack import EmbeddedAws
 
     token = secrets.token_hex(16)
-    with EmbeddedAws.start() as embedded:
+    sandbox = _start_sandbox()
+    parameters = {"ProviderSandboxUrl": sandbox.url, "PublicBaseUrl": f"https://{HOST}"}
+    with EmbeddedAws.start(parameters=parameters) as embedded:
         embedded.put_secret("TwilioAuthTokenParameterName", token)
+        embedded.put_secret("TwilioAccountSidParameterName", "AC" + "0" * 32)
         bench_cold_imports(embedded.function_environment)
         os.environ.update(embedded.client_environment())
-        os.environ.update(embedded.function_environment("TwilioMessagingFunction"))
+        for function in ("TwilioMessagingFunction", "DispatcherFunction", "PublisherFunction"):
+            os.environ.update(embedded.function_environment(function))
         # Logs would dominate the terminal and the timing; benchmarks measure the work.
         os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
         module = load_handler_module("functions/twilio_messaging")
         bench_calls_and_warm_time(module, token)
+        customer_id = module.store.find_customer_id(Identity.parse("phone:+15550001002"))
+        bench_dispatcher(load_handler_module("functions/dispatcher"), customer_id, sandbox)
+        bench_publisher(load_handler_module("functions/publisher"), embedded)
     return 0
 
 
