@@ -47,6 +47,9 @@ class MotoServer:
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
 
+        from devstack.isolation import serialize_dynamodb_operations
+
+        serialize_dynamodb_operations()
         # moto's werkzeug logs every AWS call at INFO; the console is for the stack's
         # own lines. Only quieten it if nobody configured that logger.
         werkzeug_logger = logging.getLogger("werkzeug")
