@@ -262,14 +262,11 @@ class OutboundStore(TimelineStore):
         return message, True
 
     def _replay(self, customer_id: str, key: str, request: SendMessageRequest, old: Any) -> Message:
-        if old is None:
-            response = self.dynamodb.get_item(
-                TableName=self.table,
-                Key=to_item({"pk": idempotency_pk(customer_id, key), "sk": IDEMPOTENCY_SK}),
-                ConsistentRead=True,
-            )
-            old = response.get("Item")
-        record = from_item(old) if old else {}
+        record = (
+            from_item(old)
+            if old
+            else self.get_item(idempotency_pk(customer_id, key), IDEMPOTENCY_SK, consistent=True)
+        ) or {}
         if record.get("fingerprint") != request.fingerprint():
             raise IdempotencyKeyReused("this Idempotency-Key was used for a different message")
         message = self.get_message(customer_id, str(record["message_id"]))
@@ -278,11 +275,7 @@ class OutboundStore(TimelineStore):
         return message
 
     def _current_conversation(self, identity: Identity) -> str | None:
-        response = self.dynamodb.get_item(
-            TableName=self.table,
-            Key=to_item({"pk": identity_pk(identity), "sk": IDENT_SK}),
-        )
-        item = from_item(response["Item"]) if "Item" in response else {}
+        item = self.get_item(identity_pk(identity), IDENT_SK) or {}
         conversation = item.get("conversation_id")
         return str(conversation) if conversation else None
 

@@ -273,15 +273,17 @@ class TimelineStore:
             )
         raise StorageUnavailable("the timeline kept changing under us; retry")
 
-    def _read_identity(self, identity: Identity) -> _IdentityRecord | None:
+    def get_item(self, pk: str, sk: str, *, consistent: bool = False) -> dict[str, Any] | None:
+        """One item of the table, as plain Python values; None when absent."""
         response = self.dynamodb.get_item(
-            TableName=self.table,
-            Key=to_item({"pk": identity_pk(identity), "sk": IDENT_SK}),
-            ConsistentRead=True,
+            TableName=self.table, Key=to_item({"pk": pk, "sk": sk}), ConsistentRead=consistent
         )
-        if "Item" not in response:
+        return from_item(response["Item"]) if "Item" in response else None
+
+    def _read_identity(self, identity: Identity) -> _IdentityRecord | None:
+        item = self.get_item(identity_pk(identity), IDENT_SK, consistent=True)
+        if item is None:
             return None
-        item = from_item(response["Item"])
         last = item.get("last_message_at")
         return _IdentityRecord(
             customer_id=str(item["customer_id"]),
@@ -554,19 +556,16 @@ class TimelineStore:
         if not reasons or reasons[0].get("Code") != "ConditionalCheckFailed":
             return None
         old = reasons[0].get("Item")
-        if old is None:
-            # Not every DynamoDB implementation returns the old item; read it.
-            response = self.dynamodb.get_item(
-                TableName=self.table,
-                Key=to_item(
-                    {"pk": dedup_pk(inbound.provider, inbound.provider_message_id), "sk": DEDUP_SK}
-                ),
-                ConsistentRead=True,
+        # Not every DynamoDB implementation returns the old item; then read it.
+        item = (
+            from_item(old)
+            if old
+            else self.get_item(
+                dedup_pk(inbound.provider, inbound.provider_message_id), DEDUP_SK, consistent=True
             )
-            old = response.get("Item")
-        if old is None:
+        )
+        if item is None:
             return None
-        item = from_item(old)
         logger.info(
             "duplicate delivery acknowledged",
             extra={"message_id": item["message_id"], "customer_id": item["customer_id"]},
@@ -660,26 +659,16 @@ class TimelineStore:
         return record.customer_id if record else None
 
     def get_profile(self, customer_id: str, *, consistent: bool = False) -> Profile | None:
-        response = self.dynamodb.get_item(
-            TableName=self.table,
-            Key=to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
-            ConsistentRead=consistent,
-        )
-        if "Item" not in response:
-            return None
-        return profile_from_item(from_item(response["Item"]))
+        item = self.get_item(customer_pk(customer_id), PROFILE_SK, consistent=consistent)
+        return profile_from_item(item) if item else None
 
     def get_customer(self, customer_id: str) -> Customer | None:
         profile = self.get_profile(customer_id)
         return profile.customer if profile else None
 
     def get_message(self, customer_id: str, message_id: str) -> Message | None:
-        response = self.dynamodb.get_item(
-            TableName=self.table,
-            Key=to_item({"pk": customer_pk(customer_id), "sk": message_sk(message_id)}),
-            ConsistentRead=True,
-        )
-        return message_from_item(from_item(response["Item"])) if "Item" in response else None
+        item = self.get_item(customer_pk(customer_id), message_sk(message_id), consistent=True)
+        return message_from_item(item) if item else None
 
     def timeline(
         self, customer_id: str, *, limit: int = 50, cursor: str | None = None

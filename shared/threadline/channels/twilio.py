@@ -246,8 +246,8 @@ def verify_signature(request: WebhookRequest, auth_token: str) -> None:
         raise SignatureInvalid("X-Twilio-Signature does not match this request")
 
 
-class TwilioMessaging:
-    """The channel adapter for ``POST /webhooks/twilio/messaging``."""
+class _TwilioWebhook:
+    """What every Twilio webhook shares: the signature and the empty TwiML answer."""
 
     provider = PROVIDER
 
@@ -259,11 +259,15 @@ class TwilioMessaging:
     def verify(self, request: WebhookRequest) -> None:
         verify_signature(request, self._auth_token())
 
-    def normalize(self, request: WebhookRequest) -> list[Normalized]:
-        return [normalize_form(parse_form(request.body))]
-
     def acknowledge(self) -> Acknowledgement:
         return Acknowledgement(status=200, content_type="text/xml", body=EMPTY_TWIML)
+
+
+class TwilioMessaging(_TwilioWebhook):
+    """The channel adapter for ``POST /webhooks/twilio/messaging``."""
+
+    def normalize(self, request: WebhookRequest) -> list[Normalized]:
+        return [normalize_form(parse_form(request.body))]
 
 
 def normalize_status_form(form: Mapping[str, str], query: Mapping[str, str]) -> StatusUpdate | None:
@@ -296,24 +300,13 @@ def normalize_status_form(form: Mapping[str, str], query: Mapping[str, str]) -> 
     )
 
 
-class TwilioStatusCallback:
+class TwilioStatusCallback(_TwilioWebhook):
     """The channel adapter for ``POST /webhooks/twilio/status`` (delivery receipts)."""
-
-    provider = PROVIDER
-
-    def __init__(self, auth_token: Callable[[], str]) -> None:
-        self._auth_token = auth_token
-
-    def verify(self, request: WebhookRequest) -> None:
-        verify_signature(request, self._auth_token())
 
     def normalize(self, request: WebhookRequest) -> list[Normalized]:
         query = dict(parse_qsl(urlsplit(request.url).query))
         update = normalize_status_form(parse_form(request.body), query)
         return [update] if update else []
-
-    def acknowledge(self) -> Acknowledgement:
-        return Acknowledgement(status=200, content_type="text/xml", body=EMPTY_TWIML)
 
 
 def status_callback_url(base_url: str, customer_id: str, message_id: str) -> str:
