@@ -35,7 +35,7 @@ def error_response(error: ThreadlineError) -> dict[str, Any]:
 
 
 class WebhookStore(Protocol):
-    """What the pipeline needs of the store (TimelineStore and OutboundStore have it)."""
+    """What the pipeline needs of the store: TimelineStore, or a test double."""
 
     def keep_raw(self, raw: RawPayload, *, may_inline: bool = True) -> KeptRaw: ...
 
