@@ -1,0 +1,315 @@
+"""The outbox: committed table changes become the events CRMs subscribe to.
+
+Stream records follow Lambda's DynamoDB Streams event format ("Using AWS Lambda
+with Amazon DynamoDB", the example event in the Lambda developer guide): one record
+per item change with ``eventID``, ``eventName`` (INSERT | MODIFY | REMOVE) and a
+``dynamodb`` object carrying ``ApproximateCreationDateTime`` (epoch seconds),
+``Keys``, ``NewImage``/``OldImage`` in DynamoDB's low-level AttributeValue JSON,
+``SequenceNumber``, ``SizeBytes`` and ``StreamViewType``. The images are made from
+real items: ``to_item(message_item(...))`` and PROFILE/CONV items shaped as
+store.py writes them, passed through JSON as Lambda delivers them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from threadline.events import (
+    ConversationOpened,
+    CustomerCreated,
+    MessageQueued,
+    MessageReceived,
+    MessageSent,
+    MessageStatusChanged,
+    events_from_stream_record,
+    put_events_entry,
+)
+from threadline.items import (
+    PROFILE_SK,
+    conversation_sk,
+    customer_pk,
+    message_item,
+    to_item,
+)
+from threadline.schema import (
+    AuthorRole,
+    Channel,
+    Direction,
+    Identity,
+    IdentityKind,
+    Message,
+    MessageStatus,
+    StatusChange,
+    TextPart,
+)
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "infra" / "schemas"
+AT = datetime(2026, 11, 23, 7, 16, 49, tzinfo=UTC)
+EPOCH = int(AT.timestamp())
+CUSTOMER_ID = "01J9Z8X7W6V5T4S3R2Q1P0N9MC"
+CONVERSATION_ID = "01J9Z8X7W6V5T4S3R2Q1P0N9CV"
+PHONE = Identity(kind=IdentityKind.PHONE, value="+15555550123")
+BUSINESS = Identity(kind=IdentityKind.PHONE, value="+15555550100")
+STREAM_ARN = (
+    "arn:aws:dynamodb:us-east-1:123456789012:table/threadline/stream/2026-11-01T00:00:00.000"
+)
+
+INBOUND = Message(
+    id="01J9Z8X7W6V5T4S3R2Q1P0N9M1",
+    customer_id=CUSTOMER_ID,
+    conversation_id=CONVERSATION_ID,
+    channel=Channel.SMS,
+    direction=Direction.INBOUND,
+    provider="twilio",
+    provider_message_id="SM" + "1" * 32,
+    author_role=AuthorRole.CUSTOMER,
+    sender=PHONE,
+    recipient=BUSINESS,
+    received_at=AT,
+    parts=[TextPart(text="Hi, my order hasn't arrived")],
+    status=MessageStatus.RECEIVED,
+    status_history=[StatusChange(status=MessageStatus.RECEIVED, at=AT)],
+)
+QUEUED = Message(
+    id="01J9Z8X7W6V5T4S3R2Q1P0N9M2",
+    customer_id=CUSTOMER_ID,
+    conversation_id=CONVERSATION_ID,
+    channel=Channel.SMS,
+    direction=Direction.OUTBOUND,
+    provider="twilio",
+    author_role=AuthorRole.AGENT,
+    author_id="agent-42",
+    recipient=PHONE,
+    received_at=AT,
+    parts=[TextPart(text="It ships today")],
+    status=MessageStatus.QUEUED,
+    status_history=[StatusChange(status=MessageStatus.QUEUED, at=AT)],
+)
+SENT = QUEUED.model_copy(
+    update={
+        "status": MessageStatus.SENT,
+        "provider_message_id": "SM" + "2" * 32,
+        "status_history": [*QUEUED.status_history, StatusChange(status=MessageStatus.SENT, at=AT)],
+    }
+)
+PROFILE_ITEM = {
+    "pk": customer_pk(CUSTOMER_ID),
+    "sk": PROFILE_SK,
+    "type": "customer",
+    "customer_id": CUSTOMER_ID,
+    "display_name": "Jane Doe",
+    "identities": [str(PHONE)],
+    "created_at": AT.isoformat(),
+    "last_channel": "sms",
+    "last_message_at": AT.isoformat(),
+    "last_inbound": {"sms": AT.isoformat()},
+    "consent": {},
+    "help_requested": {},
+}
+CONVERSATION_ITEM = {
+    "pk": customer_pk(CUSTOMER_ID),
+    "sk": conversation_sk(CONVERSATION_ID),
+    "type": "conversation",
+    "conversation_id": CONVERSATION_ID,
+    "customer_id": CUSTOMER_ID,
+    "state": "open",
+    "opened_at": AT.isoformat(),
+    "last_message_at": AT.isoformat(),
+    "channels": {"sms"},
+    "message_count": 1,
+}
+
+
+def record(
+    event_name: str,
+    new: dict[str, Any] | None = None,
+    old: dict[str, Any] | None = None,
+    *,
+    event_id: str = "c4ca4238a0b923820dcc509a6f75849b",
+    sequence: str = "111100000000000000001",
+) -> dict[str, Any]:
+    """One record of a Lambda DynamoDB Streams event (NEW_AND_OLD_IMAGES)."""
+    some_image = new or old or {}
+    change: dict[str, Any] = {
+        "ApproximateCreationDateTime": EPOCH,
+        "Keys": to_item({"pk": some_image.get("pk"), "sk": some_image.get("sk")}),
+        "SequenceNumber": sequence,
+        "SizeBytes": 512,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
+    if new is not None:
+        change["NewImage"] = to_item(new)
+    if old is not None:
+        change["OldImage"] = to_item(old)
+    raw = {
+        "eventID": event_id,
+        "eventName": event_name,
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": change,
+        "eventSourceARN": STREAM_ARN,
+    }
+    return json.loads(json.dumps(raw))  # as Lambda delivers it: plain JSON
+
+
+def msg(message: Message, **extra: Any) -> dict[str, Any]:
+    return {**message_item(message), **extra}
+
+
+# ------------------------------------------------------------------ what each change means
+
+
+def test_inbound_message_insert_is_message_received():
+    [event] = events_from_stream_record(record("INSERT", msg(INBOUND)))
+    assert isinstance(event, MessageReceived)
+    assert event.message == INBOUND
+    assert event.customer_id == CUSTOMER_ID
+
+
+def test_outbound_message_insert_is_message_queued():
+    [event] = events_from_stream_record(record("INSERT", msg(QUEUED)))
+    assert isinstance(event, MessageQueued)
+    assert event.message == QUEUED
+
+
+def test_queued_to_sent_is_message_sent_then_status_changed():
+    old = msg(QUEUED, dispatch_state="sending", dispatch_attempts=1)
+    new = msg(SENT, dispatch_state="done", dispatch_attempts=1)
+    sent, changed = events_from_stream_record(record("MODIFY", new, old))
+    assert isinstance(sent, MessageSent) and sent.message == SENT
+    assert isinstance(changed, MessageStatusChanged)
+    assert changed.previous_status is MessageStatus.QUEUED
+    assert changed.message.status is MessageStatus.SENT
+
+
+def test_sent_to_delivered_is_only_status_changed():
+    delivered = SENT.model_copy(update={"status": MessageStatus.DELIVERED})
+    [event] = events_from_stream_record(record("MODIFY", msg(delivered), msg(SENT)))
+    assert isinstance(event, MessageStatusChanged)
+    assert event.previous_status is MessageStatus.SENT
+
+
+def test_modify_that_leaves_the_status_alone_is_no_event():
+    old = msg(QUEUED)
+    new = msg(QUEUED, dispatch_state="sending", dispatch_attempts=1)
+    assert events_from_stream_record(record("MODIFY", new, old)) == []
+
+
+def test_profile_insert_is_customer_created():
+    [event] = events_from_stream_record(record("INSERT", PROFILE_ITEM))
+    assert isinstance(event, CustomerCreated)
+    assert event.customer.id == CUSTOMER_ID
+    assert event.customer.identities == [PHONE]
+    assert event.customer.display_name == "Jane Doe"
+
+
+def test_profile_modify_is_no_event():
+    later = {**PROFILE_ITEM, "last_message_at": "2026-11-24T00:00:00+00:00"}
+    assert events_from_stream_record(record("MODIFY", later, PROFILE_ITEM)) == []
+
+
+def test_conversation_insert_is_conversation_opened():
+    [event] = events_from_stream_record(record("INSERT", CONVERSATION_ITEM))
+    assert isinstance(event, ConversationOpened)
+    assert event.conversation.id == CONVERSATION_ID
+    assert event.conversation.channels == [Channel.SMS]
+    assert event.conversation.state == "open"
+
+
+@pytest.mark.parametrize("item", [msg(INBOUND), PROFILE_ITEM, CONVERSATION_ITEM])
+def test_remove_is_no_event(item):
+    assert events_from_stream_record(record("REMOVE", old=item)) == []
+
+
+def test_identity_and_dedup_items_are_no_event():
+    identity = {"pk": f"IDENT#phone#{PHONE.value}", "sk": "IDENT", "type": "identity"}
+    dedup = {"pk": "DEDUP#twilio#SM1", "sk": "DEDUP", "type": "dedup"}
+    assert events_from_stream_record(record("INSERT", identity)) == []
+    assert events_from_stream_record(record("INSERT", dedup)) == []
+
+
+def test_event_time_is_the_stream_records_creation_time():
+    [event] = events_from_stream_record(record("INSERT", msg(INBOUND)))
+    assert event.occurred_at == AT
+
+
+# ------------------------------------------------------------------ ids
+
+
+def test_event_ids_are_stable_for_the_same_record():
+    one = record("MODIFY", msg(SENT), msg(QUEUED))
+    first = [e.id for e in events_from_stream_record(one)]
+    again = [e.id for e in events_from_stream_record(json.loads(json.dumps(one)))]
+    assert first == again
+
+
+def test_event_ids_differ_between_event_types_of_one_record():
+    events = events_from_stream_record(record("MODIFY", msg(SENT), msg(QUEUED)))
+    assert len({e.id for e in events}) == len(events) == 2
+
+
+def test_event_ids_differ_between_records():
+    [one] = events_from_stream_record(record("INSERT", msg(INBOUND), event_id="a" * 32))
+    [two] = events_from_stream_record(record("INSERT", msg(INBOUND), event_id="b" * 32))
+    assert one.id != two.id
+
+
+# ------------------------------------------------------------------ the published shape
+
+
+def all_events() -> list[Any]:
+    records = [
+        record("INSERT", msg(INBOUND)),
+        record("INSERT", msg(QUEUED)),
+        record("MODIFY", msg(SENT), msg(QUEUED)),
+        record("INSERT", PROFILE_ITEM),
+        record("INSERT", CONVERSATION_ITEM),
+    ]
+    return [e for r in records for e in events_from_stream_record(r)]
+
+
+EVENTS = all_events()
+
+
+def test_every_event_type_is_covered():
+    assert sorted({e.type for e in EVENTS}) == sorted(
+        p.name.removeprefix("event.").removesuffix(".v1.json")
+        for p in SCHEMA_DIR.glob("event.*.v1.json")
+    )
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.type)
+def test_event_validates_against_its_committed_json_schema(event):
+    schema = json.loads((SCHEMA_DIR / f"event.{event.type}.v1.json").read_text(encoding="utf-8"))
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    document = json.loads(event.model_dump_json())
+    validator_class(schema, format_checker=validator_class.FORMAT_CHECKER).validate(document)
+    assert document["type"] == event.type
+    assert {"id", "schema_version", "occurred_at", "customer_id"} <= document.keys()
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.type)
+def test_put_events_entry_carries_the_event(event):
+    entry = put_events_entry(event, "threadline-dev")
+    assert entry["Source"] == "threadline"
+    assert entry["DetailType"] == event.type
+    assert entry["EventBusName"] == "threadline-dev"
+    assert type(event).model_validate_json(entry["Detail"]) == event
+    assert json.loads(entry["Detail"])["id"] == event.id
+
+
+def test_committed_schema_refuses_an_event_that_lost_its_customer():
+    [event] = events_from_stream_record(record("INSERT", msg(INBOUND)))
+    schema = json.loads((SCHEMA_DIR / "event.message.received.v1.json").read_text(encoding="utf-8"))
+    document = json.loads(event.model_dump_json())
+    del document["customer_id"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, schema)
