@@ -35,7 +35,11 @@ EVENT_SOURCE = "threadline"
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Fields with defaults are always in the JSON we emit: the schema says so, so
+    # consumers can rely on them being present.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True
+    )
 
     schema_version: Literal["1"] = SCHEMA_VERSION
     id: str

@@ -198,7 +198,15 @@ class OutboundStore(TimelineStore):
         if profile is None:
             raise NotFound("no such customer")
         channel, recipient = choose_channel(profile, request.channel)
-        conversation_id = self._current_conversation(recipient) or new_id(now)
+        identity_item = self.get_item(identity_pk(recipient), IDENT_SK) or {}
+        conversation_id = str(identity_item.get("conversation_id") or "") or new_id(now)
+        channel_data: dict[str, Any] = {}
+        if request.fallback:
+            channel_data["fallback"] = [c.value for c in request.fallback]
+        if identity_item.get("reply_to"):
+            # Where the customer last wrote from on this channel (Slack: conversation
+            # and thread), so the reply lands beside their message.
+            channel_data["reply_to"] = dict(identity_item["reply_to"])
         message = Message(
             id=new_id(now),
             customer_id=customer_id,
@@ -213,9 +221,7 @@ class OutboundStore(TimelineStore):
             parts=request.parts(),
             status=MessageStatus.QUEUED,
             status_history=[StatusChange(status=MessageStatus.QUEUED, at=now)],
-            channel_data={"fallback": [c.value for c in request.fallback]}
-            if request.fallback
-            else {},
+            channel_data=channel_data,
         )
         operations: list[Any] = [
             {"Put": {"TableName": self.table, "Item": to_item(message_item(message))}}
@@ -273,11 +279,6 @@ class OutboundStore(TimelineStore):
         if message is None:
             raise StorageUnavailable("the original message could not be read")
         return message
-
-    def _current_conversation(self, identity: Identity) -> str | None:
-        item = self.get_item(identity_pk(identity), IDENT_SK) or {}
-        conversation = item.get("conversation_id")
-        return str(conversation) if conversation else None
 
     # ----------------------------------------------------------------- dispatch
 
@@ -564,6 +565,11 @@ def job_from_queue_body(body: str) -> tuple[str, str]:
     try:
         envelope = json.loads(body)
         message = envelope["detail"]["message"]
-        return str(message["customer_id"]), str(message["id"])
-    except (ValueError, KeyError, TypeError) as exc:
+        customer_id, message_id = message["customer_id"], message["id"]
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise ValueError("not a message.queued event") from exc
+    if not (
+        isinstance(customer_id, str) and customer_id and isinstance(message_id, str) and message_id
+    ):
+        raise ValueError("a message.queued event names its customer and message")
+    return customer_id, message_id

@@ -69,7 +69,11 @@ class MessageStatus(StrEnum):
 class _Model(BaseModel):
     # Frozen so a normalized message cannot be changed by accident on its way to the
     # store; forbid so a typo in a normalizer fails loudly instead of vanishing.
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Fields with defaults are always in the JSON we emit: the schema says so, so
+    # consumers can rely on them being present.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_serialization_defaults_required=True
+    )
 
 
 class Identity(_Model):
@@ -176,6 +180,15 @@ class RawPayloadRef(_Model):
     key: str | None = None
 
 
+class MessageRevision(_Model):
+    """An earlier state of a message the provider later edited or deleted."""
+
+    kind: Literal["edited", "deleted"]
+    at: datetime = Field(description="when the change was made (the provider's time)")
+    parts: list[Part] = Field(description="the message's parts before this change")
+    raw: RawPayloadRef | None = Field(default=None, description="the provider's change request")
+
+
 class Message(_Model):
     schema_version: Literal["1"] = SCHEMA_VERSION
     id: str = Field(description="ULID: sortable by the time threadline received the message")
@@ -206,6 +219,13 @@ class Message(_Model):
     channel_data: dict[str, Any] = Field(
         default_factory=dict,
         description="everything the channel sent that has no field above, never dropped",
+    )
+    edited_at: datetime | None = Field(default=None, description="when it was last edited")
+    deleted_at: datetime | None = Field(
+        default=None, description="when the sender deleted it; parts are then empty"
+    )
+    revisions: list[MessageRevision] = Field(
+        default_factory=list, description="earlier versions, oldest first (edits, deletion)"
     )
 
     @property

@@ -16,11 +16,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from threadline import aws, consent
-from threadline.channels.base import InboundMessage, StatusUpdate
+from threadline.channels.base import InboundMessage, MessageEdit, StatusUpdate
 from threadline.errors import StorageUnavailable
 from threadline.items import (
     DEDUP_SK,
     IDENT_SK,
+    MUTABLE_MESSAGE_FIELDS,
     PROFILE_SK,
     cancellation_reasons,
     conversation_sk,
@@ -44,6 +45,7 @@ from threadline.schema import (
     Direction,
     Identity,
     Message,
+    MessageRevision,
     MessageStatus,
     RawPayloadRef,
     StatusChange,
@@ -108,6 +110,8 @@ class IngestResult:
     customer_id: str
     duplicate: bool = False
     customer_created: bool = False
+    identity_linked: bool = False
+    """The sender's identity was new and joined the customer owning a verified one."""
 
 
 @dataclass(frozen=True)
@@ -233,7 +237,16 @@ class TimelineStore:
             try:
                 record = self._read_identity(inbound.sender)
                 message_id = new_id(now)
-                if record is None:
+                owner = None if record is not None else self._verified_owner(inbound)
+                if owner is not None:
+                    # A new identity of a customer we know through a verified one
+                    # (Slack account with that customer's confirmed e-mail).
+                    customer_id = owner
+                    conversation_id = new_id(now)
+                    operations = self._linked_identity_operations(
+                        inbound, raw, now, message_id, customer_id, conversation_id
+                    )
+                elif record is None:
                     customer_id = new_id(now)
                     conversation_id = new_id(now)
                     operations = self._new_customer_operations(
@@ -263,13 +276,15 @@ class TimelineStore:
                     "customer_id": customer_id,
                     "message_id": message_id,
                     "channel": inbound.channel.value,
-                    "customer_created": record is None,
+                    "customer_created": record is None and owner is None,
+                    "identity_linked": owner is not None,
                 },
             )
             return IngestResult(
                 message_id=message_id,
                 customer_id=customer_id,
-                customer_created=record is None,
+                customer_created=record is None and owner is None,
+                identity_linked=owner is not None,
             )
         raise StorageUnavailable("the timeline kept changing under us; retry")
 
@@ -420,11 +435,18 @@ class TimelineStore:
                             "conversation_id": conversation_id,
                             "last_message_at": stamp,
                             "created_at": stamp,
+                            "reply_to": inbound.reply_to,
                         }
                     ),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
+            # The verified identities come along, so the next message from them
+            # (an e-mail from the same address) lands on this customer too.
+            *(
+                self._verified_identity_put(identity, customer_id, inbound, stamp)
+                for identity in _other_verified(inbound)
+            ),
             {
                 "Put": {
                     "TableName": self.table,
@@ -435,7 +457,10 @@ class TimelineStore:
                             "type": "customer",
                             "customer_id": customer_id,
                             "display_name": inbound.sender_display_name,
-                            "identities": [str(inbound.sender)],
+                            "identities": [
+                                str(inbound.sender),
+                                *(str(i) for i in _other_verified(inbound)),
+                            ],
                             "created_at": stamp,
                             "last_channel": channel,
                             "last_message_at": stamp,
@@ -478,6 +503,8 @@ class TimelineStore:
         }
         if record.conversation_id:
             identity_values[":prev"] = record.conversation_id
+        if inbound.reply_to:
+            identity_values[":reply"] = inbound.reply_to
 
         conversation_op: TransactWriteItemTypeDef
         if opens_conversation:
@@ -501,22 +528,7 @@ class TimelineStore:
                 }
             }
 
-        profile_values: dict[str, Any] = {":channel": channel, ":now": stamp}
-        profile_names = {"#ch": channel}
-        profile_update = (
-            "SET last_channel = :channel, last_message_at = :now, last_inbound.#ch = :now"
-        )
-        if inbound.sender_display_name:
-            profile_update += ", display_name = if_not_exists(display_name, :name)"
-            profile_values[":name"] = inbound.sender_display_name
-        action = consent.detect(_text_of(inbound), inbound.consent_keyword)
-        if action is consent.ConsentAction.HELP:
-            profile_update += ", help_requested.#identity = :now"
-            profile_names["#identity"] = str(inbound.sender)
-        elif action is not None:
-            profile_update += ", consent.#identity = :consent"
-            profile_names["#identity"] = str(inbound.sender)
-            profile_values[":consent"] = _consent_record(action, inbound, message_id, now)
+        profile_update, profile_names, profile_values = _profile_update(inbound, message_id, now)
 
         return [
             self._dedup_put(inbound, now, message_id, customer_id),
@@ -533,7 +545,8 @@ class TimelineStore:
                 "Update": {
                     "TableName": self.table,
                     "Key": to_item({"pk": identity_pk(inbound.sender), "sk": IDENT_SK}),
-                    "UpdateExpression": "SET conversation_id = :conv, last_message_at = :now",
+                    "UpdateExpression": "SET conversation_id = :conv, last_message_at = :now"
+                    + (", reply_to = :reply" if inbound.reply_to else ""),
                     "ConditionExpression": identity_condition,
                     "ExpressionAttributeValues": to_item(identity_values),
                 }
@@ -575,6 +588,188 @@ class TimelineStore:
             customer_id=str(item["customer_id"]),
             duplicate=True,
         )
+
+    # ----------------------------------------------------------------- linking
+
+    def _verified_owner(self, inbound: InboundMessage) -> str | None:
+        """The customer who owns one of the sender's verified identities, if any.
+
+        Only exact identities the provider verified are followed (design: automatic
+        linking only on exact, verified identities); the first one found wins.
+        """
+        for identity in _other_verified(inbound):
+            record = self._read_identity(identity)
+            if record is not None:
+                return record.customer_id
+        return None
+
+    def _verified_identity_put(
+        self, identity: Identity, customer_id: str, inbound: InboundMessage, stamp: str
+    ) -> TransactWriteItemTypeDef:
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": to_item(
+                    {
+                        "pk": identity_pk(identity),
+                        "sk": IDENT_SK,
+                        "type": "identity",
+                        "identity": str(identity),
+                        "customer_id": customer_id,
+                        "created_at": stamp,
+                        "verified_by": inbound.provider,
+                        "linked_from": str(inbound.sender),
+                    }
+                ),
+                # Someone else may have claimed it meanwhile: then the transaction is
+                # cancelled and the retry files the message on that customer.
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+
+    def _linked_identity_operations(
+        self,
+        inbound: InboundMessage,
+        raw: KeptRaw,
+        now: datetime,
+        message_id: str,
+        customer_id: str,
+        conversation_id: str,
+    ) -> list[TransactWriteItemTypeDef]:
+        """A first message from a new identity of a known customer: attach and file it."""
+        stamp = now.isoformat()
+        channel = inbound.channel.value
+        update, names, values = _profile_update(inbound, message_id, now)
+        update += ", identities = list_append(identities, :new_identity)"
+        values[":new_identity"] = [str(inbound.sender)]
+        values[":sender"] = str(inbound.sender)
+        linked_via = next((str(i) for i in _other_verified(inbound)), None)
+        return [
+            self._dedup_put(inbound, now, message_id, customer_id),
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self._inbound_message(
+                        inbound, raw, now, message_id, customer_id, conversation_id
+                    ),
+                }
+            },
+            {
+                # Conditional, as for a new customer: concurrent first messages from
+                # this identity attach it once.
+                "Put": {
+                    "TableName": self.table,
+                    "Item": to_item(
+                        {
+                            "pk": identity_pk(inbound.sender),
+                            "sk": IDENT_SK,
+                            "type": "identity",
+                            "identity": str(inbound.sender),
+                            "customer_id": customer_id,
+                            "conversation_id": conversation_id,
+                            "last_message_at": stamp,
+                            "created_at": stamp,
+                            "reply_to": inbound.reply_to,
+                            "linked_via": linked_via,
+                        }
+                    ),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
+                    "UpdateExpression": update,
+                    # A merge may have absorbed the customer since we read the identity.
+                    "ConditionExpression": (
+                        "attribute_exists(pk) AND NOT contains(identities, :sender)"
+                    ),
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": to_item(values),
+                }
+            },
+            self._new_conversation_put(customer_id, conversation_id, channel, stamp),
+        ]
+
+    # ----------------------------------------------------------------- edits
+
+    def apply_edit(
+        self, edit: MessageEdit, raw: KeptRaw | None = None, *, now: datetime | None = None
+    ) -> bool:
+        """Update a stored message the provider says was edited or deleted.
+
+        The message keeps its place on the timeline; its earlier parts go to
+        ``revisions``. Returns False, changing nothing, for a message we never stored,
+        a repeated change (same ``edit_id``), an edit after a deletion, an edit older
+        than the one stored, or one that leaves the parts as they were (Slack sends
+        ``message_changed`` when it adds a link preview).
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            located = self.get_item(
+                dedup_pk(edit.provider, edit.provider_message_id), DEDUP_SK, consistent=True
+            )
+            if located is None:
+                logger.info("edit of an unknown message ignored", extra={"kind": edit.kind})
+                return False
+            key = {
+                "pk": customer_pk(str(located["customer_id"])),
+                "sk": message_sk(str(located["message_id"])),
+            }
+            for _ in range(_MAX_ATTEMPTS):
+                item = self.get_item(key["pk"], key["sk"], consistent=True)
+                if item is None or edit.edit_id in (item.get("edit_ids") or set()):
+                    return False
+                message = message_from_item(item)
+                at = edit.at or now or utc_now()
+                if message.deleted_at is not None:
+                    return False
+                if edit.kind == "edited" and (
+                    edit.parts == message.parts
+                    or (message.edited_at is not None and at <= message.edited_at)
+                ):
+                    return False
+                revision = MessageRevision(
+                    kind=edit.kind, at=at, parts=message.parts, raw=raw.ref if raw else None
+                )
+                changes: dict[str, Any] = {
+                    "parts": edit.parts if edit.kind == "edited" else [],
+                    "revisions": [*message.revisions, revision],
+                    ("edited_at" if edit.kind == "edited" else "deleted_at"): at,
+                }
+                updated = message.model_copy(update=changes)
+                try:
+                    self.dynamodb.update_item(
+                        TableName=self.table,
+                        Key=to_item(key),
+                        UpdateExpression="SET message = :new ADD edit_ids :edit",
+                        # Optimistic: a concurrent change makes us re-read and re-apply.
+                        ConditionExpression="message = :old",
+                        ExpressionAttributeValues=to_item(
+                            {
+                                ":new": updated.model_dump_json(
+                                    exclude=set(MUTABLE_MESSAGE_FIELDS)
+                                ),
+                                ":old": item["message"],
+                                ":edit": {edit.edit_id},
+                            }
+                        ),
+                    )
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code")
+                    if code == "ConditionalCheckFailedException":
+                        continue
+                    raise
+                logger.info(
+                    "message changed",
+                    extra={"kind": edit.kind, "message_id": located["message_id"]},
+                )
+                return True
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnavailable("the edit could not be written") from exc
+        raise StorageUnavailable("the message kept changing under us; retry")
 
     # ----------------------------------------------------------------- status
 
@@ -725,3 +920,37 @@ def profile_from_item(item: dict[str, Any]) -> Profile:
 
 def _text_of(inbound: InboundMessage) -> str:
     return "\n".join(p.text for p in inbound.parts if isinstance(p, TextPart))
+
+
+def _profile_update(
+    inbound: InboundMessage, message_id: str, now: datetime
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The PROFILE update an inbound message from a known customer makes."""
+    stamp = now.isoformat()
+    channel = inbound.channel.value
+    values: dict[str, Any] = {":channel": channel, ":now": stamp}
+    names = {"#ch": channel}
+    update = "SET last_channel = :channel, last_message_at = :now, last_inbound.#ch = :now"
+    if inbound.sender_display_name:
+        update += ", display_name = if_not_exists(display_name, :name)"
+        values[":name"] = inbound.sender_display_name
+    action = consent.detect(_text_of(inbound), inbound.consent_keyword)
+    if action is consent.ConsentAction.HELP:
+        update += ", help_requested.#identity = :now"
+        names["#identity"] = str(inbound.sender)
+    elif action is not None:
+        update += ", consent.#identity = :consent"
+        names["#identity"] = str(inbound.sender)
+        values[":consent"] = _consent_record(action, inbound, message_id, now)
+    return update, names, values
+
+
+def _other_verified(inbound: InboundMessage) -> list[Identity]:
+    """The sender's verified identities other than the one it wrote from, once each."""
+    seen = {str(inbound.sender)}
+    others = []
+    for identity in inbound.verified_identities:
+        if str(identity) not in seen:
+            seen.add(str(identity))
+            others.append(identity)
+    return others

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from threadline.channels.base import ChannelAdapter, InboundMessage, StatusUpdate, WebhookRequest
+from threadline.channels.base import (
+    Acknowledgement,
+    ChannelAdapter,
+    InboundMessage,
+    MessageEdit,
+    StatusUpdate,
+    WebhookRequest,
+)
 from threadline.errors import PayloadTooLarge, ThreadlineError
 from threadline.logs import logger
 from threadline.settings import webhook_settings
@@ -45,6 +52,8 @@ class WebhookStore(Protocol):
 
     def apply_status(self, update: StatusUpdate) -> Any: ...
 
+    def apply_edit(self, edit: MessageEdit, raw: KeptRaw | None = None) -> Any: ...
+
 
 def handle_webhook(
     event: Mapping[str, Any], channel: ChannelAdapter, store: WebhookStore
@@ -58,23 +67,30 @@ def handle_webhook(
         normalized = channel.normalize(request)
         messages = [item for item in normalized if isinstance(item, InboundMessage)]
         statuses = [item for item in normalized if isinstance(item, StatusUpdate)]
-        if messages:
+        edits = [item for item in normalized if isinstance(item, MessageEdit)]
+        answers = [item for item in normalized if isinstance(item, Acknowledgement)]
+        if messages or edits:
             raw = store.keep_raw(
                 RawPayload(
                     envelope=request.envelope(),
                     provider=channel.provider,
                     body_sha256=request.body_sha256,
                 ),
-                # One copy per request: a batch's messages share the S3 object.
-                may_inline=len(messages) == 1,
+                # One copy per request: a batch's messages share the S3 object. An
+                # edit's request is kept in S3 and named by the message's revision.
+                may_inline=len(messages) == 1 and not edits,
             )
             for message in messages:
                 logger.set_correlation_id(message.provider_message_id)
                 store.ingest(message, raw, received_at=request.received_at)
+            for edit in edits:
+                logger.set_correlation_id(edit.provider_message_id)
+                store.apply_edit(edit, raw)
         for update in statuses:
             logger.set_correlation_id(update.provider_message_id)
             store.apply_status(update)
-        ack = channel.acknowledge()
+        # A request that needs its own answer (a handshake) says so itself.
+        ack = answers[0] if answers else channel.acknowledge()
         return http_response(ack.status, ack.body, ack.content_type)
     except ThreadlineError as error:
         logger.warning(

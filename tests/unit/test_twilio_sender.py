@@ -298,11 +298,6 @@ def test_unreachable_twilio_is_a_retryable_network_error():
     assert caught.value.code == "network_error"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an RFC 9457 error answer (twilio>=9 raises TwilioServiceException, not "
-    "TwilioRestException) is caught as a network error: a 400 is retried as network_error",
-)
 def test_rfc9457_client_error_is_a_final_failure(fake_twilio):
     problem = {
         "type": "https://www.twilio.com/docs/errors/21211",

@@ -11,6 +11,13 @@ A channel module turns a provider's webhook request into normalized messages:
 
 The webhook pipeline (:mod:`threadline.webhook`) calls these in that order, stores
 the drafts and answers; adding a channel means writing these three methods.
+
+Two optional items may also come out of ``normalize``: a :class:`MessageEdit` (the
+provider changed or deleted a message it sent us before: Slack's
+``message_changed``/``message_deleted``), and an :class:`Acknowledgement` when this
+one request needs its own answer (Slack's ``url_verification`` handshake echoes a
+challenge). The pipeline answers with that instead of ``acknowledge()``, so the
+protocol stays three methods with no per-request state on the adapter.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -123,6 +130,14 @@ class InboundMessage(BaseModel):
     channel_data: dict[str, Any] = Field(default_factory=dict)
     consent_keyword: str | None = None
     """An opt-out/opt-in keyword the provider itself recognised (Twilio's OptOutType)."""
+    verified_identities: list[Identity] = Field(default_factory=list)
+    """Other identities of the sender that the provider has verified (Slack: the
+    account's confirmed e-mail). A new sender is filed on the customer who already
+    owns one of them, so channels share one timeline; nothing unverified goes here."""
+    reply_to: dict[str, str] | None = None
+    """Where a reply to this sender goes on this channel beyond the identity itself
+    (Slack: the conversation id and thread). Kept on the identity; outbound replies
+    carry it in ``channel_data["reply_to"]``."""
 
 
 class StatusUpdate(BaseModel):
@@ -142,7 +157,37 @@ class StatusUpdate(BaseModel):
     channel_data: dict[str, Any] = Field(default_factory=dict)
 
 
-Normalized = InboundMessage | StatusUpdate
+@dataclass(frozen=True)
+class Acknowledgement:
+    """What to answer the provider once everything it sent is stored."""
+
+    status: int = 200
+    content_type: str = "application/json"
+    body: str = ""
+
+
+class MessageEdit(BaseModel):
+    """A provider telling us a message it sent before was changed or deleted.
+
+    Not a new message: the stored one is updated, its earlier parts kept in its
+    ``revisions``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str
+    provider_message_id: str = Field(min_length=1, max_length=256)
+    """The edited message's id, as it was stored (the DEDUP key finds it)."""
+    kind: Literal["edited", "deleted"]
+    edit_id: str = Field(min_length=1, max_length=256)
+    """The provider's id for this change (Slack's event_id): a retry is applied once."""
+    parts: list[Part] = Field(default_factory=list)
+    """The message's new content; empty for a deletion."""
+    at: datetime | None = None
+    channel_data: dict[str, Any] = Field(default_factory=dict)
+
+
+Normalized = InboundMessage | StatusUpdate | MessageEdit | Acknowledgement
 
 
 def build(model: type[ModelT], **fields: Any) -> ModelT:
@@ -157,15 +202,6 @@ def build(model: type[ModelT], **fields: Any) -> ModelT:
     except ValidationError as exc:
         fields_at_fault = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
         raise MalformedRequest(f"invalid values for: {', '.join(fields_at_fault)}") from exc
-
-
-@dataclass(frozen=True)
-class Acknowledgement:
-    """What to answer the provider once everything it sent is stored."""
-
-    status: int = 200
-    content_type: str = "application/json"
-    body: str = ""
 
 
 @dataclass(frozen=True)

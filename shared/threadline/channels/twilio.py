@@ -351,7 +351,11 @@ class TwilioSender:
         )
 
     def send(self, message: Message) -> SendResult:
-        from twilio.base.exceptions import TwilioException, TwilioRestException
+        from twilio.base.exceptions import (
+            TwilioException,
+            TwilioRestException,
+            TwilioServiceException,
+        )
 
         if message.recipient is None:
             raise SendFailed("no_recipient", "the message has no recipient", retryable=False)
@@ -382,17 +386,24 @@ class TwilioSender:
         try:
             created = self._client().messages.create(**arguments)
         except TwilioRestException as exc:
-            retryable = exc.status == 429 or exc.status >= 500
-            raise SendFailed(
-                str(exc.code or exc.status),
-                exc.msg or "Twilio refused the message",
-                retryable=retryable,
-            ) from exc
+            raise _send_failed(exc.status, exc.code, exc.msg) from exc
+        except TwilioServiceException as exc:
+            # Twilio's newer RFC 9457 error bodies arrive as this exception instead.
+            raise _send_failed(exc.status, exc.code, exc.detail or exc.title) from exc
         except (TwilioException, OSError) as exc:
             raise SendFailed(
                 "network_error", "Twilio could not be reached", retryable=True
             ) from exc
         return SendResult(provider_message_id=str(created.sid))
+
+
+def _send_failed(status: int, code: int | None, message: str | None) -> SendFailed:
+    """Rate limits and Twilio's own errors are worth retrying; any other refusal is final."""
+    return SendFailed(
+        str(code or status),
+        message or "Twilio refused the message",
+        retryable=status == 429 or status >= 500,
+    )
 
 
 def _http_client(sandbox_url: str | None) -> Any:
