@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import aws
-from threadline.channels import twilio
+from threadline.channels import slack, twilio
 from threadline.logs import logger
 from threadline.outbound import Dispatcher, OutboundStore, RetryLater, job_from_queue_body
 from threadline.schema import Channel
@@ -25,7 +25,11 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 twilio_sender = twilio.sender_from_env()
 dispatcher = Dispatcher(
     OutboundStore(store_settings()),
-    senders={Channel.SMS: twilio_sender, Channel.WHATSAPP: twilio_sender},
+    senders={
+        Channel.SMS: twilio_sender,
+        Channel.WHATSAPP: twilio_sender,
+        Channel.SLACK: slack.sender_from_env(),
+    },
 )
 queue_url = required_env("DISPATCH_QUEUE_URL")
 

@@ -9,6 +9,7 @@ provider, e.g. ``[429, 429]`` then the normal success.
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import threading
@@ -73,8 +74,38 @@ class ProviderSandbox:
                 Rule("/faults/<provider>", methods=["POST"], endpoint="faults"),
                 Rule("/outbox", methods=["GET"], endpoint="outbox"),
                 Rule("/outbox", methods=["DELETE"], endpoint="clear"),
+                Rule("/slack/api/chat.postMessage", methods=["POST"], endpoint="slack_post"),
+                Rule("/slack/api/users.info", methods=["GET", "POST"], endpoint="slack_user"),
             ]
         )
+        # Slack users the sandbox knows (users.info), by user id; tests add them.
+        self.slack_users: dict[str, dict[str, Any]] = {}
+        self._slack_sequence = itertools.count(1)
+
+    def add_slack_user(
+        self,
+        user_id: str,
+        *,
+        email: str | None = None,
+        real_name: str | None = None,
+        email_confirmed: bool = True,
+        team_id: str = "T0SANDBOX",
+    ) -> None:
+        """A user users.info answers for, shaped like Slack's user object."""
+        profile: dict[str, Any] = {"real_name": real_name, "display_name": real_name}
+        if email is not None:
+            profile["email"] = email
+        with self._lock:
+            self.slack_users[user_id] = {
+                "id": user_id,
+                "team_id": team_id,
+                "name": (real_name or user_id).lower().replace(" ", "."),
+                "deleted": False,
+                "real_name": real_name,
+                "is_bot": False,
+                "is_email_confirmed": email_confirmed,
+                "profile": profile,
+            }
 
     def program_faults(self, provider: str, statuses: Iterable[int]) -> None:
         """The next answers ``provider`` gives, before it succeeds again."""
@@ -113,6 +144,59 @@ class ProviderSandbox:
     def _serve_clear(self, request: Request) -> Response:
         self.clear()
         return Response(status=204)
+
+    # Slack's Web API answers HTTP 200 with {"ok": false, "error": ...} for most
+    # refusals; only rate limits (429 + Retry-After) and server errors use the status.
+
+    def _serve_slack_post(self, request: Request) -> Response:
+        arguments = _slack_arguments(request)
+        form = {k: [v if isinstance(v, str) else json.dumps(v)] for k, v in arguments.items()}
+        refusal = _slack_refusal(request, arguments)
+        if refusal is not None:
+            self._record_slack(request, 200, form)
+            return _slack_answer(200, {"ok": False, "error": refusal})
+        status = self._next_status("slack", 200)
+        self._record_slack(request, status, form)
+        if status != 200:
+            return _slack_fault(status)
+        ts = f"{int(datetime.now(UTC).timestamp())}.{next(self._slack_sequence):06d}"
+        channel = str(arguments["channel"])
+        message = {
+            "type": "message",
+            "text": arguments.get("text"),
+            "ts": ts,
+            "bot_id": "B0SANDBOX",
+        }
+        if arguments.get("thread_ts"):
+            message["thread_ts"] = arguments["thread_ts"]
+        return _slack_answer(200, {"ok": True, "channel": channel, "ts": ts, "message": message})
+
+    def _record_slack(self, request: Request, status: int, form: dict[str, list[str]]) -> None:
+        with self._lock:
+            self.requests.append(
+                RecordedRequest(
+                    provider="slack",
+                    method=request.method,
+                    path=request.path,
+                    form=form,
+                    headers={k.lower(): v for k, v in request.headers.items()},
+                    status=status,
+                    at=datetime.now(UTC).isoformat(),
+                )
+            )
+
+    def _serve_slack_user(self, request: Request) -> Response:
+        arguments = _slack_arguments(request)
+        if not _bearer_token(request):
+            return _slack_answer(200, {"ok": False, "error": "not_authed"})
+        status = self._next_status("slack", 200)
+        if status != 200:
+            return _slack_fault(status)
+        with self._lock:
+            user = self.slack_users.get(str(arguments.get("user")))
+        if user is None:
+            return _slack_answer(200, {"ok": False, "error": "user_not_found"})
+        return _slack_answer(200, {"ok": True, "user": user})
 
     def _serve_faults(self, request: Request, provider: str) -> Response:
         statuses = request.get_json(force=True, silent=True) or []
@@ -187,3 +271,44 @@ class ProviderSandbox:
 def _first(form: dict[str, list[str]], name: str) -> str | None:
     values = form.get(name)
     return values[0] if values else None
+
+
+def _slack_arguments(request: Request) -> dict[str, Any]:
+    """A Web API call's arguments: JSON body, form body or query string, as Slack takes."""
+    if request.is_json:
+        document = request.get_json(silent=True)
+        return dict(document) if isinstance(document, dict) else {}
+    arguments: dict[str, Any] = dict(request.args.items())
+    arguments.update(request.form.items())
+    return arguments
+
+
+def _bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _slack_refusal(request: Request, arguments: dict[str, Any]) -> str | None:
+    """Slack's error code for a chat.postMessage it would refuse outright, or None."""
+    if not _bearer_token(request):
+        return "not_authed"
+    if not arguments.get("channel"):
+        return "channel_not_found"
+    if not (arguments.get("text") or arguments.get("blocks") or arguments.get("attachments")):
+        return "no_text"
+    return None
+
+
+def _slack_answer(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    return Response(json.dumps(body), status, headers=headers or {}, mimetype="application/json")
+
+
+def _slack_fault(status: int) -> Response:
+    """A programmed fault: 429 and 5xx as Slack sends them, anything else as ok: false."""
+    if status == 429:
+        return _slack_answer(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"})
+    if status >= 500:
+        return _slack_answer(status, {"ok": False, "error": "internal_error"})
+    return _slack_answer(200, {"ok": False, "error": "channel_not_found"})
