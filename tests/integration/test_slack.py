@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -304,3 +305,60 @@ def test_a_slack_api_error_fails_the_reply_with_its_code(
     (message,) = [m for m in timeline(api_get, customer["id"]) if m["id"] == queued["id"]]
     assert message["status"] == "failed"
     assert message["status_history"][-1]["error_code"] == "channel_not_found"
+
+
+# ---------------------------------------------------------------- edit rules, races
+
+
+def _edit_of(user: str, ts: str, text: str, edited_ts: str) -> dict:
+    edit = copy.deepcopy(sp.MESSAGE_CHANGED)
+    edit["event_id"] = "Ev" + secrets.token_hex(5).upper()
+    edit["event"]["message"].update(
+        {"user": user, "ts": ts, "text": text, "edited": {"user": user, "ts": edited_ts}}
+    )
+    return edit
+
+
+def test_link_previews_stale_edits_and_edits_after_deletion_change_nothing(slack_post, api_get):
+    user = new_user()
+    original = message_from(user)
+    ts = original["event"]["ts"]
+    slack_post(original)
+    customer = customer_of(api_get, slack_identity(user))
+
+    # Slack re-sends the message when it attaches a link preview: same text.
+    assert (
+        slack_post(_edit_of(user, ts, "Hello world", f"{float(ts) + 1:.6f}"))["statusCode"] == 200
+    )
+    (message,) = timeline(api_get, customer["id"])
+    assert message["revisions"] == [] and message["edited_at"] is None
+
+    slack_post(_edit_of(user, ts, "second", f"{float(ts) + 20:.6f}"))
+    slack_post(_edit_of(user, ts, "first (arrived late)", f"{float(ts) + 10:.6f}"))
+    (message,) = timeline(api_get, customer["id"])
+    assert message["parts"] == [{"type": "text", "text": "second"}]
+    assert len(message["revisions"]) == 1
+
+    deletion = copy.deepcopy(sp.MESSAGE_DELETED)
+    deletion["event_id"] = "Ev" + secrets.token_hex(5).upper()
+    deletion["event"]["deleted_ts"] = ts
+    slack_post(deletion)
+    slack_post(_edit_of(user, ts, "third", f"{float(ts) + 30:.6f}"))
+    (message,) = timeline(api_get, customer["id"])
+    assert message["parts"] == [] and message["deleted_at"] is not None
+
+
+def test_concurrent_first_messages_of_a_linked_user_make_one_customer(
+    slack_post, api_get, provider_sandbox
+):
+    address = f"dee.{secrets.token_hex(3)}@example.com"
+    user = new_user()
+    provider_sandbox.add_slack_user(user, email=address, real_name="Dee Example")
+    payloads = [message_from(user) for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(slack_post, payloads))
+    assert [a["statusCode"] for a in answers] == [200] * 4
+
+    customer = customer_of(api_get, slack_identity(user))
+    assert customer_of(api_get, f"email:{address}")["id"] == customer["id"]
+    assert len(timeline(api_get, customer["id"])) == 4
