@@ -25,6 +25,8 @@ WEBHOOK_PREFIX = "/webhooks/"
 # (rc = retry count, rp = retry policy); without them it goes to the fallback URL.
 TWILIO_OVERRIDES = "#rc=3&rp=all"
 HEALTH_TIMEOUT_SECONDS = 60.0
+# Event types something feeds locally: the gateway (HttpApi) and the pollers.
+FED_EVENT_TYPES = frozenset({"HttpApi", "SQS", "DynamoDB"})
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -102,16 +104,35 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
         for warning in spec.warnings:
             _say(out, f"    note: {warning}")
         for event in spec.events:
-            if event.type != "HttpApi":
+            if event.type not in FED_EVENT_TYPES:
                 _say(out, f"    note: {event.type} event {event.name} is not fed locally yet")
         declared = spec.runtime.removeprefix("python")
         running = ".".join(platform.python_version_tuple()[:2])
         if declared and declared != running:
             _say(out, f"    note: declares python{declared}, runs here on Python {running}")
+    for name, value in stack.parameter_defaults.items():
+        _say(
+            out,
+            f"  parameter     {name}={value}  (local default; --parameter {name}=... to change)",
+        )
+    for poller in stack.pollers:
+        _say(out, f"  poller        {poller.describe()}")
+    for note in stack.poller_notes:
+        _say(out, f"    note: {note}")
     routes = list(stack.routes)
     for route in routes:
         if route.path.startswith(WEBHOOK_PREFIX):
             _say(out, f"  webhook       {route.method} {webhook_url(stack.base_url, route)}")
+    _say(
+        out,
+        f"  outbox        {stack.outbox_url}  (what the provider sandbox was sent; DELETE clears)",
+    )
+    if stack.event_log is not None:
+        _say(
+            out,
+            f"  events        {stack.events_url}  (events on {', '.join(stack.event_log.buses)}; "
+            "?type=message.sent)",
+        )
     auth = (
         "bearer token required (THREADLINE_API_TOKEN)"
         if stack.api_token

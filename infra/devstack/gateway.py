@@ -32,6 +32,7 @@ from devstack.routes import RouteTable
 from devstack.runtime import Invocation
 
 Invoke = Callable[[str, dict[str, Any]], Invocation]
+WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
 class Gateway:
@@ -150,9 +151,12 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class GatewayServer:
-    """The gateway on 127.0.0.1, served from a background thread."""
+    """A WSGI app (the gateway, or what fronts it) on 127.0.0.1, from a background thread.
 
-    def __init__(self, app: Gateway, *, host: str = "127.0.0.1", port: int = 3000) -> None:
+    The port is bound when the server is made, so its URL is known before it serves.
+    """
+
+    def __init__(self, app: WsgiApp, *, host: str = "127.0.0.1", port: int = 3000) -> None:
         # Bound here rather than by werkzeug, which answers a busy port with
         # sys.exit(1): a library must raise (OSError) and let its caller decide.
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:

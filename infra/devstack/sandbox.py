@@ -5,10 +5,17 @@ send their HTTP requests here instead of to the provider. The sandbox records ea
 request (``GET /_dev/outbox`` lists them) and answers as the provider's API would,
 so nothing leaves the machine. Tests can program faults: the next answers for a
 provider, e.g. ``[429, 429]`` then the normal success.
+
+The local stack serves it under ``/_dev/sandbox`` on the gateway's port. Requests
+Twilio itself would refuse (no credentials, no ``To``, no sender, nothing to send)
+get Twilio's error answers here too, so a broken send fails locally as it would
+against the real API; sent messages can be fetched back by their SID.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import json
 import secrets
@@ -23,8 +30,12 @@ from urllib.parse import parse_qs
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+# The form field that names who a provider request goes to (GET /outbox?to=...).
+_RECIPIENT_FIELDS = {"twilio": "To", "slack": "channel"}
+
 # Twilio's documented error bodies for the faults tests ask for most.
 _TWILIO_ERRORS: dict[int, tuple[int, str]] = {
+    # The fault statuses tests program; other statuses answer as 20500.
     400: (21211, "The 'To' number is not a valid phone number."),
     401: (20003, "Authenticate"),
     404: (20404, "The requested resource was not found"),
@@ -45,6 +56,7 @@ class RecordedRequest:
     at: str
 
     def as_json(self) -> dict[str, Any]:
+        # Headers stay out: they carry the account's credentials (basic auth).
         return {
             "provider": self.provider,
             "method": self.method,
@@ -61,6 +73,7 @@ class ProviderSandbox:
 
     requests: list[RecordedRequest] = field(default_factory=list)
     _faults: dict[str, deque[int]] = field(default_factory=dict)
+    _messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -70,6 +83,11 @@ class ProviderSandbox:
                     "/twilio/2010-04-01/Accounts/<account_sid>/Messages.json",
                     methods=["POST"],
                     endpoint="twilio_message",
+                ),
+                Rule(
+                    "/twilio/2010-04-01/Accounts/<account_sid>/Messages/<message_sid>.json",
+                    methods=["GET"],
+                    endpoint="twilio_fetch",
                 ),
                 Rule("/faults/<provider>", methods=["POST"], endpoint="faults"),
                 Rule("/outbox", methods=["GET"], endpoint="outbox"),
@@ -112,14 +130,27 @@ class ProviderSandbox:
         with self._lock:
             self._faults.setdefault(provider, deque()).extend(statuses)
 
-    def outbox(self, provider: str | None = None) -> list[RecordedRequest]:
+    def outbox(
+        self, provider: str | None = None, *, to: str | None = None
+    ) -> list[RecordedRequest]:
+        """What was sent, oldest first; ``to`` keeps those to exactly that recipient.
+
+        The recipient is Twilio's ``To`` (``+1555...`` or ``whatsapp:+1555...``) or
+        Slack's ``channel``.
+        """
         with self._lock:
-            return [r for r in self.requests if provider is None or r.provider == provider]
+            return [
+                r
+                for r in self.requests
+                if (provider is None or r.provider == provider)
+                and (to is None or r.form.get(_RECIPIENT_FIELDS.get(r.provider, "To")) == [to])
+            ]
 
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
             self._faults.clear()
+            self._messages.clear()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
@@ -138,7 +169,7 @@ class ProviderSandbox:
 
     def _serve_outbox(self, request: Request) -> Response:
         provider = request.args.get("provider")
-        body = [r.as_json() for r in self.outbox(provider)]
+        body = [r.as_json() for r in self.outbox(provider, to=request.args.get("to"))]
         return Response(json.dumps(body), 200, mimetype="application/json")
 
     def _serve_clear(self, request: Request) -> Response:
@@ -153,10 +184,10 @@ class ProviderSandbox:
         form = {k: [v if isinstance(v, str) else json.dumps(v)] for k, v in arguments.items()}
         refusal = _slack_refusal(request, arguments)
         if refusal is not None:
-            self._record_slack(request, 200, form)
+            self._record("slack", request, 200, form)
             return _slack_answer(200, {"ok": False, "error": refusal})
         status = self._next_status("slack", 200)
-        self._record_slack(request, status, form)
+        self._record("slack", request, status, form)
         if status != 200:
             return _slack_fault(status)
         ts = f"{int(datetime.now(UTC).timestamp())}.{next(self._slack_sequence):06d}"
@@ -170,20 +201,6 @@ class ProviderSandbox:
         if arguments.get("thread_ts"):
             message["thread_ts"] = arguments["thread_ts"]
         return _slack_answer(200, {"ok": True, "channel": channel, "ts": ts, "message": message})
-
-    def _record_slack(self, request: Request, status: int, form: dict[str, list[str]]) -> None:
-        with self._lock:
-            self.requests.append(
-                RecordedRequest(
-                    provider="slack",
-                    method=request.method,
-                    path=request.path,
-                    form=form,
-                    headers={k.lower(): v for k, v in request.headers.items()},
-                    status=status,
-                    at=datetime.now(UTC).isoformat(),
-                )
-            )
 
     def _serve_slack_user(self, request: Request) -> Response:
         arguments = _slack_arguments(request)
@@ -210,8 +227,9 @@ class ProviderSandbox:
             queue = self._faults.get(provider)
             return queue.popleft() if queue else success
 
-    def _record(self, provider: str, request: Request, status: int) -> dict[str, list[str]]:
-        form = parse_qs(request.get_data(as_text=True), keep_blank_values=True)
+    def _record(
+        self, provider: str, request: Request, status: int, form: dict[str, list[str]]
+    ) -> None:
         with self._lock:
             self.requests.append(
                 RecordedRequest(
@@ -224,21 +242,21 @@ class ProviderSandbox:
                     at=datetime.now(UTC).isoformat(),
                 )
             )
-        return form
 
     def _serve_twilio_message(self, request: Request, account_sid: str) -> Response:
+        form = parse_qs(request.get_data(as_text=True), keep_blank_values=True)
+        refusal = _twilio_refusal(request, account_sid, form)
+        if refusal is not None:
+            # Twilio refuses these before anything is queued; a programmed fault
+            # stays for the next request that Twilio would have accepted.
+            status, code, message = refusal
+            self._record("twilio", request, status, form)
+            return _twilio_error(status, code, message)
         status = self._next_status("twilio", 201)
-        form = self._record("twilio", request, status)
+        self._record("twilio", request, status, form)
         if status != 201:
             code, message = _TWILIO_ERRORS.get(status, (20500, "Error"))
-            body: dict[str, Any] = {
-                "code": code,
-                "message": message,
-                "more_info": f"https://www.twilio.com/docs/errors/{code}",
-                "status": status,
-            }
-            headers = {"Retry-After": "1"} if status == 429 else {}
-            return Response(json.dumps(body), status, headers=headers, mimetype="application/json")
+            return _twilio_error(status, code, message)
         now = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
         sid = "SM" + secrets.token_hex(16)
         resource = {
@@ -265,7 +283,58 @@ class ProviderSandbox:
             "to": (form.get("To") or [""])[0],
             "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json",
         }
+        with self._lock:
+            self._messages[sid] = resource
         return Response(json.dumps(resource), 201, mimetype="application/json")
+
+    def _serve_twilio_fetch(self, request: Request, account_sid: str, message_sid: str) -> Response:
+        if _basic_auth_user(request) is None:
+            return _twilio_error(401, 20003, "Authenticate")
+        with self._lock:
+            resource = self._messages.get(message_sid)
+        if resource is None or resource["account_sid"] != account_sid:
+            return _twilio_error(404, 20404, "The requested resource was not found")
+        return Response(json.dumps(resource), 200, mimetype="application/json")
+
+
+def _twilio_error(status: int, code: int, message: str) -> Response:
+    body: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+    headers = {"Retry-After": "1"} if status == 429 else {}
+    return Response(json.dumps(body), status, headers=headers, mimetype="application/json")
+
+
+def _basic_auth_user(request: Request) -> str | None:
+    """The user name of a well-formed Basic Authorization header, else None."""
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        user, separator, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user if separator and user and password else None
+
+
+def _twilio_refusal(
+    request: Request, account_sid: str, form: dict[str, list[str]]
+) -> tuple[int, int, str] | None:
+    """Twilio's answer to a Messages create it would refuse outright, or None."""
+    user = _basic_auth_user(request)
+    # The account's own SID, or an API key (SK...) acting for it.
+    if user is None or not (user == account_sid or user.startswith("SK")):
+        return 401, 20003, "Authenticate"
+    if not _first(form, "To"):
+        return 400, 21604, "A 'To' phone number is required."
+    if not (_first(form, "From") or _first(form, "MessagingServiceSid")):
+        return 400, 21603, "A 'From' phone number is required."
+    if not (_first(form, "Body") or form.get("MediaUrl") or _first(form, "ContentSid")):
+        return 400, 21602, "Message body is required."
+    return None
 
 
 def _first(form: dict[str, list[str]], name: str) -> str | None:

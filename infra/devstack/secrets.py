@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,6 +25,18 @@ SECRETS_MANAGER_PREFIX = "secretsmanager:"
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 Source = Literal["environment", "generated", "existing"]
+
+# Generated values shaped like the real thing, for secrets whose shape is checked
+# (a Twilio Account SID is "AC" + 32 hex digits, and appears in API paths).
+_SHAPED_GENERATORS: dict[str, Callable[[], str]] = {
+    "TWILIO_ACCOUNT_SID": lambda: "AC" + secrets.token_hex(16),
+}
+
+
+def generate_secret(env_name: str) -> str:
+    """A random value for the secret ``env_name``, in its real shape where one is known."""
+    generator = _SHAPED_GENERATORS.get(env_name)
+    return generator() if generator is not None else secrets.token_hex(16)
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,7 @@ def provision_secrets(stack: StackResources, environ: Mapping[str, str]) -> list
                 ProvisionedSecret(parameter, env_name, location, existing, "existing")
             )
             continue
-        generated = secrets.token_hex(16)
+        generated = generate_secret(env_name)
         put_secret(stack.aws, location, generated)
         provisioned.append(ProvisionedSecret(parameter, env_name, location, generated, "generated"))
     return provisioned

@@ -1,8 +1,10 @@
 """The local stack as objects: the embedded AWS alone, or everything in-process.
 
 ``EmbeddedAws.start()`` is what integration tests and benchmarks use (moto plus
-the template's resources and secrets); ``LocalStack`` adds the function runtime
-and the HTTP gateway, and is what ``python -m devstack`` runs.
+the template's resources and secrets); ``LocalStack`` adds the function runtime,
+the HTTP gateway, the pollers that feed SQS and DynamoDB-stream events to their
+functions, the provider sandbox and the event log, and is what
+``python -m devstack`` runs.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from devstack.aws import DEFAULT_REGION, AwsTarget
+from devstack.devroutes import SANDBOX_PREFIX, DevRoutes
+from devstack.eventlog import EventLog
 from devstack.functions import FunctionSpec, load_functions
 from devstack.gateway import Gateway, GatewayServer
+from devstack.pollers import DEFAULT_POLL_INTERVAL, Poller, function_pollers
 from devstack.resources import StackResources, create_resources
 from devstack.routes import IMPLICIT_API, RouteTable, http_routes
 from devstack.runtime import DEFAULT_MAX_WORKERS, FunctionRuntime, function_environment
+from devstack.sandbox import ProviderSandbox
 from devstack.secrets import ProvisionedSecret, provision_secrets, put_secret, secret_location
 from devstack.template import Template, load_template
 
@@ -31,6 +37,31 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 DEFAULT_PORT = 3000
 HEALTH_PATH = "/v1/health"
+# Template parameters the local stack fills in with its own URLs unless told otherwise.
+PUBLIC_BASE_URL_PARAMETER = "PublicBaseUrl"
+SANDBOX_URL_PARAMETER = "ProviderSandboxUrl"
+
+
+def local_parameter_defaults(
+    template: Template, base_url: str, overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Parameter values that make the template's URLs point at the local stack.
+
+    ``PublicBaseUrl`` becomes the gateway's base URL (Twilio signature URLs and the
+    StatusCallback URLs the dispatcher hands out then name the local stack) and
+    ``ProviderSandboxUrl`` its sandbox; a parameter the template lacks, or that
+    the caller sets itself, is left alone.
+    """
+    wanted = {
+        PUBLIC_BASE_URL_PARAMETER: base_url,
+        SANDBOX_URL_PARAMETER: base_url + SANDBOX_PREFIX,
+    }
+    given = overrides or {}
+    return {
+        name: value
+        for name, value in wanted.items()
+        if name in template.parameters and name not in given
+    }
 
 
 def region_from(environ: Mapping[str, str]) -> str:
@@ -177,7 +208,7 @@ class EmbeddedAws:
 
 
 class LocalStack:
-    """Embedded AWS, function runtime and HTTP gateway, all started in this process.
+    """Embedded AWS, function runtime, pollers and HTTP gateway, all in this process.
 
     Use as a context manager; ``port=0`` picks a free port (see ``base_url``).
     """
@@ -192,6 +223,7 @@ class LocalStack:
         stack_name: str | None = None,
         api_token: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
         log: TextIO | None = None,
     ) -> None:
         self.environ = os.environ if environ is None else environ
@@ -205,43 +237,88 @@ class LocalStack:
             api_token if api_token is not None else self.environ.get("THREADLINE_API_TOKEN")
         )
         self.max_workers = max_workers
+        self.poll_interval = poll_interval
         self.log = log
-        self._exit = contextlib.ExitStack()
         self.aws: EmbeddedAws | None = None
         self.runtime: FunctionRuntime | None = None
         self.routes: RouteTable | None = None
         self.server: GatewayServer | None = None
+        self.sandbox = ProviderSandbox()
+        self.event_log: EventLog | None = None
+        self.pollers: list[Poller] = []
+        # Lines for the console: event sources read but not (fully) emulated.
+        self.poller_notes: list[str] = []
+        # The parameters the local stack chose itself (see local_parameter_defaults).
+        self.parameter_defaults: dict[str, str] = {}
+        self._running = False
 
     def start(self) -> LocalStack:
-        with self._exit as on_failure:
-            self.aws = EmbeddedAws.create(
-                self.template,
-                environ=self.environ,
-                parameters=self.parameters,
-                stack_name=self.stack_name,
-            )
-            on_failure.callback(self.aws.stop)
-            functions = self.aws.functions
-            self.routes = http_routes(self.aws.resources, functions)
-            self.runtime = FunctionRuntime(functions, self.aws.aws, max_workers=self.max_workers)
-            on_failure.callback(self.runtime.close)
-            gateway = Gateway(
-                self.routes,
-                self.runtime.invoke,
-                api_ids=self._api_ids(),
-                account_id=self.aws.aws.account_id,
-                api_token=self.api_token,
-                log=self.log,
-            )
-            self.server = GatewayServer(gateway, port=self.port).start()
-            on_failure.callback(self.server.stop)
-            # Started: from now on stop() unwinds, not this block.
-            self._exit = on_failure.pop_all()
+        self._running = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
+    def _start(self) -> None:
+        dev = DevRoutes(self.sandbox, log=self.log)
+        # Bound (not yet serving) first: its URL is a parameter of the resources.
+        self.server = GatewayServer(dev, port=self.port)
+        self.parameter_defaults = local_parameter_defaults(
+            self.template, self.server.base_url, self.parameters
+        )
+        self.aws = EmbeddedAws.create(
+            self.template,
+            environ=self.environ,
+            parameters={**self.parameter_defaults, **(self.parameters or {})},
+            stack_name=self.stack_name,
+        )
+        functions = self.aws.functions
+        self.routes = http_routes(self.aws.resources, functions)
+        self.runtime = FunctionRuntime(functions, self.aws.aws, max_workers=self.max_workers)
+        dev.api = Gateway(
+            self.routes,
+            self.runtime.invoke,
+            api_ids=self._api_ids(),
+            account_id=self.aws.aws.account_id,
+            api_token=self.api_token,
+            log=self.log,
+        )
+        pollers, self.poller_notes = function_pollers(
+            functions,
+            self.aws.aws,
+            self.runtime.invoke,
+            names=self._logical_names(),
+            interval=self.poll_interval,
+            log=self.log,
+        )
+        event_log = EventLog.for_stack(self.aws.resources)
+        if event_log.buses:
+            event_log.provision()
+            self.event_log = dev.events = event_log
+            pollers.append(event_log.poller(interval=self.poll_interval, log=self.log))
+        for poller in pollers:
+            self.pollers.append(poller.start())
+        self.server.start()
+
     def stop(self) -> None:
-        """Stop the gateway, then the workers, then moto (reverse of start)."""
-        self._exit.close()
+        """Stop the gateway, pollers, workers and moto, each before what it uses."""
+        if not self._running:
+            return
+        self._running = False
+        if self.server is not None:
+            self.server.stop()
+        for poller in self.pollers:
+            poller.signal_stop()
+        # Closing the workers ends an invocation a poller is waiting on; its poller
+        # sees that the stack is stopping and records nothing about it.
+        if self.runtime is not None:
+            self.runtime.close()
+        for poller in self.pollers:
+            poller.join()
+        if self.aws is not None:
+            self.aws.stop()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -295,6 +372,23 @@ class LocalStack:
             if status != 200:
                 raise StackNotHealthy(f"GET {HEALTH_PATH} answered {status}")
             return
+
+    @property
+    def outbox_url(self) -> str:
+        return self.base_url + "/_dev/outbox"
+
+    @property
+    def events_url(self) -> str:
+        return self.base_url + "/_dev/events"
+
+    def _logical_names(self) -> dict[str, str]:
+        """ARN -> logical id of every resource, for console lines people can read."""
+        names: dict[str, str] = {}
+        for logical_id in self.resources:
+            for value in self.resources[logical_id].attributes.values():
+                if value.startswith("arn:"):
+                    names.setdefault(value, logical_id)  # a stream ARN names its table
+        return names
 
     def _api_ids(self) -> dict[str, str]:
         resources = self.resources

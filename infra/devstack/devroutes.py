@@ -1,0 +1,117 @@
+"""The local-only ``/_dev`` routes, in front of the HTTP API on the gateway's port.
+
+* ``/_dev/sandbox/...`` is the provider sandbox (``PROVIDER_SANDBOX_URL`` points
+  the functions' provider SDKs here): Twilio's Messages API, ``/faults/<provider>``
+  and ``/outbox``.
+* ``GET /_dev/outbox`` (``?provider=twilio&to=+1555...``) lists what the sandbox
+  was sent; ``DELETE /_dev/outbox`` clears it and any programmed faults.
+* ``GET /_dev/events`` (``?type=message.sent&customer_id=...``) lists the events
+  put on the template's buses; ``DELETE /_dev/events`` forgets them.
+
+None of this is in template.yaml and none of it exists in a deployed stack. The
+routes are open (no bearer token): the functions' SDKs call the sandbox with the
+provider's own credentials, and the gateway only listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+from werkzeug.wrappers import Request, Response
+
+from devstack.eventlog import EventLog
+from devstack.gateway import WsgiApp
+from devstack.sandbox import ProviderSandbox
+
+PREFIX = "/_dev"
+SANDBOX_PREFIX = f"{PREFIX}/sandbox"
+
+
+class DevRoutes:
+    """A WSGI app: ``/_dev/...`` here, every other path to ``api`` (the gateway)."""
+
+    def __init__(
+        self,
+        sandbox: ProviderSandbox,
+        *,
+        events: EventLog | None = None,
+        api: WsgiApp | None = None,
+        log: TextIO | None = None,
+    ) -> None:
+        self.sandbox = sandbox
+        self.events = events
+        # Set once the stack has built its gateway; the server is bound before that
+        # (its URL is a template parameter) but serves nothing until it is set.
+        self.api = api
+        self._log = log
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = str(environ.get("PATH_INFO") or "")
+        if path != PREFIX and not path.startswith(PREFIX + "/"):
+            if self.api is None:
+                return _json(503, {"message": "Service Unavailable"})(environ, start_response)
+            return self.api(environ, start_response)
+        started = time.perf_counter()
+        statuses: list[str] = []
+
+        def recording_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+            statuses.append(status.split(" ", 1)[0])
+            return start_response(status, headers, exc_info)
+
+        body, label = self._dev(environ, path, recording_start_response)
+        elapsed = (time.perf_counter() - started) * 1000
+        # A label, never the path or query: they can hold a phone number.
+        self._console(f"[dev] {label} {statuses[-1] if statuses else '-'} in {elapsed:.0f} ms")
+        return body
+
+    def _dev(
+        self, environ: dict[str, Any], path: str, start_response: Any
+    ) -> tuple[Iterable[bytes], str]:
+        method = str(environ.get("REQUEST_METHOD") or "GET").upper()
+        if path == SANDBOX_PREFIX or path.startswith(SANDBOX_PREFIX + "/"):
+            inner = dict(environ)
+            inner["SCRIPT_NAME"] = str(environ.get("SCRIPT_NAME") or "") + SANDBOX_PREFIX
+            inner["PATH_INFO"] = path[len(SANDBOX_PREFIX) :] or "/"
+            provider = inner["PATH_INFO"].strip("/").split("/", 1)[0]
+            label = f"{method} {SANDBOX_PREFIX}/{provider if provider.isalpha() else '...'}"
+            return self.sandbox(inner, start_response), label
+        response = self._own(Request(environ), path, method)
+        label = f"{method} {path if response.status_code != 404 else PREFIX + '/...'}"
+        return response(environ, start_response), label
+
+    def _own(self, request: Request, path: str, method: str) -> Response:
+        if path == f"{PREFIX}/outbox":
+            if method == "GET":
+                outbox = self.sandbox.outbox(
+                    request.args.get("provider"), to=request.args.get("to")
+                )
+                return _json(200, [entry.as_json() for entry in outbox])
+            if method == "DELETE":
+                self.sandbox.clear()
+                return Response(status=204)
+            return _json(405, {"message": "Method Not Allowed"})
+        if path == f"{PREFIX}/events":
+            if self.events is None:
+                return _json(404, {"message": "this stack has no event bus"})
+            if method == "GET":
+                found = self.events.events(
+                    request.args.get("type"), customer_id=request.args.get("customer_id")
+                )
+                return _json(200, found)
+            if method == "DELETE":
+                self.events.clear()
+                return Response(status=204)
+            return _json(405, {"message": "Method Not Allowed"})
+        return _json(404, {"message": "Not Found"})
+
+    def _console(self, line: str) -> None:
+        stream = self._log if self._log is not None else sys.stderr
+        print(line, file=stream, flush=True)
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(json.dumps(body), status, mimetype="application/json")
