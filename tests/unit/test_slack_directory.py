@@ -94,3 +94,22 @@ def test_sender_maps_slack_failures(sandbox, status, retryable, code):
     assert failure.value.code == code
     if status == 429:
         assert failure.value.retry_after == 1.0
+
+
+def test_agent_text_cannot_mention_people_or_notify_a_channel(sandbox):
+    sender = SlackSender(bot_token=lambda: "xoxb-test", sandbox_url=sandbox.url)
+    sender.send(outbound(text="<!channel> <@U0BOSS> refunds & returns: 1 < 2"))
+    (request,) = sandbox.outbox("slack")
+    assert request.form["text"] == [
+        "&lt;!channel&gt; &lt;@U0BOSS&gt; refunds &amp; returns: 1 &lt; 2"
+    ]
+
+
+def test_an_unreadable_bot_token_skips_linking_but_not_the_message(sandbox):
+    def no_token() -> str:
+        raise RuntimeError("parameter not found")
+
+    assert SlackDirectory(no_token, base_url=api_base_url(sandbox.url)).lookup("T1", "U1") == (
+        None,
+        None,
+    )

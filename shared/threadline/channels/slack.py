@@ -187,8 +187,15 @@ class SlackDirectory:
         from slack_sdk.errors import SlackApiError, SlackClientError
 
         try:
+            token = self._bot_token()
+        except Exception:
+            # A missing or unreadable token must not cost the message: Slack would
+            # get a 5xx and retry it forever. Log the kind of failure, not the secret.
+            logger.exception("slack bot token could not be read; e-mail linking skipped")
+            return None, None
+        try:
             client = WebClient(
-                token=self._bot_token(),
+                token=token,
                 base_url=self.base_url,
                 timeout=self.timeout,
                 retry_handlers=[],
@@ -440,13 +447,22 @@ class SlackSender:
         return SendResult(provider_message_id=f"{team}:{posted_channel}:{response.get('ts')}")
 
 
+def slack_escape(text: str) -> str:
+    """Escape the three characters Slack reads as markup, as its docs ask.
+
+    Unescaped, an agent's ``<@U123>`` or ``<!channel>`` would mention people or
+    notify a whole channel, and ``a < b`` could be swallowed as a broken link.
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _plain_text(message: Message) -> str:
     """Text, plus each media part as its caption and link: Slack shows links inline."""
     lines = [message.text] if message.text else []
     for part in message.parts:
         if isinstance(part, MediaPart) and part.url:
             lines.append(f"{part.caption}: {part.url}" if part.caption else part.url)
-    return "\n".join(lines)
+    return slack_escape("\n".join(lines))
 
 
 def _send_failed(exc: Any) -> SendFailed:
