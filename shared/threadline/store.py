@@ -220,6 +220,19 @@ class TimelineStore:
         )
         return KeptRaw(ref=ref, inline=None)
 
+    def keep_attachment(self, key: str, data: bytes, content_type: str) -> None:
+        """Put an e-mail attachment in the raw bucket under its content hash.
+
+        The key is ``attachments/<sha256>``: a redelivered mail, or one file sent
+        twice, writes the same object again rather than another copy.
+        """
+        try:
+            self.s3.put_object(
+                Bucket=self.settings.raw_bucket, Key=key, Body=data, ContentType=content_type
+            )
+        except Exception as exc:
+            raise StorageUnavailable("could not keep the attachment") from exc
+
     # ----------------------------------------------------------------- ingest
 
     def ingest(

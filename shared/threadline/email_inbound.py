@@ -1,0 +1,132 @@
+"""The SES inbound path: an S3 ``ObjectCreated`` event for a raw mail, onto the timeline.
+
+SES receipt rule -> raw MIME in the inbound mail bucket -> S3 event notification ->
+``functions/email_inbound``. The S3 object *is* the raw payload: the message points
+at it (``raw.location = "s3"``, the inbound bucket and key) instead of a copy.
+
+S3 invokes Lambda asynchronously: an exception makes Lambda retry the event (twice,
+then it is dropped), so only a storage failure raises. A mail that cannot be parsed
+or must not be filed is logged and skipped; a retry would not change it, and its
+bytes stay in the inbound bucket.
+
+What is skipped (the raw mail stays in the inbound bucket, a log line names it):
+
+- mail SES marked ``X-SES-Spam-Verdict``/``X-SES-Virus-Verdict: FAIL``: a spammer
+  must not become a customer, and an infected attachment is not copied anywhere;
+- auto-replies (out-of-office, ``Precedence: bulk``...) from an address that is not
+  a customer's: newsletters and bounces would otherwise make customers of robots.
+
+An auto-reply from a customer's address *is* filed, with ``author_role: system`` and
+``channel_data.filtered = "auto_reply"``: "away until Monday" is useful to an agent,
+and consumers already skip system messages as not written by the customer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
+
+from threadline.channels.email import FILTER_AUTO_REPLY, parse_email
+from threadline.errors import MalformedRequest, StorageUnavailable
+from threadline.logs import logger
+from threadline.schema import RawPayloadRef
+from threadline.store import IngestResult, KeptRaw, TimelineStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MAIL_CONTENT_TYPE = "message/rfc822"
+# SES stores messages up to 40 MB; a Lambda with 512 MB holds that comfortably.
+MAX_MAIL_BYTES = 40 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MailOutcome:
+    bucket: str
+    key: str
+    result: IngestResult | None = None
+    skipped: str | None = None
+    """Why the mail was not filed: malformed, spam, virus, auto_reply, not_found."""
+
+
+def mail_objects(event: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(bucket, key) of every object-created record of an S3 event notification."""
+    found = []
+    for record in event.get("Records") or []:
+        if not isinstance(record, Mapping):
+            continue
+        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        s3 = record.get("s3") or {}
+        bucket = (s3.get("bucket") or {}).get("name")
+        key = (s3.get("object") or {}).get("key")
+        if isinstance(bucket, str) and isinstance(key, str):
+            # S3 event keys are URL-encoded with spaces as "+".
+            found.append((bucket, unquote_plus(key)))
+    return found
+
+
+def ingest_mail(store: TimelineStore, bucket: str, key: str, raw: bytes) -> MailOutcome:
+    """File one raw mail kept at ``bucket``/``key`` (which stays its raw payload)."""
+    try:
+        parsed = parse_email(raw)
+    except MalformedRequest as error:
+        logger.warning(
+            "mail not filed", extra={"reason": "malformed", "detail": error.message, "key": key}
+        )
+        return MailOutcome(bucket, key, skipped="malformed")
+    message = parsed.message
+    logger.set_correlation_id(message.provider_message_id)
+    if parsed.filtered and parsed.filtered != FILTER_AUTO_REPLY:
+        logger.info("mail not filed", extra={"reason": parsed.filtered, "key": key})
+        return MailOutcome(bucket, key, skipped=parsed.filtered)
+    if parsed.filtered == FILTER_AUTO_REPLY and store.find_customer_id(message.sender) is None:
+        logger.info("mail not filed", extra={"reason": "auto_reply_from_unknown", "key": key})
+        return MailOutcome(bucket, key, skipped=FILTER_AUTO_REPLY)
+    for attachment in parsed.attachments:
+        store.keep_attachment(attachment.key, attachment.data, attachment.content_type)
+    kept = KeptRaw(
+        ref=RawPayloadRef(
+            location="s3",
+            content_type=MAIL_CONTENT_TYPE,
+            size=len(raw),
+            sha256=hashlib.sha256(raw).hexdigest(),
+            bucket=bucket,
+            key=key,
+        ),
+        inline=None,
+    )
+    return MailOutcome(bucket, key, result=store.ingest(message, kept))
+
+
+def handle_s3_event(
+    event: Mapping[str, Any], store: TimelineStore, s3: S3Client | None = None
+) -> list[MailOutcome]:
+    """Every mail an S3 event names, read and filed; raises only when storage failed."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = s3 or store.s3
+    outcomes = []
+    for bucket, key in mail_objects(event):
+        try:
+            obj = client.get_object(Bucket=bucket, Key=key)
+            if obj["ContentLength"] > MAX_MAIL_BYTES:
+                obj["Body"].close()
+                logger.warning("mail not filed", extra={"reason": "too_large", "key": key})
+                outcomes.append(MailOutcome(bucket, key, skipped="too_large"))
+                continue
+            raw = obj["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                # Deleted since (a lifecycle rule, an operator): nothing left to file.
+                logger.warning("mail not filed", extra={"reason": "not_found", "key": key})
+                outcomes.append(MailOutcome(bucket, key, skipped="not_found"))
+                continue
+            raise StorageUnavailable("could not read the mail") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable("could not read the mail") from exc
+        outcomes.append(ingest_mail(store, bucket, key, raw))
+    return outcomes
