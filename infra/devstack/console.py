@@ -104,7 +104,9 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
         for warning in spec.warnings:
             _say(out, f"    note: {warning}")
         for event in spec.events:
-            if event.type not in FED_EVENT_TYPES:
+            if event.type == "S3":
+                _say(out, f"    note: S3 event {event.name} is fed by POST {stack.email_url}")
+            elif event.type not in FED_EVENT_TYPES:
                 _say(out, f"    note: {event.type} event {event.name} is not fed locally yet")
         declared = spec.runtime.removeprefix("python")
         running = ".".join(platform.python_version_tuple()[:2])
@@ -127,6 +129,12 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
         out,
         f"  outbox        {stack.outbox_url}  (what the provider sandbox was sent; DELETE clears)",
     )
+    if stack.mail is not None and stack.mail.targets:
+        _say(
+            out,
+            f"  email         curl --data-binary @message.eml {stack.email_url}  "
+            "(delivers a raw mail as SES inbound + S3 would)",
+        )
     if stack.event_log is not None:
         _say(
             out,

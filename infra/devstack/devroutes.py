@@ -7,6 +7,9 @@
   was sent; ``DELETE /_dev/outbox`` clears it and any programmed faults.
 * ``GET /_dev/events`` (``?type=message.sent&customer_id=...``) lists the events
   put on the template's buses; ``DELETE /_dev/events`` forgets them.
+* ``POST /_dev/email`` takes a raw mail (.eml) as the body and delivers it as SES
+  inbound and S3 would: into the bucket of each function with an S3 event, and
+  that function invoked with the S3 event (:mod:`devstack.maildrop`).
 
 None of this is in template.yaml and none of it exists in a deployed stack. The
 routes are open (no bearer token): the functions' SDKs call the sandbox with the
@@ -25,6 +28,7 @@ from werkzeug.wrappers import Request, Response
 
 from devstack.eventlog import EventLog
 from devstack.gateway import WsgiApp
+from devstack.maildrop import MailDrop
 from devstack.sandbox import ProviderSandbox
 
 PREFIX = "/_dev"
@@ -47,6 +51,8 @@ class DevRoutes:
         # Set once the stack has built its gateway; the server is bound before that
         # (its URL is a template parameter) but serves nothing until it is set.
         self.api = api
+        # Set once the stack has its function runtime, like ``api``.
+        self.mail: MailDrop | None = None
         self._log = log
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -106,6 +112,15 @@ class DevRoutes:
                 self.events.clear()
                 return Response(status=204)
             return _json(405, {"message": "Method Not Allowed"})
+        if path == f"{PREFIX}/email":
+            if method != "POST":
+                return _json(405, {"message": "Method Not Allowed"})
+            if self.mail is None or not self.mail.targets:
+                return _json(404, {"message": "no function of this stack has an S3 event"})
+            raw = request.get_data()
+            if not raw:
+                return _json(400, {"message": "the body must be a raw mail (.eml)"})
+            return _json(202, self.mail.deliver(raw))
         return _json(404, {"message": "Not Found"})
 
     def _console(self, line: str) -> None:

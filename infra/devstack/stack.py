@@ -25,6 +25,7 @@ from devstack.devroutes import SANDBOX_PREFIX, DevRoutes
 from devstack.eventlog import EventLog
 from devstack.functions import FunctionSpec, load_functions
 from devstack.gateway import Gateway, GatewayServer
+from devstack.maildrop import MailDrop, mail_targets
 from devstack.pollers import DEFAULT_POLL_INTERVAL, Poller, function_pollers
 from devstack.resources import StackResources, create_resources
 from devstack.routes import IMPLICIT_API, RouteTable, http_routes
@@ -241,6 +242,7 @@ class LocalStack:
         self.log = log
         self.aws: EmbeddedAws | None = None
         self.runtime: FunctionRuntime | None = None
+        self.mail: MailDrop | None = None
         self.routes: RouteTable | None = None
         self.server: GatewayServer | None = None
         self.sandbox = ProviderSandbox()
@@ -284,6 +286,9 @@ class LocalStack:
             account_id=self.aws.aws.account_id,
             api_token=self.api_token,
             log=self.log,
+        )
+        dev.mail = self.mail = MailDrop(
+            mail_targets(functions), self.aws.client("s3"), self.runtime.invoke, self.aws.aws.region
         )
         pollers, self.poller_notes = function_pollers(
             functions,
@@ -380,6 +385,10 @@ class LocalStack:
     @property
     def events_url(self) -> str:
         return self.base_url + "/_dev/events"
+
+    @property
+    def email_url(self) -> str:
+        return self.base_url + "/_dev/email"
 
     def _logical_names(self) -> dict[str, str]:
         """ARN -> logical id of every resource, for console lines people can read."""

@@ -1,0 +1,107 @@
+"""``POST /_dev/email``: a raw .eml delivered as SES inbound + S3 would deliver it.
+
+SES receipt rules put the raw mail in the inbound mail bucket and S3's event
+notification invokes the function; the local stack has neither SES inbound nor S3
+notifications, so this puts the body in the bucket of every function with a
+``Type: S3`` event and invokes that function with the S3 event Lambda would get.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote_plus
+
+from devstack.functions import FunctionSpec
+from devstack.runtime import Invocation
+
+
+@dataclass(frozen=True)
+class MailTarget:
+    function: str
+    """Logical id of the function S3 would invoke."""
+    bucket: str
+    prefix: str = ""
+
+
+def mail_targets(functions: Mapping[str, FunctionSpec]) -> list[MailTarget]:
+    """Every function fed by an S3 object-created event, with its bucket."""
+    found = []
+    for logical_id, spec in functions.items():
+        for event in spec.events:
+            if event.type != "S3":
+                continue
+            bucket = event.properties.get("Bucket")
+            events = event.properties.get("Events")
+            names = [events] if isinstance(events, str) else list(events or [])
+            if isinstance(bucket, str) and any("ObjectCreated" in str(n) for n in names):
+                rules = ((event.properties.get("Filter") or {}).get("S3Key") or {}).get("Rules")
+                prefix = next(
+                    (str(r.get("Value", "")) for r in rules or [] if r.get("Name") == "prefix"),
+                    "",
+                )
+                found.append(MailTarget(logical_id, bucket, prefix))
+    return found
+
+
+def s3_event(bucket: str, key: str, size: int, region: str, etag: str) -> dict[str, Any]:
+    """An S3 event notification, shaped as S3 hands it to Lambda."""
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": region,
+                "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "AWS:local-ses"},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "local-mail-drop",
+                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": {"key": quote_plus(key), "size": size, "eTag": etag},
+                },
+            }
+        ]
+    }
+
+
+class MailDrop:
+    def __init__(
+        self,
+        targets: list[MailTarget],
+        s3: Any,
+        invoke: Callable[[str, Any], Invocation],
+        region: str,
+    ) -> None:
+        self.targets = targets
+        self.s3 = s3
+        self.invoke = invoke
+        self.region = region
+
+    def deliver(self, raw: bytes) -> list[dict[str, Any]]:
+        # SES names objects by its own message id; a hash plus the time is as unique.
+        name = f"{time.time_ns()}-{hashlib.sha256(raw).hexdigest()[:16]}"
+        results = []
+        for target in self.targets:
+            key = target.prefix + name
+            put = self.s3.put_object(Bucket=target.bucket, Key=key, Body=raw)
+            etag = str(put.get("ETag", "")).strip('"')
+            invocation = self.invoke(
+                target.function, s3_event(target.bucket, key, len(raw), self.region, etag)
+            )
+            results.append(
+                {
+                    "function": target.function,
+                    "bucket": target.bucket,
+                    "key": key,
+                    "ok": invocation.ok,
+                    "result": invocation.payload if invocation.ok else None,
+                    "error": None if invocation.ok else invocation.error_message,
+                }
+            )
+        return results
