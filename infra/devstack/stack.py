@@ -41,6 +41,9 @@ HEALTH_PATH = "/v1/health"
 # Template parameters the local stack fills in with its own URLs unless told otherwise.
 PUBLIC_BASE_URL_PARAMETER = "PublicBaseUrl"
 SANDBOX_URL_PARAMETER = "ProviderSandboxUrl"
+EMAIL_FROM_PARAMETER = "EmailFromAddress"
+# Replies go out from here locally; the embedded SES is told it is verified.
+LOCAL_EMAIL_FROM = "support@threadline.localhost"
 
 
 def local_parameter_defaults(
@@ -56,6 +59,7 @@ def local_parameter_defaults(
     wanted = {
         PUBLIC_BASE_URL_PARAMETER: base_url,
         SANDBOX_URL_PARAMETER: base_url + SANDBOX_PREFIX,
+        EMAIL_FROM_PARAMETER: LOCAL_EMAIL_FROM,
     }
     given = overrides or {}
     return {
@@ -276,6 +280,12 @@ class LocalStack:
             parameters={**self.parameter_defaults, **(self.parameters or {})},
             stack_name=self.stack_name,
         )
+        sender = {**self.parameter_defaults, **(self.parameters or {})}.get(EMAIL_FROM_PARAMETER)
+        if sender:
+            # SES refuses to send from an unverified address. Deployed, the address
+            # or its domain is verified once (docs/deployment.md); locally the
+            # embedded SES is told so, and keeps what is sent (nothing leaves).
+            self.aws.client("ses").verify_email_identity(EmailAddress=sender)
         functions = self.aws.functions
         self.routes = http_routes(self.aws.resources, functions)
         self.runtime = FunctionRuntime(functions, self.aws.aws, max_workers=self.max_workers)

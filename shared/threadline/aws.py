@@ -49,3 +49,8 @@ def events() -> EventBridgeClient:
 def sqs() -> SQSClient:
     client: SQSClient = _client("sqs")
     return client
+
+
+def sesv2() -> Any:
+    # No mypy_boto3_sesv2 stubs in the dev dependencies: typed loosely.
+    return _client("sesv2")

@@ -26,6 +26,7 @@ from tests.conftest import load_handler_module
 WEBHOOK_HOST = "hooks.example.test"
 ACCOUNT_SID = "AC" + "5" * 32
 TWILIO_PATH = "/webhooks/twilio/messaging"
+EMAIL_FROM = "support@threadline.example"
 
 
 class LambdaContext:
@@ -73,6 +74,7 @@ def stack(provider_sandbox: Any) -> Iterator[Any]:
     parameters = {
         "PublicBaseUrl": f"https://{WEBHOOK_HOST}",
         "ProviderSandboxUrl": provider_sandbox.url,
+        "EmailFromAddress": EMAIL_FROM,
     }
     with EmbeddedAws.start(parameters=parameters) as embedded:
         yield embedded

@@ -135,3 +135,59 @@ def test_unreadable_and_vanished_mail_is_skipped_not_retried(email_module, mail_
     assert deliver(email_module, mail_bucket, b"\x00\xff not a mail")["skipped"] == ["malformed"]
     event = s3_event(mail_bucket, "mail/gone-" + secrets.token_hex(4), 10)
     assert email_module.lambda_handler(event, LambdaContext())["skipped"] == ["not_found"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _settings_not_shared_with_later_modules():
+    yield
+    from threadline.settings import store_settings
+
+    # The dispatcher loaded here cached its settings process-wide; the webhook tests
+    # that follow load their handlers with their own.
+    store_settings.cache_clear()
+
+
+def test_a_reply_goes_out_through_ses_threaded_under_the_customers_mail(
+    email_module, mail_bucket, dispatcher_module
+):
+    from email import message_from_bytes, policy
+
+    from tests.integration.conftest import EMAIL_FROM
+    from threadline.outbound import SendMessageRequest
+
+    boto3.client("ses").verify_email_identity(EmailAddress=EMAIL_FROM)
+    address = f"reply.{secrets.token_hex(3)}@example.com"
+    message_id = f"<{secrets.token_hex(6)}@mail.gmail.com>"
+    raw = em.GMAIL_REPLY.replace(b"ada@example.com", address.encode()).replace(
+        b"<CAH+reply2@mail.gmail.com>", message_id.encode()
+    )
+    assert deliver(email_module, mail_bucket, raw)["filed"] == 1
+    store = dispatcher_module.dispatcher.store
+    customer_id = store.find_customer_id(Identity.parse(f"email:{address}"))
+    queued, _ = store.queue_message(customer_id, SendMessageRequest(text="Glad it arrived!"))
+    assert queued.channel.value == "email"
+
+    sent: list[dict[str, Any]] = []
+    client = dispatcher_module.dispatcher.senders[queued.channel].client
+    record = lambda params, **_: sent.append(params)  # noqa: E731
+    client.meta.events.register("provide-client-params.sesv2.SendEmail", record)
+    try:
+        assert dispatcher_module.dispatcher.dispatch(customer_id, queued.id) == "sent"
+    finally:
+        client.meta.events.unregister("provide-client-params.sesv2.SendEmail", record)
+
+    [params] = sent
+    assert params["FromEmailAddress"] == EMAIL_FROM
+    assert params["Destination"] == {"ToAddresses": [address]}
+    mime = message_from_bytes(params["Content"]["Raw"]["Data"], policy=policy.default)
+    assert mime["From"] == EMAIL_FROM
+    assert mime["To"] == address
+    assert mime["Subject"] == "Re: My order has not arrived"  # not "Re: Re:"
+    assert mime["In-Reply-To"] == message_id
+    assert mime["References"] == (
+        f"<CAH+abc123@mail.gmail.com> <01000abc@email.amazonses.com> {message_id}"
+    )
+    assert mime.get_content().strip() == "Glad it arrived!"
+    stored = store.get_message(customer_id, queued.id)
+    assert stored.status.value == "sent"
+    assert stored.provider == "ses" and stored.provider_message_id

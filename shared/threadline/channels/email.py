@@ -33,14 +33,25 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
-from threadline.channels.base import InboundMessage, build
+from threadline.channels.base import InboundMessage, SendFailed, SendResult, build
 from threadline.errors import MalformedRequest
-from threadline.schema import AuthorRole, Channel, Identity, IdentityKind, MediaPart, Part, TextPart
+from threadline.schema import (
+    AuthorRole,
+    Channel,
+    Identity,
+    IdentityKind,
+    MediaPart,
+    Message,
+    Part,
+    TextPart,
+)
+from threadline.settings import required_env
 
 if TYPE_CHECKING:
     from email.message import EmailMessage, MIMEPart
@@ -336,7 +347,116 @@ def _parse(raw: bytes) -> ParsedEmail:
         in_reply_to=in_reply_to,
         thread_id=thread_id,
         channel_data=channel_data,
+        # Kept on the identity: the agent's reply threads under this mail. Not for
+        # an auto-reply (the customer's own last mail is the one to answer) nor for
+        # a mail without a Message-ID (nothing to point In-Reply-To at).
+        reply_to=(
+            reply_to_of(provider_message_id, references, _header(msg, "Subject"))
+            if message_ids and not filtered
+            else None
+        ),
         # The From address is not verified by anything we check here (SES's SPF/DKIM
         # verdicts are in the headers, not enforced), so it links nothing else.
     )
     return ParsedEmail(message=message, attachments=files, filtered=filtered)
+
+
+# --------------------------------------------------------------------------- outbound
+
+DEFAULT_SUBJECT = "Message from support"
+# Header length stays sane on long threads: the root and the latest ids matter most
+# to mail clients threading a reply (RFC 5322 3.6.4 allows trimming the middle).
+MAX_REFERENCES = 20
+_RETRYABLE_SES_ERRORS = frozenset(
+    {"TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException"}
+)
+
+
+def reply_subject(subject: str | None) -> str:
+    """``Re: <subject>`` once: a reply to a reply does not become ``Re: Re:``."""
+    if not subject:
+        return DEFAULT_SUBJECT
+    return subject if re.match(r"^\s*re\s*:", subject, re.IGNORECASE) else f"Re: {subject}"
+
+
+def reply_to_of(message_id: str, references: list[str], subject: str | None) -> dict[str, str]:
+    """What an agent's reply to this mail needs to thread (kept on the identity)."""
+    chain = [*references, message_id]
+    if len(chain) > MAX_REFERENCES:
+        chain = [chain[0], *chain[-(MAX_REFERENCES - 1) :]]
+    return {"message_id": message_id, "references": " ".join(chain), "subject": subject or ""}
+
+
+def build_mime(message: Message, from_address: str) -> bytes:
+    """The raw reply: From us, To the customer, threaded under their last mail."""
+    from email.message import EmailMessage
+
+    if message.recipient is None or message.recipient.kind is not IdentityKind.EMAIL:
+        raise SendFailed(
+            "no_recipient", "an e-mail reply needs an email recipient", retryable=False
+        )
+    reply_to = message.channel_data.get("reply_to") or {}
+    mime = EmailMessage()
+    mime["From"] = from_address
+    mime["To"] = message.recipient.value
+    mime["Subject"] = reply_subject(reply_to.get("subject"))
+    if reply_to.get("message_id"):
+        mime["In-Reply-To"] = reply_to["message_id"]
+        mime["References"] = reply_to.get("references") or reply_to["message_id"]
+    lines = [message.text] if message.text else []
+    for part in message.parts:
+        # Plain text is what every mail client renders: media go as links.
+        if isinstance(part, MediaPart) and part.url:
+            lines.append(f"{part.caption or part.filename or 'Attachment'}: {part.url}")
+    mime.set_content("\n\n".join(lines) or " ")
+    return mime.as_bytes()
+
+
+class EmailSender:
+    """Sends replies through SES (``sesv2.send_email`` with raw MIME)."""
+
+    provider = PROVIDER
+
+    def __init__(self, from_address: str, client: Callable[[], Any] | None = None) -> None:
+        self.from_address = from_address
+        self._client_factory = client
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = (self._client_factory or _sesv2_client)()
+        return self._client
+
+    def send(self, message: Message) -> SendResult:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not self.from_address:
+            raise SendFailed("email_not_configured", "EmailFromAddress is not set", retryable=False)
+        raw = build_mime(message, self.from_address)
+        try:
+            response = self.client.send_email(
+                FromEmailAddress=self.from_address,
+                Destination={"ToAddresses": [message.recipient.value if message.recipient else ""]},
+                Content={"Raw": {"Data": raw}},
+            )
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code") or "ses_error")
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            retryable = code in _RETRYABLE_SES_ERRORS or status == 429 or status >= 500
+            raise SendFailed(code, str(error.get("Message") or code), retryable=retryable) from exc
+        except BotoCoreError as exc:
+            raise SendFailed("network_error", str(exc), retryable=True) from exc
+        return SendResult(provider_message_id=str(response["MessageId"]))
+
+
+def _sesv2_client() -> Any:
+    from threadline import aws
+
+    return aws.sesv2()
+
+
+def sender_from_env() -> EmailSender:
+    """The dispatcher's e-mail sender; the From address is template.yaml's EmailFromAddress."""
+    return EmailSender(required_env("EMAIL_FROM_ADDRESS"))
