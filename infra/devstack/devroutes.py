@@ -4,7 +4,8 @@
   the functions' provider SDKs here): Twilio's Messages API, ``/faults/<provider>``
   and ``/outbox``.
 * ``GET /_dev/outbox`` (``?provider=twilio&to=+1555...``) lists what the sandbox
-  was sent; ``DELETE /_dev/outbox`` clears it and any programmed faults.
+  was sent, and the mail the embedded SES accepted (``provider=ses``);
+  ``DELETE /_dev/outbox`` clears them and any programmed faults.
 * ``GET /_dev/events`` (``?type=message.sent&customer_id=...``) lists the events
   put on the template's buses; ``DELETE /_dev/events`` forgets them.
 * ``POST /_dev/email`` takes a raw mail (.eml) as the body and delivers it as SES
@@ -28,7 +29,7 @@ from werkzeug.wrappers import Request, Response
 
 from devstack.eventlog import EventLog
 from devstack.gateway import WsgiApp
-from devstack.maildrop import MailDrop
+from devstack.maildrop import EmbeddedSesOutbox, MailDrop
 from devstack.sandbox import ProviderSandbox
 
 PREFIX = "/_dev"
@@ -53,6 +54,7 @@ class DevRoutes:
         self.api = api
         # Set once the stack has its function runtime, like ``api``.
         self.mail: MailDrop | None = None
+        self.sent_mail: EmbeddedSesOutbox | None = None
         self._log = log
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -91,13 +93,17 @@ class DevRoutes:
 
     def _own(self, request: Request, path: str, method: str) -> Response:
         if path == f"{PREFIX}/outbox":
+            provider, to = request.args.get("provider"), request.args.get("to")
             if method == "GET":
-                outbox = self.sandbox.outbox(
-                    request.args.get("provider"), to=request.args.get("to")
-                )
-                return _json(200, [entry.as_json() for entry in outbox])
+                outbox = self.sandbox.outbox(provider, to=to)
+                entries = [entry.as_json() for entry in outbox]
+                if self.sent_mail is not None and provider in (None, "ses"):
+                    entries += self.sent_mail.sent(to)
+                return _json(200, entries)
             if method == "DELETE":
                 self.sandbox.clear()
+                if self.sent_mail is not None:
+                    self.sent_mail.clear()
                 return Response(status=204)
             return _json(405, {"message": "Method Not Allowed"})
         if path == f"{PREFIX}/events":

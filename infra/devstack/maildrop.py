@@ -105,3 +105,49 @@ class MailDrop:
                 }
             )
         return results
+
+
+class EmbeddedSesOutbox:
+    """What the dispatcher sent through the embedded SES (moto, in this process).
+
+    moto keeps every accepted mail but has no API to list them, so the local stack
+    reads its backend directly: ``GET /_dev/outbox?provider=ses`` shows them beside
+    the sandbox's requests. Only for the embedded AWS; an external
+    ``AWS_ENDPOINT_URL`` keeps its mail to itself.
+    """
+
+    def __init__(self, account_id: str, region: str) -> None:
+        self.account_id = account_id
+        self.region = region
+
+    def _backend(self) -> Any:
+        from moto.ses.models import ses_backends
+
+        return ses_backends[self.account_id][self.region]
+
+    def sent(self, to: str | None = None) -> list[dict[str, Any]]:
+        from email.utils import parseaddr
+
+        found = []
+        for mail in list(self._backend().sent_messages):
+            raw = getattr(mail, "raw_data", None)
+            if raw is None:  # a Simple (non-raw) send: not one threadline makes
+                continue
+            recipients = [parseaddr(d)[1] for d in mail.destinations]
+            if to is not None and to not in recipients:
+                continue
+            found.append(
+                {
+                    "provider": "ses",
+                    "method": "POST",
+                    "path": "/v2/email/outbound-emails",
+                    "form": {"From": [mail.source], "To": recipients, "Raw": [raw]},
+                    "status": 200,
+                    "at": None,
+                    "message_id": mail.id,
+                }
+            )
+        return found
+
+    def clear(self) -> None:
+        self._backend().sent_messages.clear()

@@ -25,7 +25,7 @@ from devstack.devroutes import SANDBOX_PREFIX, DevRoutes
 from devstack.eventlog import EventLog
 from devstack.functions import FunctionSpec, load_functions
 from devstack.gateway import Gateway, GatewayServer
-from devstack.maildrop import MailDrop, mail_targets
+from devstack.maildrop import EmbeddedSesOutbox, MailDrop, mail_targets
 from devstack.pollers import DEFAULT_POLL_INTERVAL, Poller, function_pollers
 from devstack.resources import StackResources, create_resources
 from devstack.routes import IMPLICIT_API, RouteTable, http_routes
@@ -286,6 +286,8 @@ class LocalStack:
             # or its domain is verified once (docs/deployment.md); locally the
             # embedded SES is told so, and keeps what is sent (nothing leaves).
             self.aws.client("ses").verify_email_identity(EmailAddress=sender)
+        if self.aws.embedded:
+            dev.sent_mail = EmbeddedSesOutbox(self.aws.aws.account_id, self.aws.aws.region)
         functions = self.aws.functions
         self.routes = http_routes(self.aws.resources, functions)
         self.runtime = FunctionRuntime(functions, self.aws.aws, max_workers=self.max_workers)

@@ -4,6 +4,7 @@ inbound and S3 would deliver it, read back from the REST API."""
 from __future__ import annotations
 
 import secrets
+import time
 
 import requests
 
@@ -52,3 +53,43 @@ def test_an_empty_mail_drop_is_refused(local_stack):
 
 def test_the_stack_prints_how_to_drop_a_mail(local_stack):
     assert any("/_dev/email" in line and "curl" in line for line in local_stack.output)
+
+
+def test_a_reply_goes_out_as_mail_threaded_under_the_customers(local_stack):
+    from email import message_from_string, policy
+
+    address = f"reply.{secrets.token_hex(3)}@example.com"
+    message_id = f"<{secrets.token_hex(8)}@mail.example.com>"
+    raw = em.ALTERNATIVE.replace(b"Ada@Example.COM", address.encode()).replace(
+        b"<CAH+abc123@mail.gmail.com>", message_id.encode()
+    )
+    dropped = requests.post(local_stack.base_url + "/_dev/email", data=raw, timeout=30)
+    assert dropped.json()[0]["result"]["filed"] == 1
+    customer = api(local_stack, "/v1/customers", params={"identity": f"email:{address}"}).json()
+    headers = {"Authorization": f"Bearer {local_stack.api_token}"}
+    queued = requests.post(
+        f"{local_stack.base_url}/v1/customers/{customer['id']}/messages",
+        json={"text": "We are on it."},
+        headers=headers,
+        timeout=10,
+    )
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["channel"] == "email"
+
+    deadline = time.monotonic() + 20
+    sent: list = []
+    while not sent and time.monotonic() < deadline:
+        outbox = requests.get(
+            local_stack.base_url + "/_dev/outbox",
+            params={"provider": "ses", "to": address},
+            timeout=10,
+        )
+        sent = outbox.json()
+        time.sleep(0.2)
+    [mail] = sent
+    mime = message_from_string(mail["form"]["Raw"][0], policy=policy.default)
+    assert mime["To"] == address
+    assert mime["From"] == "support@threadline.localhost"
+    assert mime["Subject"] == "Re: My order has not arrived"
+    assert mime["In-Reply-To"] == message_id
+    assert mime["References"] == message_id
