@@ -164,3 +164,12 @@ def test_mail_shaped_noise_raises_only_malformed_request(chunks: list[bytes]) ->
     except MalformedRequest:
         return
     parsed.message.model_dump_json()
+
+
+def test_a_senders_own_verdict_header_cannot_override_ses() -> None:
+    # SES prepends its verdicts; a forged PASS further down changes nothing.
+    raw = (
+        b"X-SES-Spam-Verdict: FAIL\r\nFrom: a@example.com\r\n"
+        b"X-SES-Spam-Verdict: PASS\r\n\r\nhello\r\n"
+    )
+    assert parse_email(raw).filtered == "spam"

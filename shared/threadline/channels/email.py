@@ -247,6 +247,8 @@ def _attachments(msg: EmailMessage) -> tuple[list[Part], list[Attachment]]:
 
 
 def _filter_reason(msg: EmailMessage) -> str | None:
+    # SES prepends its X-SES-* verdicts, and msg.get reads the first occurrence: a
+    # sender's own "X-SES-Spam-Verdict: PASS" further down cannot override SES's.
     if (_header(msg, "X-SES-Virus-Verdict") or "").upper() == "FAIL":
         return FILTER_VIRUS
     if (_header(msg, "X-SES-Spam-Verdict") or "").upper() == "FAIL":
