@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 MAIL_CONTENT_TYPE = "message/rfc822"
+# SES writes this object (under the rule's prefix) when a rule with an S3 action is
+# created, to prove it can write: not a mail from anyone.
+SES_SETUP_NOTIFICATION = "AMAZON_SES_SETUP_NOTIFICATION"
 # SES stores messages up to 40 MB; a Lambda with 512 MB holds that comfortably.
 MAX_MAIL_BYTES = 40 * 1024 * 1024
 
@@ -111,6 +114,10 @@ def handle_s3_event(
     client = s3 or store.s3
     outcomes = []
     for bucket, key in mail_objects(event):
+        if key.rsplit("/", 1)[-1] == SES_SETUP_NOTIFICATION:
+            logger.info("mail not filed", extra={"reason": "ses_setup_notification", "key": key})
+            outcomes.append(MailOutcome(bucket, key, skipped="ses_setup_notification"))
+            continue
         try:
             obj = client.get_object(Bucket=bucket, Key=key)
             if obj["ContentLength"] > MAX_MAIL_BYTES:

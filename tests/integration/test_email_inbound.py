@@ -135,6 +135,8 @@ def test_unreadable_and_vanished_mail_is_skipped_not_retried(email_module, mail_
     assert deliver(email_module, mail_bucket, b"\x00\xff not a mail")["skipped"] == ["malformed"]
     event = s3_event(mail_bucket, "mail/gone-" + secrets.token_hex(4), 10)
     assert email_module.lambda_handler(event, LambdaContext())["skipped"] == ["not_found"]
+    setup = deliver(email_module, mail_bucket, em.ALTERNATIVE, "AMAZON_SES_SETUP_NOTIFICATION")
+    assert setup["skipped"] == ["ses_setup_notification"]
 
 
 @pytest.fixture(scope="module", autouse=True)
