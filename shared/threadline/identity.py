@@ -39,7 +39,15 @@ def canonical_phone(value: str) -> str:
         raise ValueError("not a phone number") from exc
     if not phonenumbers.is_possible_number(number):
         raise ValueError("not a possible phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # Some digit strings lose leading zeros on the way (+49000000 becomes +4900000),
+    # and the result would change again next time: such a string is no one's number.
+    again = phonenumbers.parse(e164, None)
+    if not phonenumbers.is_possible_number(again) or (
+        phonenumbers.format_number(again, phonenumbers.PhoneNumberFormat.E164) != e164
+    ):
+        raise ValueError("not a stable phone number")
+    return e164
 
 
 def canonical_email(value: str) -> str:
