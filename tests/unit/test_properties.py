@@ -351,3 +351,9 @@ def test_redact_masks_identities_used_as_dict_keys():
 
 def test_redact_masks_emails_whose_local_part_ends_in_a_symbol():
     assert "jane!@example.com" not in redact("reply to jane!@example.com")
+
+
+def test_a_number_that_loses_leading_zeros_is_refused_not_changed_twice():
+    # Found by hypothesis: +49000000 became +4900000, then +490000 on the next pass.
+    with pytest.raises(ValueError):
+        canonical_phone("49000000")
