@@ -406,6 +406,55 @@ class TimelineStore:
             }
         }
 
+    def _first_message_operations(
+        self,
+        inbound: InboundMessage,
+        raw: KeptRaw,
+        now: datetime,
+        message_id: str,
+        customer_id: str,
+        conversation_id: str,
+        *,
+        linked_via: str | None = None,
+    ) -> list[TransactWriteItemTypeDef]:
+        """Dedupe, message and identity for the first message from an identity.
+
+        The identity put is conditional: that is what makes concurrent first messages
+        from one sender one customer (or attach a linked identity once).
+        """
+        stamp = now.isoformat()
+        return [
+            self._dedup_put(inbound, now, message_id, customer_id),
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self._inbound_message(
+                        inbound, raw, now, message_id, customer_id, conversation_id
+                    ),
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": to_item(
+                        {
+                            "pk": identity_pk(inbound.sender),
+                            "sk": IDENT_SK,
+                            "type": "identity",
+                            "identity": str(inbound.sender),
+                            "customer_id": customer_id,
+                            "conversation_id": conversation_id,
+                            "last_message_at": stamp,
+                            "created_at": stamp,
+                            "reply_to": inbound.reply_to,
+                            "linked_via": linked_via,
+                        }
+                    ),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
+
     def _new_customer_operations(
         self,
         inbound: InboundMessage,
@@ -425,35 +474,9 @@ class TimelineStore:
         elif action is not None:
             consent_map[str(inbound.sender)] = _consent_record(action, inbound, message_id, now)
         return [
-            self._dedup_put(inbound, now, message_id, customer_id),
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": self._inbound_message(
-                        inbound, raw, now, message_id, customer_id, conversation_id
-                    ),
-                }
-            },
-            {
-                # The condition is what makes concurrent first messages one customer.
-                "Put": {
-                    "TableName": self.table,
-                    "Item": to_item(
-                        {
-                            "pk": identity_pk(inbound.sender),
-                            "sk": IDENT_SK,
-                            "type": "identity",
-                            "identity": str(inbound.sender),
-                            "customer_id": customer_id,
-                            "conversation_id": conversation_id,
-                            "last_message_at": stamp,
-                            "created_at": stamp,
-                            "reply_to": inbound.reply_to,
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
+            *self._first_message_operations(
+                inbound, raw, now, message_id, customer_id, conversation_id
+            ),
             # The verified identities come along, so the next message from them
             # (an e-mail from the same address) lands on this customer too.
             *(
@@ -658,37 +681,9 @@ class TimelineStore:
         values[":sender"] = str(inbound.sender)
         linked_via = next((str(i) for i in _other_verified(inbound)), None)
         return [
-            self._dedup_put(inbound, now, message_id, customer_id),
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": self._inbound_message(
-                        inbound, raw, now, message_id, customer_id, conversation_id
-                    ),
-                }
-            },
-            {
-                # Conditional, as for a new customer: concurrent first messages from
-                # this identity attach it once.
-                "Put": {
-                    "TableName": self.table,
-                    "Item": to_item(
-                        {
-                            "pk": identity_pk(inbound.sender),
-                            "sk": IDENT_SK,
-                            "type": "identity",
-                            "identity": str(inbound.sender),
-                            "customer_id": customer_id,
-                            "conversation_id": conversation_id,
-                            "last_message_at": stamp,
-                            "created_at": stamp,
-                            "reply_to": inbound.reply_to,
-                            "linked_via": linked_via,
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
+            *self._first_message_operations(
+                inbound, raw, now, message_id, customer_id, conversation_id, linked_via=linked_via
+            ),
             {
                 "Update": {
                     "TableName": self.table,
