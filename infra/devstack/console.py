@@ -124,7 +124,11 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
     routes = list(stack.routes)
     for route in routes:
         if route.path.startswith(WEBHOOK_PREFIX):
-            _say(out, f"  webhook       {route.method} {webhook_url(stack.base_url, route)}")
+            # A service-integration route queues the request instead of running a function.
+            queued = f"  (queued by {route.function})" if route.integration is not None else ""
+            _say(
+                out, f"  webhook       {route.method} {webhook_url(stack.base_url, route)}{queued}"
+            )
     _say(
         out,
         f"  outbox        {stack.outbox_url}  (what the provider sandbox was sent; DELETE clears)",
@@ -154,7 +158,8 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
 
 def webhook_url(base_url: str, route: Route) -> str:
     url = base_url + route.path
-    if route.path.startswith(WEBHOOK_PREFIX + "twilio/"):
+    # The fallback route is where Twilio goes after its retries; it takes no overrides.
+    if route.path.startswith(WEBHOOK_PREFIX + "twilio/") and route.integration is None:
         url += TWILIO_OVERRIDES
     return url
 

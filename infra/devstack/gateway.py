@@ -47,8 +47,11 @@ class Gateway:
         account_id: str,
         api_token: str | None = None,
         log: TextIO | None = None,
+        service_client: Callable[[str], Any] | None = None,
     ) -> None:
         self.routes = routes
+        # boto3 clients of the embedded AWS, for routes served by a service integration.
+        self.service_client = service_client
         self.invoke = invoke
         self.api_ids = api_ids
         self.account_id = account_id
@@ -83,6 +86,9 @@ class Gateway:
         label = f"{route.key} -> {route.function}"
         if route.protected and not self._authorized(request):
             return json_response(403, "Forbidden", request_id=request_id), label
+        if route.integration is not None and self.service_client is not None:
+            wire = _wire_request(request, body)
+            return route.integration.call(self.service_client("sqs"), wire, request_id), label
         event = build_event(
             _wire_request(request, body),
             match,

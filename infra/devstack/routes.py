@@ -28,6 +28,9 @@ class Route:
     function: str  # logical id
     authorizer: str | None = None  # effective: AWS_IAM, a named authorizer, or None (open)
     api: str = IMPLICIT_API
+    # A service integration (devstack.integrations) that answers instead of a function;
+    # ``function`` then names the integration resource.
+    integration: Any = field(default=None, compare=False)
     segments: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ from devstack.devroutes import SANDBOX_PREFIX, DevRoutes
 from devstack.eventlog import EventLog
 from devstack.functions import FunctionSpec, load_functions
 from devstack.gateway import Gateway, GatewayServer
+from devstack.integrations import service_routes
 from devstack.maildrop import EmbeddedSesOutbox, MailDrop, mail_targets
 from devstack.pollers import DEFAULT_POLL_INTERVAL, Poller, function_pollers
 from devstack.resources import StackResources, create_resources
@@ -289,7 +290,9 @@ class LocalStack:
         if self.aws.embedded:
             dev.sent_mail = EmbeddedSesOutbox(self.aws.aws.account_id, self.aws.aws.region)
         functions = self.aws.functions
-        self.routes = http_routes(self.aws.resources, functions)
+        self.routes = RouteTable(
+            [*http_routes(self.aws.resources, functions), *service_routes(self.aws.resources)]
+        )
         self.runtime = FunctionRuntime(functions, self.aws.aws, max_workers=self.max_workers)
         dev.api = Gateway(
             self.routes,
@@ -298,6 +301,7 @@ class LocalStack:
             account_id=self.aws.aws.account_id,
             api_token=self.api_token,
             log=self.log,
+            service_client=self.aws.client,
         )
         dev.mail = self.mail = MailDrop(
             mail_targets(functions), self.aws.client("s3"), self.runtime.invoke, self.aws.aws.region

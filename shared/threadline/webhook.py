@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from threadline.channels.base import (
@@ -55,42 +56,53 @@ class WebhookStore(Protocol):
     def apply_edit(self, edit: MessageEdit, raw: KeptRaw | None = None) -> Any: ...
 
 
+def process_request(
+    request: WebhookRequest, channel: ChannelAdapter, store: WebhookStore
+) -> Acknowledgement:
+    """Verify, normalize and store one provider request; the answer it gets.
+
+    Raises ThreadlineError for requests the provider must not retry as they are (bad
+    signature, malformed, too large) and anything else when storage failed.
+    """
+    if len(request.body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
+    channel.verify(request)
+    normalized = channel.normalize(request)
+    messages = [item for item in normalized if isinstance(item, InboundMessage)]
+    statuses = [item for item in normalized if isinstance(item, StatusUpdate)]
+    edits = [item for item in normalized if isinstance(item, MessageEdit)]
+    answers = [item for item in normalized if isinstance(item, Acknowledgement)]
+    if messages or edits:
+        raw = store.keep_raw(
+            RawPayload(
+                envelope=request.envelope(),
+                provider=channel.provider,
+                body_sha256=request.body_sha256,
+            ),
+            # One copy per request: a batch's messages share the S3 object. An
+            # edit's request is kept in S3 and named by the message's revision.
+            may_inline=len(messages) == 1 and not edits,
+        )
+        for message in messages:
+            logger.set_correlation_id(message.provider_message_id)
+            store.ingest(message, raw, received_at=request.received_at)
+        for edit in edits:
+            logger.set_correlation_id(edit.provider_message_id)
+            store.apply_edit(edit, raw)
+    for update in statuses:
+        logger.set_correlation_id(update.provider_message_id)
+        store.apply_status(update)
+    # A request that needs its own answer (a handshake) says so itself.
+    return answers[0] if answers else channel.acknowledge()
+
+
 def handle_webhook(
     event: Mapping[str, Any], channel: ChannelAdapter, store: WebhookStore
 ) -> dict[str, Any]:
     """Run one provider request through ``channel`` into ``store``; the HTTP answer."""
     try:
         request = WebhookRequest.from_http_api_event(event, webhook_settings().public_base_url)
-        if len(request.body) > MAX_BODY_BYTES:
-            raise PayloadTooLarge(f"body is larger than {MAX_BODY_BYTES} bytes")
-        channel.verify(request)
-        normalized = channel.normalize(request)
-        messages = [item for item in normalized if isinstance(item, InboundMessage)]
-        statuses = [item for item in normalized if isinstance(item, StatusUpdate)]
-        edits = [item for item in normalized if isinstance(item, MessageEdit)]
-        answers = [item for item in normalized if isinstance(item, Acknowledgement)]
-        if messages or edits:
-            raw = store.keep_raw(
-                RawPayload(
-                    envelope=request.envelope(),
-                    provider=channel.provider,
-                    body_sha256=request.body_sha256,
-                ),
-                # One copy per request: a batch's messages share the S3 object. An
-                # edit's request is kept in S3 and named by the message's revision.
-                may_inline=len(messages) == 1 and not edits,
-            )
-            for message in messages:
-                logger.set_correlation_id(message.provider_message_id)
-                store.ingest(message, raw, received_at=request.received_at)
-            for edit in edits:
-                logger.set_correlation_id(edit.provider_message_id)
-                store.apply_edit(edit, raw)
-        for update in statuses:
-            logger.set_correlation_id(update.provider_message_id)
-            store.apply_status(update)
-        # A request that needs its own answer (a handshake) says so itself.
-        ack = answers[0] if answers else channel.acknowledge()
+        ack = process_request(request, channel, store)
         return http_response(ack.status, ack.body, ack.content_type)
     except ThreadlineError as error:
         logger.warning(
@@ -101,3 +113,37 @@ def handle_webhook(
     except Exception:
         logger.exception("webhook failed", extra={"provider": channel.provider})
         return error_response(ThreadlineError("internal error"))
+
+
+def request_from_queue(
+    body: str,
+    attributes: Mapping[str, str],
+    path: str,
+    *,
+    signature_header: str,
+    public_base_url: str | None = None,
+) -> WebhookRequest:
+    """A provider request that an API Gateway service integration parked on SQS.
+
+    ``attributes`` are the message attributes the integration mapped: ``Signature``
+    (the value of the provider's ``signature_header``), ``Host`` and ``ReceivedAt`` (epoch ms). The
+    URL is rebuilt the way ``from_http_api_event`` builds it, so the signature is
+    checked against the URL the provider called.
+    """
+    if public_base_url:
+        base = public_base_url.rstrip("/")
+    else:
+        base = f"https://{attributes.get('Host') or 'localhost'}"
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    if attributes.get("Signature"):
+        headers[signature_header.lower()] = attributes["Signature"]
+    received_at = _epoch_millis(attributes.get("ReceivedAt"))
+    request = WebhookRequest(method="POST", url=base + path, headers=headers, body=body.encode())
+    return replace(request, received_at=received_at) if received_at else request
+
+
+def _epoch_millis(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(value or "") / 1000, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None

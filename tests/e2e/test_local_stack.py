@@ -18,8 +18,14 @@ from tests.e2e.conftest import READY_LINE, RunningStack, free_port
 TWILIO_PATH = "/webhooks/twilio/messaging"
 
 
-def signed_twilio_post(stack: RunningStack, params: dict[str, str], *, token: str | None = None):
-    url = stack.base_url + TWILIO_PATH
+def signed_twilio_post(
+    stack: RunningStack,
+    params: dict[str, str],
+    *,
+    token: str | None = None,
+    path: str = TWILIO_PATH,
+):
+    url = stack.base_url + path
     signature = RequestValidator(token or stack.twilio_auth_token).compute_signature(url, params)
     return requests.post(
         url,

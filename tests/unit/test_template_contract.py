@@ -132,3 +132,15 @@ def test_only_webhook_routes_skip_iam_auth():
             authorizer = (event["Properties"].get("Auth") or {}).get("Authorizer")
             if authorizer == "NONE":
                 assert event["Properties"]["Path"].startswith("/webhooks/"), logical_id
+
+
+def test_service_integration_routes_are_webhooks_only():
+    # Routes declared as raw ApiGatewayV2 resources bypass SAM's default authorizer,
+    # so each must be a webhook that verifies its provider's signature downstream.
+    resources = load_template()["Resources"]
+    routes = {k: r for k, r in resources.items() if r["Type"] == "AWS::ApiGatewayV2::Route"}
+    assert routes, "the Twilio fallback route is declared as a raw route"
+    for logical_id, route in routes.items():
+        _method, path = route["Properties"]["RouteKey"].split(" ", 1)
+        assert path.startswith("/webhooks/"), logical_id
+        assert route["Properties"].get("AuthorizationType", "NONE") == "NONE", logical_id

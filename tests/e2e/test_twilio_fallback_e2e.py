@@ -1,0 +1,86 @@
+"""Twilio's fallback URL over HTTP: queued by the gateway, filed later by the drain."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from tests.e2e.conftest import RunningStack
+from tests.e2e.test_local_stack import api, signed_twilio_post
+
+FALLBACK_PATH = "/webhooks/twilio/fallback"
+
+
+def _timeline(stack: RunningStack, number: str, *, wait: float = 20.0) -> list[dict]:
+    deadline = time.monotonic() + wait
+    while True:
+        found = api(stack, "/v1/customers", params={"identity": f"phone:{number}"})
+        if found.status_code == 200:
+            customer_id = found.json()["id"]
+            return api(stack, f"/v1/customers/{customer_id}/timeline").json()["items"]
+        if time.monotonic() > deadline:
+            return []
+        time.sleep(0.25)
+
+
+def _sms(sid_suffix: str, number: str, body: str) -> dict[str, str]:
+    return {
+        "MessageSid": "SM" + "fb0" * 10 + sid_suffix,
+        "AccountSid": "AC" + "0" * 32,
+        "From": number,
+        "To": "+15557650000",
+        "Body": body,
+        "NumMedia": "0",
+        # What Twilio adds when it calls the fallback URL.
+        "ErrorCode": "11200",
+        "ErrorUrl": "https://example.invalid/webhooks/twilio/messaging",
+    }
+
+
+def test_a_fallback_request_is_queued_then_filed_through_the_normal_path(local_stack):
+    number = "+15551238801"
+    response = signed_twilio_post(
+        local_stack, _sms("01", number, "sent while the main path was down"), path=FALLBACK_PATH
+    )
+    # API Gateway answers with SQS's result: the message is safe in the queue.
+    assert response.status_code == 200, response.text
+    assert response.json()["SendMessageResponse"]["SendMessageResult"]["MessageId"]
+
+    items = _timeline(local_stack, number)
+    assert len(items) == 1
+    message = items[0]
+    assert message["channel"] == "sms"
+    assert message["parts"] == [{"type": "text", "text": "sent while the main path was down"}]
+    assert message["channel_data"]["ErrorCode"] == "11200"
+
+
+def test_a_message_that_came_both_ways_is_stored_once(local_stack):
+    number = "+15551238802"
+    params = _sms("02", number, "twice")
+    assert signed_twilio_post(local_stack, params).status_code == 200
+    assert signed_twilio_post(local_stack, params, path=FALLBACK_PATH).status_code == 200
+    time.sleep(3)  # the drain's poll interval, several times over
+    assert len(_timeline(local_stack, number)) == 1
+
+
+def test_a_forged_fallback_request_is_dropped_not_filed(local_stack):
+    number = "+15551238803"
+    forged = signed_twilio_post(
+        local_stack, _sms("03", number, "forged"), path=FALLBACK_PATH, token="not-the-token"
+    )
+    # Queued (the gateway cannot check Twilio's signature) but never filed.
+    assert forged.status_code == 200
+    assert _timeline(local_stack, number, wait=3.0) == []
+
+
+def test_a_fallback_request_without_a_signature_is_refused_at_the_gateway(local_stack):
+    response = requests.post(
+        local_stack.base_url + FALLBACK_PATH,
+        data="MessageSid=SM1&From=%2B15551238804&Body=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )
+    # SQS refuses the empty Signature attribute, so API Gateway answers 500 and
+    # nothing is queued.
+    assert response.status_code == 500
