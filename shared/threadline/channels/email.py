@@ -323,6 +323,7 @@ def _parse(raw: bytes) -> ParsedEmail:
         "subject": _header(msg, "Subject"),
         "message_id": _header(msg, "Message-ID"),
         "references": references,
+        "in_reply_to": in_reply_to,
         "cc": [a for _, a in _addresses(msg, "Cc")],
         "quoted_text_removed": bool(text) and text != full_text.strip(),
     }
@@ -389,7 +390,7 @@ def reply_to_of(message_id: str, references: list[str], subject: str | None) -> 
     return {"message_id": message_id, "references": " ".join(chain), "subject": subject or ""}
 
 
-def build_mime(message: Message, from_address: str) -> bytes:
+def build_mime(message: Message, from_address: str, *, message_id: str | None = None) -> bytes:
     """The raw reply: From us, To the customer, threaded under their last mail."""
     from email.message import EmailMessage
 
@@ -402,6 +403,8 @@ def build_mime(message: Message, from_address: str) -> bytes:
     mime["From"] = from_address
     mime["To"] = message.recipient.value
     mime["Subject"] = reply_subject(reply_to.get("subject"))
+    if message_id:
+        mime["Message-ID"] = message_id
     if reply_to.get("message_id"):
         mime["In-Reply-To"] = reply_to["message_id"]
         mime["References"] = reply_to.get("references") or reply_to["message_id"]
@@ -419,8 +422,17 @@ class EmailSender:
 
     provider = PROVIDER
 
-    def __init__(self, from_address: str, client: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        from_address: str,
+        client: Callable[[], Any] | None = None,
+        *,
+        configuration_set: str | None = None,
+    ) -> None:
         self.from_address = from_address
+        # Sending through the configuration set is what makes SES publish the mail's
+        # bounces, complaints and deliveries to the feedback topic.
+        self.configuration_set = configuration_set or None
         self._client_factory = client
         self._client: Any = None
 
@@ -435,13 +447,20 @@ class EmailSender:
 
         if not self.from_address:
             raise SendFailed("email_not_configured", "EmailFromAddress is not set", retryable=False)
-        raw = build_mime(message, self.from_address)
+        # SES replaces a Message-ID it is given with its own (<MessageId@...amazonses.com>,
+        # which inbound threading derives from the MessageId); other relays and the
+        # local stack keep ours, so it is recorded as an alias of the message too.
+        message_id = make_message_id(self.from_address)
+        raw = build_mime(message, self.from_address, message_id=message_id)
+        request: dict[str, Any] = {
+            "FromEmailAddress": self.from_address,
+            "Destination": {"ToAddresses": [message.recipient.value if message.recipient else ""]},
+            "Content": {"Raw": {"Data": raw}},
+        }
+        if self.configuration_set:
+            request["ConfigurationSetName"] = self.configuration_set
         try:
-            response = self.client.send_email(
-                FromEmailAddress=self.from_address,
-                Destination={"ToAddresses": [message.recipient.value if message.recipient else ""]},
-                Content={"Raw": {"Data": raw}},
-            )
+            response = self.client.send_email(**request)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code") or "ses_error")
@@ -450,7 +469,15 @@ class EmailSender:
             raise SendFailed(code, str(error.get("Message") or code), retryable=retryable) from exc
         except BotoCoreError as exc:
             raise SendFailed("network_error", str(exc), retryable=True) from exc
-        return SendResult(provider_message_id=str(response["MessageId"]))
+        return SendResult(provider_message_id=str(response["MessageId"]), aliases=(message_id,))
+
+
+def make_message_id(from_address: str) -> str:
+    """A fresh ``<...@domain>`` Message-ID on the sending address's domain."""
+    from email.utils import make_msgid
+
+    domain = from_address.rpartition("@")[2] or "threadline.invalid"
+    return make_msgid(domain=domain)
 
 
 def _sesv2_client() -> Any:
@@ -461,4 +488,7 @@ def _sesv2_client() -> Any:
 
 def sender_from_env() -> EmailSender:
     """The dispatcher's e-mail sender; the From address is template.yaml's EmailFromAddress."""
-    return EmailSender(required_env("EMAIL_FROM_ADDRESS"))
+    return EmailSender(
+        required_env("EMAIL_FROM_ADDRESS"),
+        configuration_set=required_env("EMAIL_CONFIGURATION_SET"),
+    )
