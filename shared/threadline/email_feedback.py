@@ -109,6 +109,10 @@ def _text(value: Any) -> str | None:
     return str(value)[:_MAX_TEXT] if isinstance(value, str | int | float) and value != "" else None
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
@@ -150,7 +154,7 @@ def parse_notification(message: str) -> Feedback | None:
                     action=_text(r.get("action")),
                     diagnostic_code=_text(r.get("diagnosticCode")),
                 )
-                for r in body.get("bouncedRecipients") or []
+                for r in _list(body.get("bouncedRecipients"))
                 if isinstance(r, dict) and isinstance(r.get("emailAddress"), str)
             ],
             feedback_id=_text(body.get("feedbackId")),
@@ -163,7 +167,7 @@ def parse_notification(message: str) -> Feedback | None:
             **common,
             recipients=[
                 Recipient(address=str(r["emailAddress"]))
-                for r in body.get("complainedRecipients") or []
+                for r in _list(body.get("complainedRecipients"))
                 if isinstance(r, dict) and isinstance(r.get("emailAddress"), str)
             ],
             feedback_id=_text(body.get("feedbackId")),
@@ -174,7 +178,7 @@ def parse_notification(message: str) -> Feedback | None:
     return Feedback(
         **common,
         recipients=[
-            Recipient(address=r) for r in body.get("recipients") or [] if isinstance(r, str)
+            Recipient(address=r) for r in _list(body.get("recipients")) if isinstance(r, str)
         ],
         smtp_response=_text(body.get("smtpResponse")),
         reporting_mta=_text(body.get("reportingMTA")),
