@@ -135,6 +135,12 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
             f"  email         curl --data-binary @message.eml {stack.email_url}  "
             "(delivers a raw mail as SES inbound + S3 would)",
         )
+    if stack.feedback is not None and stack.feedback.destinations:
+        _say(
+            out,
+            f'  ses feedback  curl -d \'{{"type":"Bounce","message_id":"<SES MessageId>"}}\' '
+            f"{stack.email_url}/feedback  (Bounce, Complaint or Delivery of a sent reply, via SNS)",
+        )
     if stack.event_log is not None:
         _say(
             out,

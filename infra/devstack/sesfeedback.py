@@ -308,9 +308,7 @@ class Destination:
 class SesFeedback:
     """Publishes SES feedback for mail the embedded SES accepted."""
 
-    def __init__(
-        self, stack: StackResources, sent: Any = None, *, log: TextIO | None = None
-    ) -> None:
+    def __init__(self, stack: StackResources, sent: Any = None) -> None:
         self.aws = stack.aws
         self.sent = sent
         self.destinations = [
@@ -328,7 +326,6 @@ class SesFeedback:
             and resource.attributes.get("TopicARN", "").startswith("arn:")
             and resource.attributes.get("Enabled") == "true"
         ]
-        self._log = log
 
     def publish(self, request: Mapping[str, Any]) -> list[dict[str, str]]:
         """Publish the notification ``request`` describes; what was published where."""

@@ -248,6 +248,7 @@ class LocalStack:
         self.aws: EmbeddedAws | None = None
         self.runtime: FunctionRuntime | None = None
         self.mail: MailDrop | None = None
+        self.feedback: SesFeedback | None = None
         self.routes: RouteTable | None = None
         self.server: GatewayServer | None = None
         self.sandbox = ProviderSandbox()
@@ -322,7 +323,7 @@ class LocalStack:
             interval=self.poll_interval,
             log=self.log,
         )
-        dev.feedback = SesFeedback(self.aws.resources, dev.sent_mail, log=self.log)
+        dev.feedback = self.feedback = SesFeedback(self.aws.resources, dev.sent_mail)
         event_log = EventLog.for_stack(self.aws.resources)
         if event_log.buses:
             event_log.provision()

@@ -67,13 +67,35 @@ FILTER_VIRUS = "virus"
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "auto_reply", "list"})
 
 # Where quoted history starts. Gmail/Apple: "On <date>, <name> wrote:" (sometimes
-# wrapped over two lines); Outlook: "-----Original Message-----", or a rule of
-# underscores, or a "From:" line followed by "Sent:"/"Date:" header lines.
-_WROTE = re.compile(r"^\s*On\b.{0,400}\bwrote:\s*$", re.IGNORECASE | re.DOTALL)
-_ORIGINAL = re.compile(r"^\s*-{2,}\s*Original Message\s*-{2,}\s*$", re.IGNORECASE)
+# wrapped over two lines), and the same line in the languages Gmail, Apple Mail and
+# Outlook write it in ("Am ... schrieb <name>:", "Le ... a écrit :", "El ...
+# escribió:", ...); Outlook: "-----Original Message-----", or a rule of underscores,
+# or a "From:"/"Von:"/"De:" line followed by "Sent:"/"Date:"/"Gesendet:" header
+# lines. Every pattern is bounded ({0,400}), so no mail makes matching slow (the
+# maintained library we measured backtracks for seconds on a few KB: docs/channels.md).
+_INTRO = r"(?:On|Am|Le|El|Il|Em|Op|Den|Dne|W\s+dniu)"
+_WROTE = re.compile(
+    rf"^\s*{_INTRO}\b.{{0,400}}?(?:"
+    # the verb ends the line: "wrote:", "a écrit :", "escribió:", "ha scritto:"
+    r"\b(?:wrote|a\s+écrit|escribió|ha\s+scritto|escreveu|napisał|napsal)\s*:"
+    # the verb, then who: "schrieb Ada <ada@example.com>:", "schreef ...:", "skrev ...:"
+    r"|\b(?:schrieb|schreef|skrev)\b.{0,300}:"
+    r")\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_INTRO_START = re.compile(rf"^\s*{_INTRO}\s", re.IGNORECASE)
+_ORIGINAL = re.compile(
+    r"^\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|"
+    r"Mensaje original|Messaggio originale|Oorspronkelijk bericht)\s*-{2,}\s*$",
+    re.IGNORECASE,
+)
 _RULE = re.compile(r"^\s*_{10,}\s*$")
-_OUTLOOK_FROM = re.compile(r"^\s*\**From:\**\s", re.IGNORECASE)
-_OUTLOOK_NEXT = re.compile(r"^\s*\**(Sent|Date|To|Subject):\**\s", re.IGNORECASE)
+_OUTLOOK_FROM = re.compile(r"^\s*\**(?:From|Von|De|Da|Van|Från|Od):\**\s", re.IGNORECASE)
+_OUTLOOK_NEXT = re.compile(
+    r"^\s*\**(?:Sent|Date|To|Subject|Gesendet|Datum|An|Betreff|Envoyé|À|Objet|Enviado|"
+    r"Fecha|Para|Asunto|Inviato|Data|Oggetto|Verzonden|Aan|Onderwerp|Skickat|Till|Ämne):\**\s",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -181,7 +203,7 @@ def strip_quoted(text: str) -> str:
         following = lines[index + 1] if index + 1 < len(lines) else ""
         if (
             _WROTE.match(line)
-            or (line.lstrip().startswith("On ") and _WROTE.match(line + " " + following))
+            or (_INTRO_START.match(line) and _WROTE.match(line + " " + following))
             or _ORIGINAL.match(line)
             or (_RULE.match(line) and _OUTLOOK_FROM.match(following))
             or (_OUTLOOK_FROM.match(line) and _OUTLOOK_NEXT.match(following))
