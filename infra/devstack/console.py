@@ -26,7 +26,7 @@ WEBHOOK_PREFIX = "/webhooks/"
 TWILIO_OVERRIDES = "#rc=3&rp=all"
 HEALTH_TIMEOUT_SECONDS = 60.0
 # Event types something feeds locally: the gateway (HttpApi) and the pollers.
-FED_EVENT_TYPES = frozenset({"HttpApi", "SQS", "DynamoDB"})
+FED_EVENT_TYPES = frozenset({"HttpApi", "SQS", "DynamoDB", "SNS"})
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
