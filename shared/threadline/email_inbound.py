@@ -32,7 +32,7 @@ from urllib.parse import unquote_plus
 from threadline.channels.base import InboundMessage
 from threadline.channels.email import FILTER_AUTO_REPLY, PROVIDER, parse_email
 from threadline.errors import MalformedRequest, StorageUnavailable
-from threadline.items import DEDUP_SK, customer_pk, dedup_pk, message_sk, to_item
+from threadline.items import DEDUP_SK, customer_pk, dedup_pk, from_item, message_sk, to_item
 from threadline.logs import logger
 from threadline.schema import RawPayloadRef
 from threadline.store import IngestResult, KeptRaw, ThreadTarget, TimelineStore
@@ -159,8 +159,6 @@ def find_thread(store: TimelineStore, message: InboundMessage) -> ThreadTarget |
         )
     except (ClientError, BotoCoreError) as exc:
         raise StorageUnavailable("could not look up the thread") from exc
-    from threadline.items import from_item
-
     found = {
         str(item["pk"]): item
         for item in (from_item(raw) for raw in response.get("Responses", {}).get(store.table, []))
