@@ -29,7 +29,7 @@ ERROR_RESPONSES: dict[int, Any] = {
     for status, description in {
         400: "Invalid request",
         404: "Not found",
-        409: "The customer opted out of this channel",
+        409: "The customer opted out of this channel, or the e-mail address bounced or complained",
         422: "The message cannot be sent to this customer as asked",
     }.items()
 }

@@ -26,7 +26,7 @@ WEBHOOK_PREFIX = "/webhooks/"
 TWILIO_OVERRIDES = "#rc=3&rp=all"
 HEALTH_TIMEOUT_SECONDS = 60.0
 # Event types something feeds locally: the gateway (HttpApi) and the pollers.
-FED_EVENT_TYPES = frozenset({"HttpApi", "SQS", "DynamoDB"})
+FED_EVENT_TYPES = frozenset({"HttpApi", "SQS", "DynamoDB", "SNS"})
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -138,6 +138,12 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
             out,
             f"  email         curl --data-binary @message.eml {stack.email_url}  "
             "(delivers a raw mail as SES inbound + S3 would)",
+        )
+    if stack.feedback is not None and stack.feedback.destinations:
+        _say(
+            out,
+            f'  ses feedback  curl -d \'{{"type":"Bounce","message_id":"<SES MessageId>"}}\' '
+            f"{stack.email_url}/feedback  (Bounce, Complaint or Delivery of a sent reply, via SNS)",
         )
     if stack.event_log is not None:
         _say(

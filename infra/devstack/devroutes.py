@@ -11,6 +11,10 @@
 * ``POST /_dev/email`` takes a raw mail (.eml) as the body and delivers it as SES
   inbound and S3 would: into the bucket of each function with an S3 event, and
   that function invoked with the S3 event (:mod:`devstack.maildrop`).
+* ``POST /_dev/email/feedback`` publishes SES's bounce, complaint or delivery
+  notification for a mail the dispatcher sent (JSON: ``{"type": "Bounce",
+  "message_id": "<SES MessageId>"}``) to the template's feedback topic, which feeds
+  its function as SNS would (:mod:`devstack.sesfeedback`).
 
 None of this is in template.yaml and none of it exists in a deployed stack. The
 routes are open (no bearer token): the functions' SDKs call the sandbox with the
@@ -31,6 +35,7 @@ from devstack.eventlog import EventLog
 from devstack.gateway import WsgiApp
 from devstack.maildrop import EmbeddedSesOutbox, MailDrop
 from devstack.sandbox import ProviderSandbox
+from devstack.sesfeedback import FeedbackError, SesFeedback
 
 PREFIX = "/_dev"
 SANDBOX_PREFIX = f"{PREFIX}/sandbox"
@@ -55,6 +60,7 @@ class DevRoutes:
         # Set once the stack has its function runtime, like ``api``.
         self.mail: MailDrop | None = None
         self.sent_mail: EmbeddedSesOutbox | None = None
+        self.feedback: SesFeedback | None = None
         self._log = log
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -127,7 +133,25 @@ class DevRoutes:
             if not raw:
                 return _json(400, {"message": "the body must be a raw mail (.eml)"})
             return _json(202, self.mail.deliver(raw))
+        if path == f"{PREFIX}/email/feedback":
+            return self._feedback(request, method)
         return _json(404, {"message": "Not Found"})
+
+    def _feedback(self, request: Request, method: str) -> Response:
+        if method != "POST":
+            return _json(405, {"message": "Method Not Allowed"})
+        if self.feedback is None:
+            return _json(404, {"message": "this stack publishes no SES feedback"})
+        try:
+            body = json.loads(request.get_data() or b"null")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return _json(400, {"message": "the body must be a JSON object"})
+        try:
+            return _json(202, {"published": self.feedback.publish(body)})
+        except FeedbackError as error:
+            return _json(400, {"message": str(error)})
 
     def _console(self, line: str) -> None:
         stream = self._log if self._log is not None else sys.stderr

@@ -94,6 +94,8 @@ class ProviderSandbox:
                 Rule("/outbox", methods=["DELETE"], endpoint="clear"),
                 Rule("/slack/api/chat.postMessage", methods=["POST"], endpoint="slack_post"),
                 Rule("/slack/api/users.info", methods=["GET", "POST"], endpoint="slack_user"),
+                # Local only (Slack has no such call): who users.info knows, for e2e tests.
+                Rule("/slack/users", methods=["POST"], endpoint="slack_add_user"),
             ]
         )
         # Slack users the sandbox knows (users.info), by user id; tests add them.
@@ -214,6 +216,19 @@ class ProviderSandbox:
         if user is None:
             return _slack_answer(200, {"ok": False, "error": "user_not_found"})
         return _slack_answer(200, {"ok": True, "user": user})
+
+    def _serve_slack_add_user(self, request: Request) -> Response:
+        body = request.get_json(force=True, silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not body["id"]:
+            return Response(json.dumps({"message": 'a JSON object with "id"'}), 400)
+        self.add_slack_user(
+            body["id"],
+            email=body.get("email"),
+            real_name=body.get("real_name"),
+            email_confirmed=bool(body.get("email_confirmed", True)),
+            team_id=str(body.get("team_id") or "T0SANDBOX"),
+        )
+        return Response(status=204)
 
     def _serve_faults(self, request: Request, provider: str) -> Response:
         statuses = request.get_json(force=True, silent=True) or []

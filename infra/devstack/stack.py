@@ -33,6 +33,7 @@ from devstack.routes import IMPLICIT_API, RouteTable, http_routes
 from devstack.runtime import DEFAULT_MAX_WORKERS, FunctionRuntime, function_environment
 from devstack.sandbox import ProviderSandbox
 from devstack.secrets import ProvisionedSecret, provision_secrets, put_secret, secret_location
+from devstack.sesfeedback import SesFeedback, async_retries, sns_pollers
 from devstack.template import Template, load_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -248,6 +249,7 @@ class LocalStack:
         self.aws: EmbeddedAws | None = None
         self.runtime: FunctionRuntime | None = None
         self.mail: MailDrop | None = None
+        self.feedback: SesFeedback | None = None
         self.routes: RouteTable | None = None
         self.server: GatewayServer | None = None
         self.sandbox = ProviderSandbox()
@@ -314,6 +316,18 @@ class LocalStack:
             interval=self.poll_interval,
             log=self.log,
         )
+        # SNS topics feeding functions (SES feedback), and feedback on demand.
+        pollers += sns_pollers(
+            functions,
+            self.aws.aws,
+            self.runtime.invoke,
+            stack_name=self.resources.pseudo.stack_name,
+            names=self._logical_names(),
+            retries=async_retries(functions, self.aws.resources),
+            interval=self.poll_interval,
+            log=self.log,
+        )
+        dev.feedback = self.feedback = SesFeedback(self.aws.resources, dev.sent_mail)
         event_log = EventLog.for_stack(self.aws.resources)
         if event_log.buses:
             event_log.provision()

@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-from threadline.channels.email import FILTER_AUTO_REPLY, parse_email
+from threadline.channels.base import InboundMessage
+from threadline.channels.email import FILTER_AUTO_REPLY, PROVIDER, parse_email
 from threadline.errors import MalformedRequest, StorageUnavailable
+from threadline.items import DEDUP_SK, customer_pk, dedup_pk, from_item, message_sk, to_item
 from threadline.logs import logger
 from threadline.schema import RawPayloadRef
-from threadline.store import IngestResult, KeptRaw, TimelineStore
+from threadline.store import IngestResult, KeptRaw, ThreadTarget, TimelineStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -44,6 +46,12 @@ MAIL_CONTENT_TYPE = "message/rfc822"
 SES_SETUP_NOTIFICATION = "AMAZON_SES_SETUP_NOTIFICATION"
 # SES stores messages up to 40 MB; a Lambda with 512 MB holds that comfortably.
 MAX_MAIL_BYTES = 40 * 1024 * 1024
+# Message-IDs of a reply's In-Reply-To and References looked up (newest first): one
+# BatchGetItem of at most twice as many keys, well under its limit of 100.
+MAX_THREAD_LOOKUPS = 25
+# SES gives each mail it sends the Message-ID <MessageId@<region>.amazonses.com>,
+# whatever the raw mail said; the MessageId is what the dispatcher recorded.
+_SES_MESSAGE_ID_DOMAIN = "amazonses.com"
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,72 @@ def ingest_mail(store: TimelineStore, bucket: str, key: str, raw: bytes) -> Mail
         ),
         inline=None,
     )
-    return MailOutcome(bucket, key, result=store.ingest(message, kept))
+    thread = find_thread(store, message)
+    return MailOutcome(bucket, key, result=store.ingest(message, kept, thread=thread))
+
+
+def _lookup_ids(message: InboundMessage) -> list[str]:
+    """The DEDUP ids that may name the mail this one answers, most specific first."""
+    references = message.channel_data.get("references") or []
+    candidates = [message.in_reply_to, *reversed(references)]
+    ids: list[str] = []
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        if candidate == message.provider_message_id:
+            continue
+        if len(ids) >= 2 * MAX_THREAD_LOOKUPS:
+            break
+        ids.append(candidate)
+        local, _, domain = candidate.strip("<>").rpartition("@")
+        domain = domain.lower()
+        if local and (
+            domain == _SES_MESSAGE_ID_DOMAIN or domain.endswith("." + _SES_MESSAGE_ID_DOMAIN)
+        ):
+            ids.append(local)
+    return ids
+
+
+def find_thread(store: TimelineStore, message: InboundMessage) -> ThreadTarget | None:
+    """The stored message (inbound mail or our reply) this mail answers, if any.
+
+    One ``BatchGetItem`` on the DEDUP items of its In-Reply-To and References (no
+    call at all for a mail that names none); the first id found, in that order,
+    wins. An id nobody stored is ignored: the mail is filed as before.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    ids = _lookup_ids(message)
+    if not ids:
+        return None
+    keys = {dedup_pk(PROVIDER, i): i for i in ids}
+    try:
+        response = store.dynamodb.batch_get_item(
+            RequestItems={
+                store.table: {
+                    "Keys": [to_item({"pk": pk, "sk": DEDUP_SK}) for pk in keys],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "pk, customer_id, message_id, conversation_id",
+                }
+            }
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageUnavailable("could not look up the thread") from exc
+    found = {
+        str(item["pk"]): item
+        for item in (from_item(raw) for raw in response.get("Responses", {}).get(store.table, []))
+    }
+    for pk in keys:
+        item = found.get(pk)
+        if item is None:
+            continue
+        customer_id, message_id = str(item["customer_id"]), str(item["message_id"])
+        conversation_id = item.get("conversation_id")
+        if not conversation_id:
+            # Written before DEDUP items carried the conversation: read the message.
+            stored = store.get_item(customer_pk(customer_id), message_sk(message_id))
+            conversation_id = (stored or {}).get("conversation_id")
+        if conversation_id:
+            return ThreadTarget(customer_id, str(conversation_id), message_id)
+    return None
 
 
 def handle_s3_event(

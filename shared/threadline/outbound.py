@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from threadline.channels.base import Sender, SendFailed
+from threadline.email_feedback import email_block
 from threadline.errors import NotFound, StorageUnavailable, ThreadlineError
 from threadline.items import (
     DEDUP_SK,
@@ -94,6 +95,14 @@ class NoIdentityForChannel(ThreadlineError):
 class OptedOut(ThreadlineError):
     status = 409
     code = "opted_out"
+
+
+class EmailBlocked(ThreadlineError):
+    """The address bounced permanently (``email_undeliverable``) or complained
+    (``email_complained``): SES feedback stopped e-mail to it."""
+
+    status = 409
+    code = "email_undeliverable"
 
 
 class IdempotencyKeyReused(ThreadlineError):
@@ -199,6 +208,10 @@ class OutboundStore(TimelineStore):
             raise NotFound("no such customer")
         channel, recipient = choose_channel(profile, request.channel)
         identity_item = self.get_item(identity_pk(recipient), IDENT_SK) or {}
+        if channel is Channel.EMAIL:
+            blocked = email_block(identity_item)
+            if blocked is not None:
+                raise EmailBlocked(blocked[1], code=blocked[0])
         conversation_id = str(identity_item.get("conversation_id") or "") or new_id(now)
         channel_data: dict[str, Any] = {}
         if request.fallback:
@@ -365,6 +378,10 @@ class OutboundStore(TimelineStore):
             ),
         )
 
+    def email_block(self, recipient: Identity) -> tuple[str, str] | None:
+        """Why SES feedback stopped e-mail to ``recipient`` (code, reason), or None."""
+        return email_block(self.get_item(identity_pk(recipient), IDENT_SK, consistent=True))
+
     def record_failed(
         self, customer_id: str, message_id: str, code: str, reason: str, now: datetime
     ) -> None:
@@ -390,27 +407,41 @@ class OutboundStore(TimelineStore):
             ),
         )
 
-    def record_sent(self, message: Message, provider_message_id: str, now: datetime) -> None:
-        """Mark a message sent and map the provider's id back to it for callbacks."""
+    def record_sent(
+        self,
+        message: Message,
+        provider_message_id: str,
+        now: datetime,
+        aliases: tuple[str, ...] = (),
+    ) -> None:
+        """Mark a message sent and map the provider's id back to it for callbacks.
+
+        ``aliases`` (the Message-ID of an e-mail reply) map to it the same way, so an
+        inbound reply naming one is threaded onto this message's conversation.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
         change = StatusChange(status=MessageStatus.SENT, at=now)
         key = to_item({"pk": customer_pk(message.customer_id), "sk": message_sk(message.id)})
-        dedup = {
-            "Put": {
-                "TableName": self.table,
-                "Item": to_item(
-                    {
-                        "pk": dedup_pk(message.provider, provider_message_id),
-                        "sk": DEDUP_SK,
-                        "type": "dedup",
-                        "customer_id": message.customer_id,
-                        "message_id": message.id,
-                        "created_at": now.isoformat(),
-                    }
-                ),
+        dedups = [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": to_item(
+                        {
+                            "pk": dedup_pk(message.provider, provider_id),
+                            "sk": DEDUP_SK,
+                            "type": "dedup",
+                            "customer_id": message.customer_id,
+                            "message_id": message.id,
+                            "conversation_id": message.conversation_id,
+                            "created_at": now.isoformat(),
+                        }
+                    ),
+                }
             }
-        }
+            for provider_id in dict.fromkeys((provider_message_id, *aliases))
+        ]
         sent = {
             "Update": {
                 "TableName": self.table,
@@ -435,7 +466,7 @@ class OutboundStore(TimelineStore):
             }
         }
         try:
-            self.dynamodb.transact_write_items(TransactItems=[sent, dedup])  # type: ignore[list-item]
+            self.dynamodb.transact_write_items(TransactItems=[sent, *dedups])  # type: ignore[list-item]
             return
         except ClientError as exc:
             reasons = cancellation_reasons(exc)
@@ -451,7 +482,8 @@ class OutboundStore(TimelineStore):
                 {":pmid": provider_message_id, ":done": DispatchState.DONE.value}
             ),
         )
-        self.dynamodb.put_item(**dedup["Put"])  # type: ignore[arg-type]
+        for dedup in dedups:
+            self.dynamodb.put_item(**dedup["Put"])  # type: ignore[arg-type]
 
 
 class DispatchOutcome(StrEnum):
@@ -515,6 +547,11 @@ class Dispatcher:
                     now,
                 )
             message = rerouted
+        if message.channel is Channel.EMAIL and message.recipient is not None:
+            # A bounce or complaint may have arrived after the reply was queued.
+            blocked = self.store.email_block(message.recipient)
+            if blocked is not None:
+                return self._fail(message, blocked[0], blocked[1], now)
         sender = self.senders.get(message.channel)
         if sender is None:
             return self._fail(
@@ -530,7 +567,7 @@ class Dispatcher:
                 )
                 raise RetryLater(backoff_seconds(attempt, error.retry_after), error.code) from error
             return self._fail(message, error.code, error.message, now)
-        self.store.record_sent(message, result.provider_message_id, now)
+        self.store.record_sent(message, result.provider_message_id, now, result.aliases)
         logger.info(
             "message sent",
             extra={"message_id": message_id, "provider_message_id": result.provider_message_id},

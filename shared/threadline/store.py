@@ -66,6 +66,7 @@ __all__ = [
     "KeptRaw",
     "Profile",
     "RawPayload",
+    "ThreadTarget",
     "TimelineStore",
     "decode_cursor",
     "encode_cursor",
@@ -112,6 +113,15 @@ class IngestResult:
     customer_created: bool = False
     identity_linked: bool = False
     """The sender's identity was new and joined the customer owning a verified one."""
+
+
+@dataclass(frozen=True)
+class ThreadTarget:
+    """A stored message an inbound one answers: where the reply belongs."""
+
+    customer_id: str
+    conversation_id: str
+    message_id: str
 
 
 @dataclass(frozen=True)
@@ -236,9 +246,18 @@ class TimelineStore:
     # ----------------------------------------------------------------- ingest
 
     def ingest(
-        self, inbound: InboundMessage, raw: KeptRaw, *, received_at: datetime | None = None
+        self,
+        inbound: InboundMessage,
+        raw: KeptRaw,
+        *,
+        received_at: datetime | None = None,
+        thread: ThreadTarget | None = None,
     ) -> IngestResult:
         """File an inbound message on its sender's timeline, exactly once.
+
+        ``thread`` is the stored message this one answers (e-mail's In-Reply-To or
+        References): when it is the sender's customer's, the message joins that
+        message's conversation instead of the sender's current one.
 
         Raises StorageUnavailable when DynamoDB cannot take it, so the webhook
         answers 5xx and the provider retries; nothing is half-written either way.
@@ -267,9 +286,20 @@ class TimelineStore:
                     )
                 else:
                     customer_id = record.customer_id
-                    conversation_id, opens = self._conversation_for(record, now)
+                    filed = inbound
+                    if (
+                        thread is not None
+                        and thread.customer_id == customer_id
+                        and attempt + 1 < _MAX_ATTEMPTS
+                    ):
+                        # Filed where the message it answers is, pointing at it. Not on
+                        # the last try: a conversation gone since must not fail them all.
+                        conversation_id, opens = thread.conversation_id, False
+                        filed = inbound.model_copy(update={"in_reply_to": thread.message_id})
+                    else:
+                        conversation_id, opens = self._conversation_for(record, now)
                     operations = self._known_customer_operations(
-                        inbound, raw, now, message_id, record, conversation_id, opens
+                        filed, raw, now, message_id, record, conversation_id, opens
                     )
                 self.dynamodb.transact_write_items(TransactItems=operations)
             except ClientError as exc:
@@ -362,7 +392,12 @@ class TimelineStore:
         return to_item(message_item(message, raw_inline=raw.inline))
 
     def _dedup_put(
-        self, inbound: InboundMessage, now: datetime, message_id: str, customer_id: str
+        self,
+        inbound: InboundMessage,
+        now: datetime,
+        message_id: str,
+        customer_id: str,
+        conversation_id: str | None = None,
     ) -> TransactWriteItemTypeDef:
         return {
             "Put": {
@@ -374,6 +409,8 @@ class TimelineStore:
                         "type": "dedup",
                         "customer_id": customer_id,
                         "message_id": message_id,
+                        # A reply naming this message finds its conversation here.
+                        "conversation_id": conversation_id,
                         "created_at": now.isoformat(),
                     }
                 ),
@@ -424,7 +461,7 @@ class TimelineStore:
         """
         stamp = now.isoformat()
         return [
-            self._dedup_put(inbound, now, message_id, customer_id),
+            self._dedup_put(inbound, now, message_id, customer_id, conversation_id),
             {
                 "Put": {
                     "TableName": self.table,
@@ -567,7 +604,7 @@ class TimelineStore:
         profile_update, profile_names, profile_values = _profile_update(inbound, message_id, now)
 
         return [
-            self._dedup_put(inbound, now, message_id, customer_id),
+            self._dedup_put(inbound, now, message_id, customer_id, conversation_id),
             {
                 "Put": {
                     "TableName": self.table,

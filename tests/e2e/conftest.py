@@ -35,6 +35,7 @@ class RunningStack:
     api_token: str
     process: subprocess.Popen[str]
     output: list[str]
+    slack_signing_secret: str = ""
 
 
 @pytest.fixture(scope="session")
@@ -42,11 +43,13 @@ def local_stack() -> Iterator[RunningStack]:
     port = free_port()
     token = secrets.token_hex(16)
     api_token = secrets.token_hex(16)
+    slack_signing_secret = secrets.token_hex(16)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         "THREADLINE_PORT": str(port),
         "TWILIO_AUTH_TOKEN": token,
         "THREADLINE_API_TOKEN": api_token,
+        "SLACK_SIGNING_SECRET": slack_signing_secret,
         "PYTHONUNBUFFERED": "1",
     }
     process = subprocess.Popen(
@@ -81,7 +84,7 @@ def local_stack() -> Iterator[RunningStack]:
     if base_url is None:
         process.kill()
         pytest.fail("local stack did not become ready:\n" + "".join(output[-60:]))
-    stack = RunningStack(base_url, token, api_token, process, output)
+    stack = RunningStack(base_url, token, api_token, process, output, slack_signing_secret)
     try:
         yield stack
     finally:

@@ -173,3 +173,68 @@ def test_a_senders_own_verdict_header_cannot_override_ses() -> None:
         b"X-SES-Spam-Verdict: PASS\r\n\r\nhello\r\n"
     )
     assert parse_email(raw).filtered == "spam"
+
+
+# Replies as the common clients write them, in English and other languages: the new
+# text is kept, the attribution line and everything after it goes.
+QUOTED_REPLIES = {
+    "apple_iphone": (
+        "Yes, Tuesday works.\n\nSent from my iPhone\n\n> On 23 Nov 2026, at 09:12, "
+        "Threadline Support <support@threadline.example> wrote:\n> \n> Can we deliver?\n",
+        "Yes, Tuesday works.\n\nSent from my iPhone",
+    ),
+    "apple_mac": (
+        "Yes, Tuesday works.\n\nOn 23 Nov 2026, at 09:12, Threadline Support "
+        "<support@threadline.example> wrote:\n\n> Can we deliver on Tuesday?\n",
+        "Yes, Tuesday works.",
+    ),
+    "gmail_german_wrapped": (
+        "Danke, ist angekommen.\n\nAm Mo., 23. Nov. 2026 um 09:12 Uhr schrieb Threadline "
+        "Support <\nsupport@threadline.example>:\n\n> Wir haben es erneut verschickt.\n",
+        "Danke, ist angekommen.",
+    ),
+    "gmail_french": (
+        "Merci, bien reçu.\n\nLe lun. 23 nov. 2026 à 09:12, Threadline Support "
+        "<support@threadline.example> a écrit :\n\n> Nous l'avons renvoyé.\n",
+        "Merci, bien reçu.",
+    ),
+    "gmail_spanish": (
+        "Gracias, ya llegó.\n\nEl lun, 23 nov 2026 a las 9:12, Threadline Support "
+        "(<support@threadline.example>) escribió:\n\n> Lo hemos reenviado.\n",
+        "Gracias, ya llegó.",
+    ),
+    "gmail_dutch": (
+        "Bedankt!\n\nOp ma 23 nov. 2026 om 09:12 schreef Threadline Support "
+        "<support@threadline.example>:\n\n> Verzonden.\n",
+        "Bedankt!",
+    ),
+    "outlook_german": (
+        "Bitte an buchhaltung@example.de senden.\n\nVon: Threadline Support "
+        "<support@threadline.example>\nGesendet: Montag, 23. November 2026 10:00\n"
+        "An: Karl <karl@example.de>\nBetreff: Rechnung\n\nIhre Rechnung anbei.\n",
+        "Bitte an buchhaltung@example.de senden.",
+    ),
+    "outlook_french_original": (
+        "Voir ci-dessous.\n\n-----Message d'origine-----\nDe : Support\nObjet : Facture\n",
+        "Voir ci-dessous.",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUOTED_REPLIES))
+def test_quoted_history_is_cut_in_every_client_and_language(name: str) -> None:
+    text, expected = QUOTED_REPLIES[name]
+    assert strip_quoted(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "On Monday I wrote to you about this.\nStill waiting.",
+        "Am Montag kommt der Techniker.\nDanke",
+        "Le colis est arrivé.\nEl paquete también.",
+        "Von Montag bis Freitag.\nAn: niemand",
+    ],
+)
+def test_sentences_that_only_look_like_attribution_lines_are_kept(text: str) -> None:
+    assert strip_quoted(text) == text

@@ -207,6 +207,10 @@ def build(model: type[ModelT], **fields: Any) -> ModelT:
 @dataclass(frozen=True)
 class SendResult:
     provider_message_id: str
+    aliases: tuple[str, ...] = ()
+    """Other ids the provider's messages will use for this one (e-mail: the
+    Message-ID header we wrote), mapped to the message like the provider id, so a
+    customer's reply that names one can be threaded."""
 
 
 class SendFailed(Exception):

@@ -67,13 +67,35 @@ FILTER_VIRUS = "virus"
 _BULK_PRECEDENCE = frozenset({"bulk", "junk", "auto_reply", "list"})
 
 # Where quoted history starts. Gmail/Apple: "On <date>, <name> wrote:" (sometimes
-# wrapped over two lines); Outlook: "-----Original Message-----", or a rule of
-# underscores, or a "From:" line followed by "Sent:"/"Date:" header lines.
-_WROTE = re.compile(r"^\s*On\b.{0,400}\bwrote:\s*$", re.IGNORECASE | re.DOTALL)
-_ORIGINAL = re.compile(r"^\s*-{2,}\s*Original Message\s*-{2,}\s*$", re.IGNORECASE)
+# wrapped over two lines), and the same line in the languages Gmail, Apple Mail and
+# Outlook write it in ("Am ... schrieb <name>:", "Le ... a écrit :", "El ...
+# escribió:", ...); Outlook: "-----Original Message-----", or a rule of underscores,
+# or a "From:"/"Von:"/"De:" line followed by "Sent:"/"Date:"/"Gesendet:" header
+# lines. Every pattern is bounded ({0,400}), so no mail makes matching slow (the
+# maintained library we measured backtracks for seconds on a few KB: docs/channels.md).
+_INTRO = r"(?:On|Am|Le|El|Il|Em|Op|Den|Dne|W\s+dniu)"
+_WROTE = re.compile(
+    rf"^\s*{_INTRO}\b.{{0,400}}?(?:"
+    # the verb ends the line: "wrote:", "a écrit :", "escribió:", "ha scritto:"
+    r"\b(?:wrote|a\s+écrit|escribió|ha\s+scritto|escreveu|napisał|napsal)\s*:"
+    # the verb, then who: "schrieb Ada <ada@example.com>:", "schreef ...:", "skrev ...:"
+    r"|\b(?:schrieb|schreef|skrev)\b.{0,300}:"
+    r")\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_INTRO_START = re.compile(rf"^\s*{_INTRO}\s", re.IGNORECASE)
+_ORIGINAL = re.compile(
+    r"^\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|"
+    r"Mensaje original|Messaggio originale|Oorspronkelijk bericht)\s*-{2,}\s*$",
+    re.IGNORECASE,
+)
 _RULE = re.compile(r"^\s*_{10,}\s*$")
-_OUTLOOK_FROM = re.compile(r"^\s*\**From:\**\s", re.IGNORECASE)
-_OUTLOOK_NEXT = re.compile(r"^\s*\**(Sent|Date|To|Subject):\**\s", re.IGNORECASE)
+_OUTLOOK_FROM = re.compile(r"^\s*\**(?:From|Von|De|Da|Van|Från|Od):\**\s", re.IGNORECASE)
+_OUTLOOK_NEXT = re.compile(
+    r"^\s*\**(?:Sent|Date|To|Subject|Gesendet|Datum|An|Betreff|Envoyé|À|Objet|Enviado|"
+    r"Fecha|Para|Asunto|Inviato|Data|Oggetto|Verzonden|Aan|Onderwerp|Skickat|Till|Ämne):\**\s",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -181,7 +203,7 @@ def strip_quoted(text: str) -> str:
         following = lines[index + 1] if index + 1 < len(lines) else ""
         if (
             _WROTE.match(line)
-            or (line.lstrip().startswith("On ") and _WROTE.match(line + " " + following))
+            or (_INTRO_START.match(line) and _WROTE.match(line + " " + following))
             or _ORIGINAL.match(line)
             or (_RULE.match(line) and _OUTLOOK_FROM.match(following))
             or (_OUTLOOK_FROM.match(line) and _OUTLOOK_NEXT.match(following))
@@ -323,6 +345,7 @@ def _parse(raw: bytes) -> ParsedEmail:
         "subject": _header(msg, "Subject"),
         "message_id": _header(msg, "Message-ID"),
         "references": references,
+        "in_reply_to": in_reply_to,
         "cc": [a for _, a in _addresses(msg, "Cc")],
         "quoted_text_removed": bool(text) and text != full_text.strip(),
     }
@@ -389,7 +412,7 @@ def reply_to_of(message_id: str, references: list[str], subject: str | None) -> 
     return {"message_id": message_id, "references": " ".join(chain), "subject": subject or ""}
 
 
-def build_mime(message: Message, from_address: str) -> bytes:
+def build_mime(message: Message, from_address: str, *, message_id: str | None = None) -> bytes:
     """The raw reply: From us, To the customer, threaded under their last mail."""
     from email.message import EmailMessage
 
@@ -402,6 +425,8 @@ def build_mime(message: Message, from_address: str) -> bytes:
     mime["From"] = from_address
     mime["To"] = message.recipient.value
     mime["Subject"] = reply_subject(reply_to.get("subject"))
+    if message_id:
+        mime["Message-ID"] = message_id
     if reply_to.get("message_id"):
         mime["In-Reply-To"] = reply_to["message_id"]
         mime["References"] = reply_to.get("references") or reply_to["message_id"]
@@ -419,8 +444,17 @@ class EmailSender:
 
     provider = PROVIDER
 
-    def __init__(self, from_address: str, client: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        from_address: str,
+        client: Callable[[], Any] | None = None,
+        *,
+        configuration_set: str | None = None,
+    ) -> None:
         self.from_address = from_address
+        # Sending through the configuration set is what makes SES publish the mail's
+        # bounces, complaints and deliveries to the feedback topic.
+        self.configuration_set = configuration_set or None
         self._client_factory = client
         self._client: Any = None
 
@@ -435,13 +469,20 @@ class EmailSender:
 
         if not self.from_address:
             raise SendFailed("email_not_configured", "EmailFromAddress is not set", retryable=False)
-        raw = build_mime(message, self.from_address)
+        # SES replaces a Message-ID it is given with its own (<MessageId@...amazonses.com>,
+        # which inbound threading derives from the MessageId); other relays and the
+        # local stack keep ours, so it is recorded as an alias of the message too.
+        message_id = make_message_id(self.from_address)
+        raw = build_mime(message, self.from_address, message_id=message_id)
+        request: dict[str, Any] = {
+            "FromEmailAddress": self.from_address,
+            "Destination": {"ToAddresses": [message.recipient.value if message.recipient else ""]},
+            "Content": {"Raw": {"Data": raw}},
+        }
+        if self.configuration_set:
+            request["ConfigurationSetName"] = self.configuration_set
         try:
-            response = self.client.send_email(
-                FromEmailAddress=self.from_address,
-                Destination={"ToAddresses": [message.recipient.value if message.recipient else ""]},
-                Content={"Raw": {"Data": raw}},
-            )
+            response = self.client.send_email(**request)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code") or "ses_error")
@@ -450,7 +491,15 @@ class EmailSender:
             raise SendFailed(code, str(error.get("Message") or code), retryable=retryable) from exc
         except BotoCoreError as exc:
             raise SendFailed("network_error", str(exc), retryable=True) from exc
-        return SendResult(provider_message_id=str(response["MessageId"]))
+        return SendResult(provider_message_id=str(response["MessageId"]), aliases=(message_id,))
+
+
+def make_message_id(from_address: str) -> str:
+    """A fresh ``<...@domain>`` Message-ID on the sending address's domain."""
+    from email.utils import make_msgid
+
+    domain = from_address.rpartition("@")[2] or "threadline.invalid"
+    return make_msgid(domain=domain)
 
 
 def _sesv2_client() -> Any:
@@ -461,4 +510,7 @@ def _sesv2_client() -> Any:
 
 def sender_from_env() -> EmailSender:
     """The dispatcher's e-mail sender; the From address is template.yaml's EmailFromAddress."""
-    return EmailSender(required_env("EMAIL_FROM_ADDRESS"))
+    return EmailSender(
+        required_env("EMAIL_FROM_ADDRESS"),
+        configuration_set=required_env("EMAIL_CONFIGURATION_SET"),
+    )
