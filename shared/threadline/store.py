@@ -10,6 +10,7 @@ sender make one customer, and a provider retry is stored once.
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -290,7 +291,8 @@ class TimelineStore(ConversationStore):
                     # Lost a race (new customer, another identity's message in the
                     # conversation, a close, a merge): re-read.
                     trust_hint = False
-                    time.sleep(0.01 * (attempt + 1))
+                    # Jittered, so writers that collided do not collide again.
+                    time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))  # noqa: S311
                     continue
                 raise StorageUnavailable("the timeline could not be written") from exc
             except BotoCoreError as exc:
