@@ -31,6 +31,7 @@ from devstack.resources import StackResources, create_resources
 from devstack.routes import IMPLICIT_API, RouteTable, http_routes
 from devstack.runtime import DEFAULT_MAX_WORKERS, FunctionRuntime, function_environment
 from devstack.sandbox import ProviderSandbox
+from devstack.schedules import schedule_pollers
 from devstack.secrets import ProvisionedSecret, provision_secrets, put_secret, secret_location
 from devstack.template import Template, load_template
 
@@ -310,6 +311,11 @@ class LocalStack:
             interval=self.poll_interval,
             log=self.log,
         )
+        schedules, schedule_notes = schedule_pollers(
+            functions, self.aws.aws, self.runtime.invoke, log=self.log
+        )
+        pollers += schedules
+        self.poller_notes += schedule_notes
         event_log = EventLog.for_stack(self.aws.resources)
         if event_log.buses:
             event_log.provision()
