@@ -146,7 +146,9 @@ def test_sms_then_whatsapp_is_one_conversation_with_a_channel_switch(
     assert {m["conversation_id"] for m in timeline} == {found["id"]}
 
 
-def test_a_conversation_continues_across_identities_of_one_customer(twilio_module, api_get):
+def test_a_conversation_continues_across_identities_of_one_customer(
+    twilio_module, api_get, count_aws_calls
+):
     """E-mail, then Slack (linked by the confirmed e-mail), then e-mail again."""
     store = twilio_module.store
     address = f"ana.{secrets.token_hex(4)}@example.com"
@@ -155,7 +157,16 @@ def test_a_conversation_continues_across_identities_of_one_customer(twilio_modul
     second = store.ingest(slack_message(user, address), RAW)
     # The e-mail identity's hint still says "e-mail was last": its condition fails,
     # the store re-reads the conversation and records the switch back.
-    third = store.ingest(email_message(address, "and by mail again"), RAW)
+    with count_aws_calls() as calls:
+        third = store.ingest(email_message(address, "and by mail again"), RAW)
+    assert calls == [
+        "dynamodb.GetItem",  # identity
+        "dynamodb.TransactWriteItems",  # cancelled: the hint was stale
+        "dynamodb.GetItem",  # identity again
+        "dynamodb.GetItem",  # profile: open_conversation_id
+        "dynamodb.GetItem",  # the conversation
+        "dynamodb.TransactWriteItems",
+    ]
     assert first.customer_id == second.customer_id == third.customer_id
     assert second.identity_linked
 
