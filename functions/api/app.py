@@ -14,7 +14,14 @@ from threadline import __version__
 from threadline.errors import MalformedRequest, NotFound, ThreadlineError
 from threadline.logs import logger
 from threadline.outbound import OutboundStore, SendMessageRequest
-from threadline.schema import Customer, Identity, Message, TimelinePage
+from threadline.schema import (
+    Conversation,
+    ConversationPage,
+    Customer,
+    Identity,
+    Message,
+    TimelinePage,
+)
 from threadline.settings import store_settings
 from threadline.store import MAX_PAGE_SIZE
 
@@ -137,6 +144,48 @@ def send_message(
 ) -> Response[Message]:
     message, _ = store.queue_message(customer_id, request, idempotency_key=idempotency_key)
     return Response(202, "application/json", message)
+
+
+@app.get(
+    "/v1/customers/<customer_id>/conversations",
+    summary="A customer's conversations, newest first",
+    tags=["conversations"],
+    responses=ERROR_RESPONSES,
+)
+def list_conversations(
+    customer_id: Annotated[str, Path()],
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> ConversationPage:
+    if store.get_customer(customer_id) is None:
+        raise NotFound("no such customer")
+    return store.conversations(customer_id, limit=limit, cursor=cursor)
+
+
+@app.get(
+    "/v1/conversations/<conversation_id>",
+    summary="Get a conversation with its metrics",
+    tags=["conversations"],
+    responses=ERROR_RESPONSES,
+)
+def get_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
+    conversation = store.get_conversation(conversation_id)
+    if conversation is None:
+        raise NotFound("no such conversation")
+    return conversation
+
+
+@app.post(
+    "/v1/conversations/<conversation_id>/close",
+    summary="Close a conversation (idempotent: a closed one is answered as it is)",
+    tags=["conversations"],
+    responses=ERROR_RESPONSES,
+)
+def close_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
+    conversation = store.close_conversation(conversation_id)
+    if conversation is None:
+        raise NotFound("no such conversation")
+    return conversation
 
 
 def openapi_document() -> dict[str, Any]:

@@ -25,8 +25,8 @@ WEBHOOK_PREFIX = "/webhooks/"
 # (rc = retry count, rp = retry policy); without them it goes to the fallback URL.
 TWILIO_OVERRIDES = "#rc=3&rp=all"
 HEALTH_TIMEOUT_SECONDS = 60.0
-# Event types something feeds locally: the gateway (HttpApi) and the pollers.
-FED_EVENT_TYPES = frozenset({"HttpApi", "SQS", "DynamoDB", "SNS"})
+# Event types something feeds locally: the gateway (HttpApi), pollers and schedules.
+FED_EVENT_TYPES = frozenset({"HttpApi", "SQS", "DynamoDB", "SNS", "Schedule"})
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -557,6 +557,37 @@ def _event_destination(
     )
 
 
+@provisioner("AWS::Events::Archive")
+def _archive(ctx: ProvisionContext, logical_id: str, raw: Mapping[str, Any]) -> PhysicalResource:
+    """An archive of a bus: moto keeps the events it matches and can replay them."""
+    properties = ctx.resolve(raw)
+    name = str(properties.get("ArchiveName") or ctx.name(logical_id, max_length=48))
+    request: dict[str, Any] = {"ArchiveName": name, "EventSourceArn": properties["SourceArn"]}
+    if "RetentionDays" in properties:
+        request["RetentionDays"] = int(properties["RetentionDays"])
+    if "Description" in properties:
+        request["Description"] = properties["Description"]
+    if "EventPattern" in properties:
+        pattern = properties["EventPattern"]
+        request["EventPattern"] = pattern if isinstance(pattern, str) else json.dumps(pattern)
+    client = ctx.client("events")
+    try:
+        arn = client.create_archive(**request)["ArchiveArn"]
+    except client.exceptions.ResourceAlreadyExistsException:
+        # Kept by an earlier run against a persistent endpoint.
+        arn = client.describe_archive(ArchiveName=name)["ArchiveArn"]
+    return PhysicalResource(
+        logical_id,
+        "AWS::Events::Archive",
+        name,
+        {"Arn": arn},
+        emulated=True,
+        ignored_properties=_unhandled(
+            properties, {"ArchiveName", "SourceArn", "RetentionDays", "Description", "EventPattern"}
+        ),
+    )
+
+
 def _attribute_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -32,6 +32,7 @@ from devstack.resources import StackResources, create_resources
 from devstack.routes import IMPLICIT_API, RouteTable, http_routes
 from devstack.runtime import DEFAULT_MAX_WORKERS, FunctionRuntime, function_environment
 from devstack.sandbox import ProviderSandbox
+from devstack.schedules import schedule_pollers
 from devstack.secrets import ProvisionedSecret, provision_secrets, put_secret, secret_location
 from devstack.sesfeedback import SesFeedback, async_retries, sns_pollers
 from devstack.template import Template, load_template
@@ -328,6 +329,11 @@ class LocalStack:
             log=self.log,
         )
         dev.feedback = self.feedback = SesFeedback(self.aws.resources, dev.sent_mail)
+        schedules, schedule_notes = schedule_pollers(
+            functions, self.aws.aws, self.runtime.invoke, log=self.log
+        )
+        pollers += schedules
+        self.poller_notes += schedule_notes
         event_log = EventLog.for_stack(self.aws.resources)
         if event_log.buses:
             event_log.provision()

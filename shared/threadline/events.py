@@ -17,11 +17,13 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from threadline.conversations import CLOSED, OPEN, conversation_from_item
 from threadline.items import from_item, message_from_item
 from threadline.schema import (
     SCHEMA_VERSION,
+    Channel,
     Conversation,
     Customer,
     Direction,
@@ -78,6 +80,23 @@ class ConversationOpened(_Event):
     conversation: Conversation
 
 
+class ConversationChannelSwitched(_Event):
+    """The customer wrote on another channel than their previous message in it."""
+
+    type: Literal["conversation.channel_switched"] = "conversation.channel_switched"
+    conversation: Conversation
+    from_channel: Channel
+    to_channel: Channel
+    message_id: str = Field(description="the message that came on the new channel")
+
+
+class ConversationClosed(_Event):
+    """Closed by its quiet period or through the API; ``conversation.metrics`` final."""
+
+    type: Literal["conversation.closed"] = "conversation.closed"
+    conversation: Conversation
+
+
 Event = (
     MessageReceived
     | MessageQueued
@@ -85,6 +104,8 @@ Event = (
     | MessageStatusChanged
     | CustomerCreated
     | ConversationOpened
+    | ConversationChannelSwitched
+    | ConversationClosed
 )
 EVENT_MODELS: tuple[type[_Event], ...] = (
     MessageReceived,
@@ -93,6 +114,8 @@ EVENT_MODELS: tuple[type[_Event], ...] = (
     MessageStatusChanged,
     CustomerCreated,
     ConversationOpened,
+    ConversationChannelSwitched,
+    ConversationClosed,
 )
 
 
@@ -105,18 +128,6 @@ def _occurred_at(record: dict[str, Any]) -> datetime:
     if isinstance(created, int | float):
         return datetime.fromtimestamp(created, tz=utc_now().tzinfo)
     return utc_now()
-
-
-def _conversation_from_item(item: dict[str, Any]) -> Conversation:
-    return Conversation(
-        id=item["conversation_id"],
-        customer_id=item["customer_id"],
-        state=item["state"],
-        opened_at=datetime.fromisoformat(item["opened_at"]),
-        last_message_at=datetime.fromisoformat(item["last_message_at"]),
-        channels=sorted(item.get("channels") or []),
-        message_count=int(item.get("message_count", 0)),
-    )
 
 
 def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
@@ -153,10 +164,30 @@ def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
     if item_type == "customer" and old is None:
         customer = profile_from_item(new).customer
         return [CustomerCreated(customer=customer, **ids("customer.created"))]
-    if item_type == "conversation" and old is None:
-        conversation = _conversation_from_item(new)
-        return [ConversationOpened(conversation=conversation, **ids("conversation.opened"))]
+    if item_type == "conversation":
+        return _conversation_events(new, old, ids)
     return []
+
+
+def _conversation_events(new: dict[str, Any], old: dict[str, Any] | None, ids: Any) -> list[Event]:
+    conversation = conversation_from_item(new)
+    if old is None:
+        return [ConversationOpened(conversation=conversation, **ids("conversation.opened"))]
+    events: list[Event] = []
+    switch = new.get("last_switch")
+    if int(new.get("channel_switches", 0)) > int(old.get("channel_switches", 0)) and switch:
+        events.append(
+            ConversationChannelSwitched(
+                conversation=conversation,
+                from_channel=switch["from"],
+                to_channel=switch["to"],
+                message_id=switch["message_id"],
+                **ids("conversation.channel_switched"),
+            )
+        )
+    if old.get("state") == OPEN and new.get("state") == CLOSED:
+        events.append(ConversationClosed(conversation=conversation, **ids("conversation.closed")))
+    return events
 
 
 def put_events_entry(event: Event, bus_name: str) -> dict[str, Any]:

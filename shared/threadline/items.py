@@ -40,6 +40,14 @@ def conversation_sk(conversation_id: str) -> str:
     return f"CONV#{conversation_id}"
 
 
+def conversation_pointer_pk(conversation_id: str) -> str:
+    """The item that maps a conversation id to its customer (no scan, no index)."""
+    return f"CONV#{conversation_id}"
+
+
+CONVERSATION_POINTER_SK = "CONV"
+
+
 def dedup_pk(provider: str, provider_message_id: str) -> str:
     return f"DEDUP#{provider}#{provider_message_id}"
 
@@ -84,7 +92,7 @@ def encode_cursor(sort_key: str) -> str:
 MAX_CURSOR_LENGTH = 2048
 
 
-def decode_cursor(cursor: str) -> str:
+def decode_cursor(cursor: str, *, prefix: str = "MSG#") -> str:
     if len(cursor) > MAX_CURSOR_LENGTH:
         raise MalformedRequest("cursor is not one this API returned", code="invalid_cursor")
     try:
@@ -95,7 +103,7 @@ def decode_cursor(cursor: str) -> str:
         raise MalformedRequest(
             "cursor is not one this API returned", code="invalid_cursor"
         ) from exc
-    if not isinstance(sort_key, str) or not sort_key.startswith("MSG#"):
+    if not isinstance(sort_key, str) or not sort_key.startswith(prefix):
         raise MalformedRequest("cursor is not one this API returned", code="invalid_cursor")
     return sort_key
 

@@ -85,6 +85,8 @@ CHANNEL_PROVIDER: dict[Channel, str] = {
 # customer's last message to us; outside it only approved templates.
 WHATSAPP_WINDOW = timedelta(hours=24)
 MAX_DISPATCH_ATTEMPTS = 5
+_QUEUE_ATTEMPTS = 3
+_CONFLICTS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
 
 
 class NoIdentityForChannel(ThreadlineError):
@@ -200,9 +202,23 @@ class OutboundStore(TimelineStore):
         now: datetime | None = None,
     ) -> tuple[Message, bool]:
         """Write a reply as ``queued``; (message, created). Same key twice: the first."""
+        now = now or utc_now()
+        for _ in range(_QUEUE_ATTEMPTS):
+            queued = self._queue_once(customer_id, request, idempotency_key, now)
+            if queued is not None:
+                return queued
+        raise StorageUnavailable("the conversation kept changing under us; retry")
+
+    def _queue_once(
+        self,
+        customer_id: str,
+        request: SendMessageRequest,
+        idempotency_key: str | None,
+        now: datetime,
+    ) -> tuple[Message, bool] | None:
+        """One try of queue_message; None when the open conversation closed meanwhile."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        now = now or utc_now()
         profile = self.get_profile(customer_id, consistent=True)
         if profile is None:
             raise NotFound("no such customer")
@@ -212,7 +228,13 @@ class OutboundStore(TimelineStore):
             blocked = email_block(identity_item)
             if blocked is not None:
                 raise EmailBlocked(blocked[1], code=blocked[0])
-        conversation_id = str(identity_item.get("conversation_id") or "") or new_id(now)
+        # A reply joins the customer's open conversation. With none open it opens
+        # none (conversations open with a customer's message) and carries the id of
+        # the last conversation it answers.
+        open_conversation = profile.open_conversation_id
+        conversation_id = (
+            open_conversation or str(identity_item.get("conversation_id") or "") or new_id(now)
+        )
         channel_data: dict[str, Any] = {}
         if request.fallback:
             channel_data["fallback"] = [c.value for c in request.fallback]
@@ -259,6 +281,11 @@ class OutboundStore(TimelineStore):
                     }
                 }
             )
+        if open_conversation:
+            # Last, so the idempotency item keeps its place in the cancellation reasons.
+            operations.append(
+                self.outbound_operation(customer_id, open_conversation, message.author_role, now)
+            )
         try:
             self.dynamodb.transact_write_items(TransactItems=operations)
         except ClientError as exc:
@@ -271,6 +298,8 @@ class OutboundStore(TimelineStore):
                 return self._replay(
                     customer_id, idempotency_key, request, reasons[1].get("Item")
                 ), False
+            if open_conversation and reasons and reasons[-1].get("Code") in _CONFLICTS:
+                return None  # closed (or busy) meanwhile: read the profile again
             raise StorageUnavailable("the message could not be queued") from exc
         except BotoCoreError as exc:
             raise StorageUnavailable("the message could not be queued") from exc

@@ -244,15 +244,63 @@ class Customer(_Model):
     last_message_at: datetime | None = None
 
 
+class ConversationMessageCounts(_Model):
+    """Messages in a conversation per author role (who wrote them)."""
+
+    customer: int = 0
+    agent: int = 0
+    bot: int = 0
+    system: int = 0
+
+
+class ConversationMetrics(_Model):
+    """The figures support teams measure, kept on the conversation as messages flow."""
+
+    channels_used: list[Channel] = Field(
+        default_factory=list, description="every channel the customer wrote on, sorted"
+    )
+    channel_switches: int = Field(
+        default=0, ge=0, description="times the customer wrote on another channel than before"
+    )
+    first_response_seconds: float | None = Field(
+        default=None,
+        description="from the first customer message to the first outbound message "
+        "(agent, bot or system); null until there is one",
+    )
+    time_to_close_seconds: float | None = Field(
+        default=None, description="from opened_at to closed_at; null while open"
+    )
+    messages: ConversationMessageCounts = Field(default_factory=ConversationMessageCounts)
+
+
 class Conversation(_Model):
+    """A customer's exchange across channels: opens with their first message after a
+    quiet period, closes after the quiet period or when closed through the API."""
+
     schema_version: Literal["1"] = SCHEMA_VERSION
     id: str
     customer_id: str
     state: Literal["open", "closed"]
-    opened_at: datetime
-    last_message_at: datetime
+    opened_at: datetime = Field(description="the first customer message's time")
+    last_message_at: datetime = Field(description="the latest message, either side")
+    closed_at: datetime | None = Field(
+        default=None,
+        description="closed through the API: then; by the quiet period: when it ended "
+        "(last_message_at + the quiet period), however late the sweeper ran",
+    )
+    close_reason: Literal["quiet_period", "api"] | None = None
     channels: list[Channel] = Field(default_factory=list)
+    last_channel: Channel | None = Field(
+        default=None, description="the channel of the customer's latest message"
+    )
     message_count: int = 0
+    first_response_at: datetime | None = None
+    metrics: ConversationMetrics = Field(default_factory=ConversationMetrics)
+
+
+class ConversationPage(_Model):
+    items: list[Conversation]
+    next_cursor: str | None = None
 
 
 class TimelinePage(_Model):
@@ -266,4 +314,5 @@ EXPORTED_MODELS: dict[str, type[BaseModel]] = {
     "customer": Customer,
     "conversation": Conversation,
     "timeline-page": TimelinePage,
+    "conversation-page": ConversationPage,
 }

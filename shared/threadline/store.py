@@ -10,6 +10,7 @@ sender make one customer, and a provider retry is stored once.
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,6 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from threadline import aws, consent
 from threadline.channels.base import InboundMessage, MessageEdit, StatusUpdate
+from threadline.conversations import (
+    CONVERSATION_QUIET_PERIOD,
+    ConversationPlan,
+    ConversationStore,
+    KnownConversation,
+    quiet_period_from_env,
+)
 from threadline.errors import StorageUnavailable
 from threadline.items import (
     DEDUP_SK,
@@ -24,7 +32,6 @@ from threadline.items import (
     MUTABLE_MESSAGE_FIELDS,
     PROFILE_SK,
     cancellation_reasons,
-    conversation_sk,
     customer_pk,
     decode_cursor,
     dedup_pk,
@@ -61,6 +68,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = [
+    "CONVERSATION_QUIET_PERIOD",
     "MAX_PAGE_SIZE",
     "IngestResult",
     "KeptRaw",
@@ -73,7 +81,6 @@ __all__ = [
     "identity_pk",
 ]
 
-CONVERSATION_QUIET_PERIOD = timedelta(hours=24)
 # The statuses a message may be in for a status update to move it on: statuses
 # only go forward, and failure ends a message that was not yet delivered.
 STATUS_PREDECESSORS: dict[MessageStatus, tuple[MessageStatus, ...]] = {
@@ -132,6 +139,7 @@ class Profile:
     last_inbound: dict[Channel, datetime] = field(default_factory=dict)
     consent: dict[str, dict[str, Any]] = field(default_factory=dict)
     """identity (kind:value) -> the latest consent record for it."""
+    open_conversation_id: str | None = None
 
     def opted_out(self, identity: Identity) -> bool:
         record = self.consent.get(str(identity)) or {}
@@ -141,8 +149,8 @@ class Profile:
 @dataclass(frozen=True)
 class _IdentityRecord:
     customer_id: str
-    conversation_id: str | None
-    last_message_at: datetime | None
+    conversation: KnownConversation | None
+    """The conversation this identity last wrote in, as it was then (a hint)."""
 
 
 def _consent_record(
@@ -163,7 +171,7 @@ def _consent_record(
     }
 
 
-class TimelineStore:
+class TimelineStore(ConversationStore):
     """Reads and writes customers, identities and timelines in the threadline table."""
 
     def __init__(
@@ -172,12 +180,12 @@ class TimelineStore:
         *,
         dynamodb: DynamoDBClient | None = None,
         s3: S3Client | None = None,
-        conversation_quiet_period: timedelta = CONVERSATION_QUIET_PERIOD,
+        conversation_quiet_period: timedelta | None = None,
     ) -> None:
         self.settings = settings
         self._dynamodb = dynamodb
         self._s3 = s3
-        self.quiet_period = conversation_quiet_period
+        self.quiet_period = conversation_quiet_period or quiet_period_from_env()
 
     @property
     def table(self) -> str:
@@ -265,6 +273,9 @@ class TimelineStore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         now = received_at or utc_now()
+        # After a conflict the identity's conversation hint is not trusted: the
+        # customer's open conversation is read from the profile instead.
+        trust_hint = True
         for attempt in range(_MAX_ATTEMPTS):
             try:
                 record = self._read_identity(inbound.sender)
@@ -273,10 +284,10 @@ class TimelineStore:
                 if owner is not None:
                     # A new identity of a customer we know through a verified one
                     # (Slack account with that customer's confirmed e-mail).
-                    customer_id = owner
-                    conversation_id = new_id(now)
+                    customer_id = owner.customer_id
+                    plan = self._plan(owner, inbound, now, message_id, trust_hint)
                     operations = self._linked_identity_operations(
-                        inbound, raw, now, message_id, customer_id, conversation_id
+                        inbound, raw, now, message_id, customer_id, plan
                     )
                 elif record is None:
                     customer_id = new_id(now)
@@ -287,19 +298,14 @@ class TimelineStore:
                 else:
                     customer_id = record.customer_id
                     filed = inbound
-                    if (
-                        thread is not None
-                        and thread.customer_id == customer_id
-                        and attempt + 1 < _MAX_ATTEMPTS
-                    ):
-                        # Filed where the message it answers is, pointing at it. Not on
-                        # the last try: a conversation gone since must not fail them all.
-                        conversation_id, opens = thread.conversation_id, False
+                    if thread is not None and thread.customer_id == customer_id:
+                        # The message it answers is named; the conversation is still the
+                        # customer's open one (conversations span channels and end after
+                        # the quiet period, so an old thread's reply opens a new one).
                         filed = inbound.model_copy(update={"in_reply_to": thread.message_id})
-                    else:
-                        conversation_id, opens = self._conversation_for(record, now)
+                    plan = self._plan(record, filed, now, message_id, trust_hint)
                     operations = self._known_customer_operations(
-                        filed, raw, now, message_id, record, conversation_id, opens
+                        filed, raw, now, message_id, record, plan
                     )
                 self.dynamodb.transact_write_items(TransactItems=operations)
             except ClientError as exc:
@@ -307,8 +313,11 @@ class TimelineStore:
                 if outcome is not None:
                     return outcome
                 if is_conflict(exc) and attempt + 1 < _MAX_ATTEMPTS:
-                    # Lost a race (new customer, conversation switch, merge): re-read.
-                    time.sleep(0.01 * (attempt + 1))
+                    # Lost a race (new customer, another identity's message in the
+                    # conversation, a close, a merge): re-read.
+                    trust_hint = False
+                    # Jittered, so writers that collided do not collide again.
+                    time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))  # noqa: S311
                     continue
                 raise StorageUnavailable("the timeline could not be written") from exc
             except BotoCoreError as exc:
@@ -342,22 +351,36 @@ class TimelineStore:
         item = self.get_item(identity_pk(identity), IDENT_SK, consistent=True)
         if item is None:
             return None
-        last = item.get("last_message_at")
-        return _IdentityRecord(
-            customer_id=str(item["customer_id"]),
-            conversation_id=item.get("conversation_id"),
-            last_message_at=datetime.fromisoformat(last) if last else None,
-        )
+        conversation = None
+        if item.get("conversation_id") and item.get("last_message_at"):
+            conversation = KnownConversation(
+                id=str(item["conversation_id"]),
+                last_message_at=str(item["last_message_at"]),
+                last_channel=item.get("conversation_channel"),
+            )
+        return _IdentityRecord(customer_id=str(item["customer_id"]), conversation=conversation)
 
-    def _conversation_for(self, record: _IdentityRecord, now: datetime) -> tuple[str, bool]:
-        """The conversation this message belongs to, and whether it opens a new one."""
-        if (
-            record.conversation_id
-            and record.last_message_at
-            and now - record.last_message_at < self.quiet_period
-        ):
-            return record.conversation_id, False
-        return new_id(now), True
+    def _plan(
+        self,
+        record: _IdentityRecord,
+        inbound: InboundMessage,
+        now: datetime,
+        message_id: str,
+        trust_hint: bool,
+    ) -> ConversationPlan:
+        """Which conversation the message joins, from the identity's hint or the profile."""
+        known = (
+            record.conversation if trust_hint else self.read_latest_conversation(record.customer_id)
+        )
+        return self.plan_inbound(
+            record.customer_id,
+            known,
+            inbound.channel.value,
+            inbound.author_role,
+            now,
+            message_id,
+            new_id(now),
+        )
 
     def _inbound_message(
         self,
@@ -419,30 +442,6 @@ class TimelineStore:
             }
         }
 
-    def _new_conversation_put(
-        self, customer_id: str, conversation_id: str, channel: str, stamp: str
-    ) -> TransactWriteItemTypeDef:
-        return {
-            "Put": {
-                "TableName": self.table,
-                "Item": to_item(
-                    {
-                        "pk": customer_pk(customer_id),
-                        "sk": conversation_sk(conversation_id),
-                        "type": "conversation",
-                        "conversation_id": conversation_id,
-                        "customer_id": customer_id,
-                        "state": "open",
-                        "opened_at": stamp,
-                        "last_message_at": stamp,
-                        "channels": {channel},
-                        "message_count": 1,
-                    }
-                ),
-                "ConditionExpression": "attribute_not_exists(pk)",
-            }
-        }
-
     def _first_message_operations(
         self,
         inbound: InboundMessage,
@@ -482,6 +481,7 @@ class TimelineStore:
                             "customer_id": customer_id,
                             "conversation_id": conversation_id,
                             "last_message_at": stamp,
+                            "conversation_channel": inbound.channel.value,
                             "created_at": stamp,
                             "reply_to": inbound.reply_to,
                             "linked_via": linked_via,
@@ -540,12 +540,15 @@ class TimelineStore:
                             "last_inbound": {channel: stamp},
                             "consent": consent_map,
                             "help_requested": help_map,
+                            "open_conversation_id": conversation_id,
                         }
                     ),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             },
-            self._new_conversation_put(customer_id, conversation_id, channel, stamp),
+            *self._new_conversation_operations(
+                customer_id, conversation_id, channel, inbound.author_role, now
+            ),
         ]
 
     def _known_customer_operations(
@@ -555,53 +558,27 @@ class TimelineStore:
         now: datetime,
         message_id: str,
         record: _IdentityRecord,
-        conversation_id: str,
-        opens_conversation: bool,
+        plan: ConversationPlan,
     ) -> list[TransactWriteItemTypeDef]:
         customer_id = record.customer_id
         stamp = now.isoformat()
-        channel = inbound.channel.value
+        conversation_id = plan.conversation_id
 
-        # Guard the identity against a concurrent writer that moved it to another
-        # customer (a merge) or opened another conversation since we read it.
-        identity_condition = "customer_id = :cid AND " + (
-            "conversation_id = :prev"
-            if record.conversation_id
-            else "attribute_not_exists(conversation_id)"
-        )
+        # Guard the identity against a merge that moved it to another customer since
+        # we read it; the conversation's own conditions guard the conversation.
         identity_values: dict[str, Any] = {
             ":cid": customer_id,
             ":conv": conversation_id,
             ":now": stamp,
+            ":channel": inbound.channel.value,
         }
-        if record.conversation_id:
-            identity_values[":prev"] = record.conversation_id
         if inbound.reply_to:
             identity_values[":reply"] = inbound.reply_to
 
-        conversation_op: TransactWriteItemTypeDef
-        if opens_conversation:
-            conversation_op = self._new_conversation_put(
-                customer_id, conversation_id, channel, stamp
-            )
-        else:
-            conversation_op = {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": to_item(
-                        {"pk": customer_pk(customer_id), "sk": conversation_sk(conversation_id)}
-                    ),
-                    "UpdateExpression": (
-                        "SET last_message_at = :now ADD message_count :one, channels :channel"
-                    ),
-                    "ConditionExpression": "attribute_exists(pk)",
-                    "ExpressionAttributeValues": to_item(
-                        {":now": stamp, ":one": 1, ":channel": {channel}}
-                    ),
-                }
-            }
-
         profile_update, profile_names, profile_values = _profile_update(inbound, message_id, now)
+        profile_update, profile_condition = _with_conversation(
+            profile_update, "attribute_exists(pk)", plan, profile_values
+        )
 
         return [
             self._dedup_put(inbound, now, message_id, customer_id, conversation_id),
@@ -613,14 +590,17 @@ class TimelineStore:
                     ),
                 }
             },
-            conversation_op,
+            *plan.operations,
             {
                 "Update": {
                     "TableName": self.table,
                     "Key": to_item({"pk": identity_pk(inbound.sender), "sk": IDENT_SK}),
-                    "UpdateExpression": "SET conversation_id = :conv, last_message_at = :now"
+                    "UpdateExpression": (
+                        "SET conversation_id = :conv, last_message_at = :now, "
+                        "conversation_channel = :channel"
+                    )
                     + (", reply_to = :reply" if inbound.reply_to else ""),
-                    "ConditionExpression": identity_condition,
+                    "ConditionExpression": "customer_id = :cid",
                     "ExpressionAttributeValues": to_item(identity_values),
                 }
             },
@@ -629,7 +609,7 @@ class TimelineStore:
                     "TableName": self.table,
                     "Key": to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
                     "UpdateExpression": profile_update,
-                    "ConditionExpression": "attribute_exists(pk)",
+                    "ConditionExpression": profile_condition,
                     "ExpressionAttributeNames": profile_names,
                     "ExpressionAttributeValues": to_item(profile_values),
                 }
@@ -664,8 +644,9 @@ class TimelineStore:
 
     # ----------------------------------------------------------------- linking
 
-    def _verified_owner(self, inbound: InboundMessage) -> str | None:
-        """The customer who owns one of the sender's verified identities, if any.
+    def _verified_owner(self, inbound: InboundMessage) -> _IdentityRecord | None:
+        """The identity record of the customer who owns one of the sender's verified
+        identities, if any.
 
         Only exact identities the provider verified are followed (design: automatic
         linking only on exact, verified identities); the first one found wins.
@@ -673,7 +654,7 @@ class TimelineStore:
         for identity in _other_verified(inbound):
             record = self._read_identity(identity)
             if record is not None:
-                return record.customer_id
+                return record
         return None
 
     def _verified_identity_put(
@@ -707,34 +688,43 @@ class TimelineStore:
         now: datetime,
         message_id: str,
         customer_id: str,
-        conversation_id: str,
+        plan: ConversationPlan,
     ) -> list[TransactWriteItemTypeDef]:
-        """A first message from a new identity of a known customer: attach and file it."""
-        stamp = now.isoformat()
-        channel = inbound.channel.value
+        """A first message from a new identity of a known customer: attach and file it.
+
+        It joins the customer's open conversation (the channel switch from e-mail to
+        Slack, say) or opens one, as any message of a known customer does.
+        """
         update, names, values = _profile_update(inbound, message_id, now)
         update += ", identities = list_append(identities, :new_identity)"
         values[":new_identity"] = [str(inbound.sender)]
         values[":sender"] = str(inbound.sender)
+        # A merge may have absorbed the customer since we read the identity.
+        update, condition = _with_conversation(
+            update, "attribute_exists(pk) AND NOT contains(identities, :sender)", plan, values
+        )
         linked_via = next((str(i) for i in _other_verified(inbound)), None)
         return [
             *self._first_message_operations(
-                inbound, raw, now, message_id, customer_id, conversation_id, linked_via=linked_via
+                inbound,
+                raw,
+                now,
+                message_id,
+                customer_id,
+                plan.conversation_id,
+                linked_via=linked_via,
             ),
             {
                 "Update": {
                     "TableName": self.table,
                     "Key": to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
                     "UpdateExpression": update,
-                    # A merge may have absorbed the customer since we read the identity.
-                    "ConditionExpression": (
-                        "attribute_exists(pk) AND NOT contains(identities, :sender)"
-                    ),
+                    "ConditionExpression": condition,
                     "ExpressionAttributeNames": names,
                     "ExpressionAttributeValues": to_item(values),
                 }
             },
-            self._new_conversation_put(customer_id, conversation_id, channel, stamp),
+            *plan.operations,
         ]
 
     # ----------------------------------------------------------------- edits
@@ -960,6 +950,7 @@ def profile_from_item(item: dict[str, Any]) -> Profile:
             for name, at in (item.get("last_inbound") or {}).items()
         },
         consent=dict(item.get("consent") or {}),
+        open_conversation_id=item.get("open_conversation_id"),
     )
 
 
@@ -988,6 +979,18 @@ def _profile_update(
         names["#identity"] = str(inbound.sender)
         values[":consent"] = _consent_record(action, inbound, message_id, now)
     return update, names, values
+
+
+def _with_conversation(
+    update: str, condition: str, plan: ConversationPlan, values: dict[str, Any]
+) -> tuple[str, str]:
+    """A profile update and condition that also keep ``open_conversation_id`` right."""
+    values[":open_conversation"] = plan.conversation_id
+    values.update(plan.profile_values)
+    update += ", open_conversation_id = :open_conversation"
+    if plan.profile_condition:
+        condition += " AND " + plan.profile_condition
+    return update, condition
 
 
 def _other_verified(inbound: InboundMessage) -> list[Identity]:

@@ -21,6 +21,8 @@ import jsonschema
 import pytest
 
 from threadline.events import (
+    ConversationChannelSwitched,
+    ConversationClosed,
     ConversationOpened,
     CustomerCreated,
     MessageQueued,
@@ -122,7 +124,36 @@ CONVERSATION_ITEM = {
     "opened_at": AT.isoformat(),
     "last_message_at": AT.isoformat(),
     "channels": {"sms"},
+    "last_inbound_channel": "sms",
+    "channel_switches": 0,
     "message_count": 1,
+    "messages_customer": 1,
+    "close_due_at": "2026-11-24T07:16:49.000000Z",
+    "close_bucket": "CLOSEDUE#2026-11-24T07",
+}
+# The same conversation after the customer wrote again on WhatsApp and an agent replied.
+SWITCHED_ITEM = {
+    **CONVERSATION_ITEM,
+    "last_message_at": "2026-11-23T07:20:00+00:00",
+    "channels": {"sms", "whatsapp"},
+    "last_inbound_channel": "whatsapp",
+    "channel_switches": 1,
+    "message_count": 3,
+    "messages_customer": 2,
+    "messages_agent": 1,
+    "first_response_at": "2026-11-23T07:18:49+00:00",
+    "last_switch": {
+        "from": "sms",
+        "to": "whatsapp",
+        "message_id": "01J9Z8X7W6V5T4S3R2Q1P0N9M3",
+        "at": "2026-11-23T07:20:00+00:00",
+    },
+}
+CLOSED_ITEM = {
+    **{k: v for k, v in SWITCHED_ITEM.items() if k not in {"close_due_at", "close_bucket"}},
+    "state": "closed",
+    "closed_at": "2026-11-23T08:16:49+00:00",
+    "close_reason": "api",
 }
 
 
@@ -223,6 +254,49 @@ def test_conversation_insert_is_conversation_opened():
     assert event.conversation.state == "open"
 
 
+def test_a_message_on_another_channel_is_conversation_channel_switched():
+    [event] = events_from_stream_record(record("MODIFY", SWITCHED_ITEM, CONVERSATION_ITEM))
+    assert isinstance(event, ConversationChannelSwitched)
+    assert (event.from_channel, event.to_channel) == (Channel.SMS, Channel.WHATSAPP)
+    assert event.message_id == "01J9Z8X7W6V5T4S3R2Q1P0N9M3"
+    assert event.conversation.metrics.channel_switches == 1
+    assert event.conversation.last_channel is Channel.WHATSAPP
+
+
+def test_a_message_on_the_same_channel_is_no_event():
+    same = {**CONVERSATION_ITEM, "message_count": 2, "messages_customer": 2}
+    assert events_from_stream_record(record("MODIFY", same, CONVERSATION_ITEM)) == []
+
+
+def test_closing_is_conversation_closed_with_its_metrics():
+    [event] = events_from_stream_record(record("MODIFY", CLOSED_ITEM, SWITCHED_ITEM))
+    assert isinstance(event, ConversationClosed)
+    conversation = event.conversation
+    assert conversation.state == "closed"
+    assert conversation.close_reason == "api"
+    metrics = conversation.metrics
+    assert metrics.channels_used == [Channel.SMS, Channel.WHATSAPP]
+    assert metrics.channel_switches == 1
+    assert metrics.first_response_seconds == 120.0
+    assert metrics.time_to_close_seconds == 3600.0
+    assert metrics.messages.model_dump() == {"customer": 2, "agent": 1, "bot": 0, "system": 0}
+
+
+def test_rewriting_a_closed_conversation_is_no_second_close():
+    assert events_from_stream_record(record("MODIFY", CLOSED_ITEM, CLOSED_ITEM)) == []
+
+
+def test_the_conversation_pointer_is_no_event():
+    pointer = {
+        "pk": f"CONV#{CONVERSATION_ID}",
+        "sk": "CONV",
+        "type": "conversation_pointer",
+        "conversation_id": CONVERSATION_ID,
+        "customer_id": CUSTOMER_ID,
+    }
+    assert events_from_stream_record(record("INSERT", pointer)) == []
+
+
 @pytest.mark.parametrize("item", [msg(INBOUND), PROFILE_ITEM, CONVERSATION_ITEM])
 def test_remove_is_no_event(item):
     assert events_from_stream_record(record("REMOVE", old=item)) == []
@@ -271,6 +345,8 @@ def all_events() -> list[Any]:
         record("MODIFY", msg(SENT), msg(QUEUED)),
         record("INSERT", PROFILE_ITEM),
         record("INSERT", CONVERSATION_ITEM),
+        record("MODIFY", SWITCHED_ITEM, CONVERSATION_ITEM),
+        record("MODIFY", CLOSED_ITEM, SWITCHED_ITEM),
     ]
     return [e for r in records for e in events_from_stream_record(r)]
 

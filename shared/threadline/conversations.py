@@ -1,0 +1,603 @@
+"""Conversations across channels: open, touched by every message, closed.
+
+A conversation opens with a customer's first message after a quiet period (no
+message on either side for ``CONVERSATION_QUIET_MINUTES``, default 24 hours), takes
+every later message whatever the channel or identity it comes from, and closes when
+the quiet period passes (the sweeper, or the next message if it comes first) or
+through ``POST /v1/conversations/{id}/close``. A customer has at most one open
+conversation: the profile's ``open_conversation_id`` names it, and every write that
+opens or closes one changes that pointer in the same transaction, under a condition.
+
+The writers here are transaction items and conditional updates; the inbound path
+puts them into its one ``TransactWriteItems`` so a conversation costs no extra call.
+docs/storage.md has the item layout and the index the sweeper reads.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from threadline.errors import StorageUnavailable
+from threadline.items import (
+    CONVERSATION_POINTER_SK,
+    PROFILE_SK,
+    cancellation_reasons,
+    conversation_pointer_pk,
+    conversation_sk,
+    customer_pk,
+    decode_cursor,
+    encode_cursor,
+    from_item,
+    to_item,
+)
+from threadline.logs import logger
+from threadline.schema import (
+    AuthorRole,
+    Conversation,
+    ConversationMessageCounts,
+    ConversationMetrics,
+    ConversationPage,
+    utc_now,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+CONVERSATION_QUIET_PERIOD = timedelta(hours=24)
+# The sweeper looks this far back for conversations whose quiet period ended: one
+# Query per hour bucket. One left behind longer (the sweeper was off for days) is
+# still closed by the customer's next message or the API.
+SWEEP_LOOKBACK = timedelta(hours=72)
+DUE_INDEX = "ConversationsDueToClose"
+OPEN = "open"
+CLOSED = "closed"
+QUIET_PERIOD_REASON = "quiet_period"
+API_REASON = "api"
+MAX_PAGE_SIZE = 100
+_CLOSE_ATTEMPTS = 5
+
+
+def quiet_period_from_env() -> timedelta:
+    """``CONVERSATION_QUIET_MINUTES`` (template parameter ConversationQuietMinutes)."""
+    minutes = os.environ.get("CONVERSATION_QUIET_MINUTES")
+    return timedelta(minutes=int(minutes)) if minutes else CONVERSATION_QUIET_PERIOD
+
+
+def role_counter(role: AuthorRole | str) -> str:
+    return f"messages_{AuthorRole(role).value}"
+
+
+def due_key(due: datetime) -> str:
+    """Fixed-width UTC text, so the index's sort key orders as time does."""
+    return due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def close_bucket(due: datetime) -> str:
+    """The index partition of conversations whose quiet period ends in that UTC hour."""
+    return "CLOSEDUE#" + due.astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
+@dataclass(frozen=True)
+class KnownConversation:
+    """What a writer believes about a customer's latest conversation.
+
+    From the sender's identity item (a hint, possibly stale: another identity of the
+    customer may have written since) or, after a conflict, from the profile and the
+    conversation item themselves. Every write built on it carries a condition that
+    fails when the belief was wrong, and the writer re-reads.
+    """
+
+    id: str
+    last_message_at: str
+    """Exactly as stored: conditions compare it."""
+    last_channel: str | None
+    closed: bool = False
+
+    def expired(self, now: datetime, quiet_period: timedelta) -> bool:
+        return self.closed or now - datetime.fromisoformat(self.last_message_at) >= quiet_period
+
+
+@dataclass
+class ConversationPlan:
+    """The conversation part of an inbound message's transaction."""
+
+    conversation_id: str
+    operations: list[TransactWriteItemTypeDef]
+    profile_condition: str | None = None
+    profile_values: dict[str, Any] = field(default_factory=dict)
+    opened: bool = False
+
+
+def conversation_from_item(item: dict[str, Any]) -> Conversation:
+    """A CONV item (as from_item returns it) as the API's Conversation, metrics derived."""
+    opened_at = datetime.fromisoformat(item["opened_at"])
+    closed_at = datetime.fromisoformat(item["closed_at"]) if item.get("closed_at") else None
+    first_response_at = (
+        datetime.fromisoformat(item["first_response_at"]) if item.get("first_response_at") else None
+    )
+    channels = sorted(item.get("channels") or [])
+    counts = ConversationMessageCounts(
+        **{role.value: int(item.get(role_counter(role), 0)) for role in AuthorRole}
+    )
+    return Conversation(
+        id=item["conversation_id"],
+        customer_id=item["customer_id"],
+        state=item["state"],
+        opened_at=opened_at,
+        last_message_at=datetime.fromisoformat(item["last_message_at"]),
+        closed_at=closed_at,
+        close_reason=item.get("close_reason"),
+        channels=channels,
+        last_channel=item.get("last_inbound_channel"),
+        message_count=int(item.get("message_count", 0)),
+        first_response_at=first_response_at,
+        metrics=ConversationMetrics(
+            channels_used=channels,
+            channel_switches=int(item.get("channel_switches", 0)),
+            first_response_seconds=(
+                (first_response_at - opened_at).total_seconds() if first_response_at else None
+            ),
+            time_to_close_seconds=(closed_at - opened_at).total_seconds() if closed_at else None,
+            messages=counts,
+        ),
+    )
+
+
+class ConversationStore:
+    """Conversation reads and writes; TimelineStore mixes this in."""
+
+    quiet_period: timedelta
+
+    @property
+    def table(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def dynamodb(self) -> DynamoDBClient:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- transaction items
+
+    def _new_conversation_operations(
+        self,
+        customer_id: str,
+        conversation_id: str,
+        channel: str,
+        role: AuthorRole,
+        now: datetime,
+    ) -> list[TransactWriteItemTypeDef]:
+        stamp = now.isoformat()
+        due = now + self.quiet_period
+        return [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": to_item(
+                        {
+                            "pk": customer_pk(customer_id),
+                            "sk": conversation_sk(conversation_id),
+                            "type": "conversation",
+                            "conversation_id": conversation_id,
+                            "customer_id": customer_id,
+                            "state": OPEN,
+                            "opened_at": stamp,
+                            "last_message_at": stamp,
+                            "channels": {channel},
+                            "last_inbound_channel": channel,
+                            "channel_switches": 0,
+                            "message_count": 1,
+                            role_counter(role): 1,
+                            "close_due_at": due_key(due),
+                            "close_bucket": close_bucket(due),
+                        }
+                    ),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": to_item(
+                        {
+                            "pk": conversation_pointer_pk(conversation_id),
+                            "sk": CONVERSATION_POINTER_SK,
+                            "type": "conversation_pointer",
+                            "conversation_id": conversation_id,
+                            "customer_id": customer_id,
+                        }
+                    ),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
+
+    def _close_expired_operation(
+        self, customer_id: str, known: KnownConversation
+    ) -> TransactWriteItemTypeDef:
+        """Close a conversation whose quiet period passed, if nobody has yet.
+
+        Conditioned on the last message we know of: a message written meanwhile (from
+        another identity, or a reply) makes it fail and the writer re-reads. Already
+        closed (sweeper, API), it changes nothing, so it makes no stream record.
+        """
+        closed_at = datetime.fromisoformat(known.last_message_at) + self.quiet_period
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": to_item({"pk": customer_pk(customer_id), "sk": conversation_sk(known.id)}),
+                "UpdateExpression": (
+                    "SET #state = :closed, closed_at = if_not_exists(closed_at, :closed_at), "
+                    "close_reason = if_not_exists(close_reason, :reason) "
+                    "REMOVE close_bucket, close_due_at"
+                ),
+                "ConditionExpression": "last_message_at = :seen",
+                "ExpressionAttributeNames": {"#state": "state"},
+                "ExpressionAttributeValues": to_item(
+                    {
+                        ":closed": CLOSED,
+                        ":closed_at": closed_at.isoformat(),
+                        ":reason": QUIET_PERIOD_REASON,
+                        ":seen": known.last_message_at,
+                    }
+                ),
+            }
+        }
+
+    def _continue_operation(
+        self,
+        customer_id: str,
+        known: KnownConversation,
+        channel: str,
+        role: AuthorRole,
+        now: datetime,
+        message_id: str,
+    ) -> TransactWriteItemTypeDef:
+        due = now + self.quiet_period
+        values: dict[str, Any] = {
+            ":now": now.isoformat(),
+            ":due": due_key(due),
+            ":bucket": close_bucket(due),
+            ":channel": channel,
+            ":channels": {channel},
+            ":one": 1,
+            ":open": OPEN,
+        }
+        update = (
+            "SET last_message_at = :now, close_due_at = :due, close_bucket = :bucket, "
+            "last_inbound_channel = :channel"
+        )
+        add = f" ADD message_count :one, channels :channels, {role_counter(role)} :one"
+        if known.last_channel is not None and known.last_channel != channel:
+            update += ", last_switch = :switch"
+            add += ", channel_switches :one"
+            values[":switch"] = {
+                "from": known.last_channel,
+                "to": channel,
+                "message_id": message_id,
+                "at": now.isoformat(),
+            }
+        if known.last_channel is None:
+            condition = "#state = :open AND attribute_not_exists(last_inbound_channel)"
+        else:
+            # The channel switch is decided from this belief: it must be true.
+            condition = "#state = :open AND last_inbound_channel = :previous"
+            values[":previous"] = known.last_channel
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": to_item({"pk": customer_pk(customer_id), "sk": conversation_sk(known.id)}),
+                "UpdateExpression": update + add,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {"#state": "state"},
+                "ExpressionAttributeValues": to_item(values),
+            }
+        }
+
+    def plan_inbound(
+        self,
+        customer_id: str,
+        known: KnownConversation | None,
+        channel: str,
+        role: AuthorRole,
+        now: datetime,
+        message_id: str,
+        new_conversation_id: str,
+    ) -> ConversationPlan:
+        """Continue the open conversation, or close the expired one and open another."""
+        if known is not None and not known.expired(now, self.quiet_period):
+            return ConversationPlan(
+                conversation_id=known.id,
+                operations=[
+                    self._continue_operation(customer_id, known, channel, role, now, message_id)
+                ],
+            )
+        operations = self._new_conversation_operations(
+            customer_id, new_conversation_id, channel, role, now
+        )
+        if known is None:
+            return ConversationPlan(
+                conversation_id=new_conversation_id,
+                operations=operations,
+                profile_condition="attribute_not_exists(open_conversation_id)",
+                opened=True,
+            )
+        return ConversationPlan(
+            conversation_id=new_conversation_id,
+            operations=[self._close_expired_operation(customer_id, known), *operations],
+            profile_condition=(
+                "(attribute_not_exists(open_conversation_id) "
+                "OR open_conversation_id = :previous_conversation)"
+            ),
+            profile_values={":previous_conversation": known.id},
+            opened=True,
+        )
+
+    def outbound_operation(
+        self, customer_id: str, conversation_id: str, role: AuthorRole, now: datetime
+    ) -> TransactWriteItemTypeDef:
+        """A reply written into the open conversation: first response, counts, quiet period."""
+        due = now + self.quiet_period
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": to_item(
+                    {"pk": customer_pk(customer_id), "sk": conversation_sk(conversation_id)}
+                ),
+                "UpdateExpression": (
+                    "SET last_message_at = :now, close_due_at = :due, close_bucket = :bucket, "
+                    "first_response_at = if_not_exists(first_response_at, :now) "
+                    f"ADD message_count :one, {role_counter(role)} :one"
+                ),
+                "ConditionExpression": "#state = :open",
+                "ExpressionAttributeNames": {"#state": "state"},
+                "ExpressionAttributeValues": to_item(
+                    {
+                        ":now": now.isoformat(),
+                        ":due": due_key(due),
+                        ":bucket": close_bucket(due),
+                        ":one": 1,
+                        ":open": OPEN,
+                    }
+                ),
+            }
+        }
+
+    # ------------------------------------------------------------- reads
+
+    def read_latest_conversation(self, customer_id: str) -> KnownConversation | None:
+        """The customer's open conversation as stored (two consistent reads)."""
+        response = self.dynamodb.get_item(
+            TableName=self.table,
+            Key=to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
+            ConsistentRead=True,
+            ProjectionExpression="open_conversation_id",
+        )
+        conversation_id = from_item(response.get("Item") or {}).get("open_conversation_id")
+        if not conversation_id:
+            return None
+        item = self._conversation_item(customer_id, str(conversation_id), consistent=True)
+        if item is None:
+            return None
+        return KnownConversation(
+            id=str(conversation_id),
+            last_message_at=str(item["last_message_at"]),
+            last_channel=item.get("last_inbound_channel"),
+            closed=item.get("state") != OPEN,
+        )
+
+    def _conversation_item(
+        self, customer_id: str, conversation_id: str, *, consistent: bool = False
+    ) -> dict[str, Any] | None:
+        response = self.dynamodb.get_item(
+            TableName=self.table,
+            Key=to_item({"pk": customer_pk(customer_id), "sk": conversation_sk(conversation_id)}),
+            ConsistentRead=consistent,
+        )
+        return from_item(response["Item"]) if "Item" in response else None
+
+    def conversation_customer(self, conversation_id: str) -> str | None:
+        """The customer a conversation id belongs to, through its pointer item."""
+        response = self.dynamodb.get_item(
+            TableName=self.table,
+            Key=to_item(
+                {"pk": conversation_pointer_pk(conversation_id), "sk": CONVERSATION_POINTER_SK}
+            ),
+        )
+        item = from_item(response.get("Item") or {})
+        return str(item["customer_id"]) if item.get("customer_id") else None
+
+    def get_conversation(
+        self, conversation_id: str, *, consistent: bool = False
+    ) -> Conversation | None:
+        customer_id = self.conversation_customer(conversation_id)
+        if customer_id is None:
+            return None
+        item = self._conversation_item(customer_id, conversation_id, consistent=consistent)
+        return conversation_from_item(item) if item else None
+
+    def conversations(
+        self, customer_id: str, *, limit: int = 20, cursor: str | None = None
+    ) -> ConversationPage:
+        """One page of the customer's conversations, newest first (ULIDs sort by time)."""
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": to_item(
+                {":pk": customer_pk(customer_id), ":prefix": "CONV#"}
+            ),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            query["ExclusiveStartKey"] = to_item(
+                {"pk": customer_pk(customer_id), "sk": decode_cursor(cursor, prefix="CONV#")}
+            )
+        response = self.dynamodb.query(**query)
+        items = [conversation_from_item(from_item(raw)) for raw in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        next_cursor = encode_cursor(str(from_item(last)["sk"])) if last else None
+        return ConversationPage(items=items, next_cursor=next_cursor)
+
+    # ------------------------------------------------------------- closing
+
+    def _close(
+        self,
+        customer_id: str,
+        conversation_id: str,
+        *,
+        closed_at: datetime,
+        reason: str,
+        condition: str,
+        values: dict[str, Any],
+    ) -> bool:
+        """Close one conversation and clear the profile's pointer; False if the
+        conversation's condition failed (someone else changed or closed it)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = to_item({"pk": customer_pk(customer_id), "sk": conversation_sk(conversation_id)})
+        close: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": key,
+            "UpdateExpression": (
+                "SET #state = :closed, closed_at = :closed_at, close_reason = :reason "
+                "REMOVE close_bucket, close_due_at"
+            ),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": to_item(
+                {
+                    ":closed": CLOSED,
+                    ":closed_at": closed_at.isoformat(),
+                    ":reason": reason,
+                    ":open": OPEN,
+                    **values,
+                }
+            ),
+        }
+        pointer = {
+            "TableName": self.table,
+            "Key": to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
+            "UpdateExpression": "REMOVE open_conversation_id",
+            "ConditionExpression": "open_conversation_id = :id",
+            "ExpressionAttributeValues": to_item({":id": conversation_id}),
+        }
+        try:
+            self.dynamodb.transact_write_items(
+                TransactItems=[{"Update": close}, {"Update": pointer}]  # type: ignore[typeddict-item]
+            )
+        except ClientError as exc:
+            codes = [reason.get("Code") for reason in cancellation_reasons(exc)]
+            if len(codes) == 2 and codes[0] == "ConditionalCheckFailed":
+                return False
+            if len(codes) == 2 and codes[1] == "ConditionalCheckFailed":
+                # The profile no longer names it (a merge moved the pointer, say):
+                # the conversation still closes.
+                try:
+                    self.dynamodb.update_item(**close)
+                except ClientError as inner:
+                    if inner.response.get("Error", {}).get("Code") == (
+                        "ConditionalCheckFailedException"
+                    ):
+                        return False
+                    raise StorageUnavailable("the conversation could not be closed") from inner
+                return True
+            raise StorageUnavailable("the conversation could not be closed") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable("the conversation could not be closed") from exc
+        return True
+
+    def close_conversation(
+        self, conversation_id: str, *, now: datetime | None = None
+    ) -> Conversation | None:
+        """Close an open conversation (idempotent); None when there is no such one.
+
+        One whose quiet period already ended (the sweeper has not come by yet) closes
+        as the quiet period closed it: at its end, reason ``quiet_period``.
+        """
+        customer_id = self.conversation_customer(conversation_id)
+        if customer_id is None:
+            return None
+        for _ in range(_CLOSE_ATTEMPTS):
+            item = self._conversation_item(customer_id, conversation_id, consistent=True)
+            if item is None:
+                return None
+            if item.get("state") != OPEN:
+                return conversation_from_item(item)
+            at = now or utc_now()
+            due = datetime.fromisoformat(item["last_message_at"]) + self.quiet_period
+            closed_at, reason = (due, QUIET_PERIOD_REASON) if due <= at else (at, API_REASON)
+            if self._close(
+                customer_id,
+                conversation_id,
+                closed_at=closed_at,
+                reason=reason,
+                condition="#state = :open AND last_message_at = :seen",
+                values={":seen": item["last_message_at"]},
+            ):
+                logger.info(
+                    "conversation closed",
+                    extra={"conversation_id": conversation_id, "reason": reason},
+                )
+                closed = self._conversation_item(customer_id, conversation_id, consistent=True)
+                return conversation_from_item(closed) if closed else None
+        raise StorageUnavailable("the conversation kept changing under us; retry")
+
+    def close_due_conversations(
+        self, now: datetime | None = None, *, lookback: timedelta = SWEEP_LOOKBACK
+    ) -> int:
+        """Close every conversation whose quiet period has ended; how many were closed.
+
+        Reads only the sparse ``ConversationsDueToClose`` index (open conversations
+        carry its keys; closing removes them), one Query per hour bucket from
+        ``lookback`` ago to now. Each close is conditional on the due time read, so a
+        conversation that got a message after the index was read stays open.
+        """
+        now = now or utc_now()
+        hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        buckets = []
+        at = hour - lookback
+        while at <= hour:
+            buckets.append(close_bucket(at))
+            at += timedelta(hours=1)
+        closed = 0
+        for bucket in buckets:
+            for item in self._due_in(bucket, due_key(now)):
+                customer_id = str(item["pk"]).removeprefix("CUST#")
+                conversation_id = str(item["sk"]).removeprefix("CONV#")
+                due = datetime.strptime(str(item["close_due_at"]), "%Y-%m-%dT%H:%M:%S.%fZ")
+                if self._close(
+                    customer_id,
+                    conversation_id,
+                    closed_at=due.replace(tzinfo=UTC),
+                    reason=QUIET_PERIOD_REASON,
+                    condition="#state = :open AND close_due_at = :due",
+                    values={":due": item["close_due_at"]},
+                ):
+                    closed += 1
+        logger.info("conversations swept", extra={"closed": closed, "buckets": len(buckets)})
+        return closed
+
+    def _due_in(self, bucket: str, until: str) -> list[dict[str, Any]]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found: list[dict[str, Any]] = []
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": "close_bucket = :bucket AND close_due_at <= :until",
+            "ExpressionAttributeValues": to_item({":bucket": bucket, ":until": until}),
+        }
+        try:
+            while True:
+                response = self.dynamodb.query(**query)
+                found += [from_item(raw) for raw in response.get("Items", [])]
+                if "LastEvaluatedKey" not in response:
+                    return found
+                query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnavailable("the conversation index could not be read") from exc
