@@ -324,7 +324,8 @@ class ProviderSandbox:
         if status != 200:
             return _telegram_error(status, _TELEGRAM_ERRORS.get(status, "Internal Server Error"))
         chat_id = arguments["chat_id"]
-        numeric = isinstance(chat_id, int) or str(chat_id).lstrip("-").isdigit()
+        digits = str(chat_id).removeprefix("-")
+        numeric = isinstance(chat_id, int) or (digits.isascii() and digits.isdigit())
         chat = int(chat_id) if numeric else str(chat_id)
         result: dict[str, Any] = {
             "message_id": next(self._telegram_sequence),
@@ -366,7 +367,7 @@ def _telegram_refusal(
     bot_id: str, secret: str, arguments: dict[str, Any]
 ) -> tuple[int, str] | None:
     """Telegram's answer to a sendMessage it would refuse outright, or None."""
-    if not bot_id.isdigit() or len(secret) < 30:
+    if not (bot_id.isascii() and bot_id.isdigit()) or len(secret) < 30:
         return 401, "Unauthorized"
     if arguments.get("chat_id") in (None, ""):
         return 400, "Bad Request: chat_id is empty"

@@ -449,7 +449,8 @@ def api_base_url(sandbox_url: str | None) -> str:
 
 def _chat_argument(chat_id: str) -> int | str:
     # Numeric ids go as numbers (as Telegram returns them); @channelusername as text.
-    return int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id
+    digits = chat_id.removeprefix("-")
+    return int(chat_id) if digits.isascii() and digits.isdigit() else chat_id
 
 
 def _plain_text(message: Message) -> str:
@@ -502,7 +503,7 @@ class TelegramSender:
             )
         payload: dict[str, Any] = {"chat_id": _chat_argument(chat_id), "text": text}
         reply_message_id = str(reply_to.get("message_id") or "")
-        if reply_message_id.isdigit():
+        if reply_message_id.isascii() and reply_message_id.isdigit():
             payload["reply_parameters"] = {
                 "message_id": int(reply_message_id),
                 "allow_sending_without_reply": True,

@@ -181,7 +181,8 @@ def _seconds(form: Mapping[str, str], key: str) -> int | None:
     value = form.get(key)
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 9:
+    # isascii: str.isdigit() also accepts digits int() refuses ("²").
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise MalformedRequest(f"{key} is not a number of seconds")
     return int(value)
 
