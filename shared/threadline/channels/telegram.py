@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from threadline.channels.base import (
     Acknowledgement,
@@ -35,7 +35,6 @@ from threadline.channels.base import (
     build,
 )
 from threadline.errors import MalformedRequest, SignatureInvalid
-from threadline.http import HttpClient, TransportError, http_client
 from threadline.identity import canonical_phone
 from threadline.schema import (
     Channel,
@@ -49,6 +48,9 @@ from threadline.schema import (
     Part,
     TextPart,
 )
+
+if TYPE_CHECKING:
+    from threadline.http import HttpClient
 
 PROVIDER = "telegram"
 API_URL = "https://api.telegram.org/"
@@ -508,6 +510,10 @@ class TelegramSender:
                 "message_id": int(reply_message_id),
                 "allow_sending_without_reply": True,
             }
+        # threadline.http loads urllib3 (botocore would too, but only once the
+        # dispatcher first calls AWS): kept off the handler's cold import.
+        from threadline.http import TransportError, http_client
+
         url = f"{self.base_url}bot{self._bot_token()}/sendMessage"
         client = self._client or http_client()
         try:
