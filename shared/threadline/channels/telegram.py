@@ -78,7 +78,7 @@ _UNMAPPED_CONTENT = frozenset(
 )
 # Message fields the normalized message carries itself.
 _MAPPED_MESSAGE_FIELDS = frozenset(
-    {"message_id", "from", "date", "text", "caption", "reply_to_message", "contact"}
+    {"message_id", "from", "date", "text", "caption", "reply_to_message"}
 )
 # Update kinds that are acknowledged and not stored: channel posts have no customer
 # behind them (a channel speaks, not a person), and the rest (inline queries, chat
@@ -303,9 +303,6 @@ def normalize_message(message: Mapping[str, Any], update_id: int) -> InboundMess
         k: v for k, v in message.items() if k not in _MAPPED_MESSAGE_FIELDS
     }
     channel_data["update_id"] = update_id
-    contact = _object(message, "contact")
-    if contact is not None:
-        channel_data["contact"] = contact
     return build(
         InboundMessage,
         channel=Channel.TELEGRAM,
@@ -318,7 +315,7 @@ def normalize_message(message: Mapping[str, Any], update_id: int) -> InboundMess
         in_reply_to=message_key(chat_id, reply_id) if reply_id is not None else None,
         thread_id=str(thread) if thread is not None else None,
         channel_data=channel_data,
-        verified_identities=_own_phone(contact, user_id),
+        verified_identities=_own_phone(_object(message, "contact"), user_id),
         reply_to={"chat_id": str(chat_id), "message_id": str(message_id)},
     )
 
