@@ -506,3 +506,17 @@ def test_skipped_updates_are_acknowledged_200(name):
     response = handle_webhook(tg.telegram_event(tg.SKIPPED[name]), CHANNEL, store)
     assert response["statusCode"] == 200
     assert store.ingested == []
+
+
+# ---------------------------------------------------------------- the identity
+
+
+def test_a_telegram_identity_is_the_users_numeric_id():
+    assert Identity(kind=IdentityKind.TELEGRAM, value=" 111222333 ").value == "111222333"
+    assert str(Identity.parse("telegram:111222333")) == "telegram:111222333"
+
+
+@pytest.mark.parametrize("value", ["ada_l", "@ada_l", "0", "-1001234567890", "12345678901234567"])
+def test_anything_but_a_user_id_is_not_a_telegram_identity(value):
+    with pytest.raises(ValueError):
+        Identity(kind=IdentityKind.TELEGRAM, value=value)
