@@ -203,6 +203,106 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
+TELEGRAM_SECRET = "bench-telegram-secret"
+VOICE_PATH = "/webhooks/twilio/voice"
+
+
+def _telegram_event(update: dict[str, Any]) -> dict[str, Any]:
+    path = "/webhooks/telegram"
+    return {
+        "version": "2.0",
+        "routeKey": f"POST {path}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {
+            "host": HOST,
+            "content-type": "application/json",
+            "x-telegram-bot-api-secret-token": TELEGRAM_SECRET,
+        },
+        "requestContext": {"domainName": HOST, "http": {"method": "POST", "path": path}},
+        "body": json.dumps(update),
+        "isBase64Encoded": False,
+    }
+
+
+def _telegram_update(update_id: int, message_id: int, text: str = "hi") -> dict[str, Any]:
+    user = {"id": 424242, "is_bot": False, "first_name": "Bench"}
+    message = {
+        "message_id": message_id,
+        "from": user,
+        "chat": {"id": 424242, "type": "private"},
+        "date": 1795331809,
+        "text": text,
+    }
+    return {"update_id": update_id, "message": message}
+
+
+def _voice_event(route: str, params: dict[str, str], token: str, query: str = "") -> dict[str, Any]:
+    from twilio.request_validator import RequestValidator
+
+    path = VOICE_PATH + (f"/{route}" if route else "")
+    url = f"https://{HOST}{path}" + (f"?{query}" if query else "")
+    event = _twilio_event(params, token)
+    event["rawPath"] = path
+    event["rawQueryString"] = query
+    event["routeKey"] = f"POST {path}"
+    event["requestContext"]["http"]["path"] = path
+    event["headers"]["x-twilio-signature"] = RequestValidator(token).compute_signature(url, params)
+    return event
+
+
+def bench_telegram_and_voice_calls(telegram: Any, voice: Any, token: str) -> None:
+    """AWS calls per Telegram update and per voice callback (botocore hook, as above)."""
+    print("\n== AWS calls per Telegram update and voice callback")
+    edited = _telegram_update(9003, 1, "hi, edited")
+    edited["edited_message"] = {**edited.pop("message"), "edit_date": 1795331900}
+    telegram_scenarios = [
+        ("telegram: new user", _telegram_update(9001, 1)),
+        ("telegram: known user", _telegram_update(9002, 2)),
+        ("telegram: retried update", _telegram_update(9002, 2)),
+        ("telegram: edited message", edited),
+    ]
+    for label, update in telegram_scenarios:
+        with recording([telegram.store.dynamodb, telegram.store.s3]) as calls:
+            status = telegram.lambda_handler(_telegram_event(update), Ctx())["statusCode"]
+        names = [name for name, _ in calls]
+        print(f"  {label:<34} {len(names)} calls  {names}  (HTTP {status})")
+    caller = "+15550001003"
+    call = {"CallSid": "CA" + "b" * 32, "From": caller, "To": "+15557650000", "AccountSid": "AC"}
+    query = urlencode({"caller": caller})
+    recording_params = {
+        "CallSid": call["CallSid"],
+        "RecordingSid": "RE" + "b" * 32,
+        "RecordingUrl": "https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/RE",
+        "RecordingStatus": "completed",
+        "RecordingDuration": "9",
+    }
+    transcription = {
+        **call,
+        **recording_params,
+        "TranscriptionSid": "TR" + "b" * 32,
+        "TranscriptionStatus": "completed",
+        "TranscriptionText": "please call me back",
+    }
+    voice_scenarios = [
+        (
+            "voice: incoming call (TwiML)",
+            _voice_event("", {**call, "CallStatus": "ringing"}, token),
+        ),
+        (
+            "voice: missed call (new customer)",
+            _voice_event("status", {**call, "CallStatus": "no-answer", "CallDuration": "0"}, token),
+        ),
+        ("voice: voicemail recorded", _voice_event("recording", recording_params, token, query)),
+        ("voice: transcript added", _voice_event("transcription", transcription, token, query)),
+    ]
+    for label, event in voice_scenarios:
+        with recording([voice.store.dynamodb, voice.store.s3]) as calls:
+            status = voice.lambda_handler(event, Ctx())["statusCode"]
+        names = [name for name, _ in calls]
+        print(f"  {label:<34} {len(names)} calls  {names}  (HTTP {status})")
+
+
 OUTBOUND_MESSAGES = 40
 PUBLISH_RECORDS = 200
 
@@ -345,6 +445,14 @@ def main() -> int:
         # Logs would dominate the terminal and the timing; benchmarks measure the work.
         os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
         module = load_handler_module("functions/twilio_messaging")
+        embedded.put_secret("TelegramSecretTokenParameterName", TELEGRAM_SECRET)
+        for function in ("TelegramWebhookFunction", "TwilioVoiceFunction"):
+            os.environ.update(embedded.function_environment(function))
+        bench_telegram_and_voice_calls(
+            load_handler_module("functions/telegram_webhook"),
+            load_handler_module("functions/twilio_voice"),
+            token,
+        )
         bench_calls_and_warm_time(module, token)
         customer_id = module.store.find_customer_id(Identity.parse("phone:+15550001002"))
         bench_dispatcher(load_handler_module("functions/dispatcher"), customer_id, sandbox)

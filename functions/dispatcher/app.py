@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import aws
-from threadline.channels import email, slack, twilio
+from threadline.channels import email, slack, telegram, twilio
 from threadline.logs import logger
 from threadline.outbound import Dispatcher, OutboundStore, RetryLater, job_from_queue_body
 from threadline.schema import Channel
@@ -30,6 +30,7 @@ dispatcher = Dispatcher(
         Channel.WHATSAPP: twilio_sender,
         Channel.SLACK: slack.sender_from_env(),
         Channel.EMAIL: email.sender_from_env(),
+        Channel.TELEGRAM: telegram.sender_from_env(),
     },
 )
 queue_url = required_env("DISPATCH_QUEUE_URL")

@@ -31,7 +31,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 # The form field that names who a provider request goes to (GET /outbox?to=...).
-_RECIPIENT_FIELDS = {"twilio": "To", "slack": "channel"}
+_RECIPIENT_FIELDS = {"twilio": "To", "slack": "channel", "telegram": "chat_id"}
 
 # Twilio's documented error bodies for the faults tests ask for most.
 _TWILIO_ERRORS: dict[int, tuple[int, str]] = {
@@ -96,8 +96,10 @@ class ProviderSandbox:
                 Rule("/slack/api/users.info", methods=["GET", "POST"], endpoint="slack_user"),
                 # Local only (Slack has no such call): who users.info knows, for e2e tests.
                 Rule("/slack/users", methods=["POST"], endpoint="slack_add_user"),
+                Rule("/telegram/<bot>/sendMessage", methods=["POST"], endpoint="telegram_send"),
             ]
         )
+        self._telegram_sequence = itertools.count(1)
         # Slack users the sandbox knows (users.info), by user id; tests add them.
         self.slack_users: dict[str, dict[str, Any]] = {}
         self._slack_sequence = itertools.count(1)
@@ -243,14 +245,20 @@ class ProviderSandbox:
             return queue.popleft() if queue else success
 
     def _record(
-        self, provider: str, request: Request, status: int, form: dict[str, list[str]]
+        self,
+        provider: str,
+        request: Request,
+        status: int,
+        form: dict[str, list[str]],
+        *,
+        path: str | None = None,
     ) -> None:
         with self._lock:
             self.requests.append(
                 RecordedRequest(
                     provider=provider,
                     method=request.method,
-                    path=request.path,
+                    path=path or request.path,
                     form=form,
                     headers={k.lower(): v for k, v in request.headers.items()},
                     status=status,
@@ -310,6 +318,84 @@ class ProviderSandbox:
         if resource is None or resource["account_sid"] != account_sid:
             return _twilio_error(404, 20404, "The requested resource was not found")
         return Response(json.dumps(resource), 200, mimetype="application/json")
+
+    # Telegram's Bot API: https://api.telegram.org/bot<token>/sendMessage, JSON or form
+    # arguments, answers {"ok": true, "result": Message} or {"ok": false, "error_code",
+    # "description"[, "parameters": {"retry_after": N}]} with error_code as HTTP status.
+
+    def _serve_telegram_send(self, request: Request, bot: str) -> Response:
+        arguments = _slack_arguments(request)
+        form = {k: [v if isinstance(v, str) else json.dumps(v)] for k, v in arguments.items()}
+        token = bot.removeprefix("bot") if bot.startswith("bot") else ""
+        bot_id, _, secret = token.partition(":")
+        # The token is a credential: the outbox shows the bot id only.
+        path = f"/telegram/bot{bot_id or '?'}:***/sendMessage"
+        refusal = _telegram_refusal(bot_id, secret, arguments)
+        if refusal is not None:
+            self._record("telegram", request, refusal[0], form, path=path)
+            return _telegram_error(*refusal)
+        status = self._next_status("telegram", 200)
+        self._record("telegram", request, status, form, path=path)
+        if status != 200:
+            return _telegram_error(status, _TELEGRAM_ERRORS.get(status, "Internal Server Error"))
+        chat_id = arguments["chat_id"]
+        digits = str(chat_id).removeprefix("-")
+        numeric = isinstance(chat_id, int) or (digits.isascii() and digits.isdigit())
+        chat = int(chat_id) if numeric else str(chat_id)
+        result: dict[str, Any] = {
+            "message_id": next(self._telegram_sequence),
+            "from": {
+                "id": int(bot_id),
+                "is_bot": True,
+                "first_name": "threadline sandbox",
+                "username": "threadline_sandbox_bot",
+            },
+            "chat": {"id": chat, "type": "private" if numeric and int(chat) > 0 else "group"},
+            "date": int(datetime.now(UTC).timestamp()),
+            "text": str(arguments["text"]),
+        }
+        reply = arguments.get("reply_parameters")
+        if isinstance(reply, str):
+            try:
+                reply = json.loads(reply)
+            except ValueError:
+                reply = None
+        if isinstance(reply, dict) and isinstance(reply.get("message_id"), int):
+            result["reply_to_message"] = {"message_id": reply["message_id"], "chat": result["chat"]}
+        return _slack_answer(200, {"ok": True, "result": result})
+
+
+# Seconds a programmed 429 from the Telegram sandbox asks the caller to wait: more
+# than the dispatcher's first backoff (1 s), so a test can tell it was honoured.
+TELEGRAM_RETRY_AFTER_SECONDS = 2
+_TELEGRAM_ERRORS: dict[int, str] = {
+    400: "Bad Request: chat not found",
+    401: "Unauthorized",
+    403: "Forbidden: bot was blocked by the user",
+    429: f"Too Many Requests: retry after {TELEGRAM_RETRY_AFTER_SECONDS}",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+}
+
+
+def _telegram_refusal(
+    bot_id: str, secret: str, arguments: dict[str, Any]
+) -> tuple[int, str] | None:
+    """Telegram's answer to a sendMessage it would refuse outright, or None."""
+    if not (bot_id.isascii() and bot_id.isdigit()) or len(secret) < 30:
+        return 401, "Unauthorized"
+    if arguments.get("chat_id") in (None, ""):
+        return 400, "Bad Request: chat_id is empty"
+    if not str(arguments.get("text") or "").strip():
+        return 400, "Bad Request: message text is empty"
+    return None
+
+
+def _telegram_error(status: int, description: str) -> Response:
+    body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+    if status == 429:
+        body["parameters"] = {"retry_after": TELEGRAM_RETRY_AFTER_SECONDS}
+    return Response(json.dumps(body), status, mimetype="application/json")
 
 
 def _twilio_error(status: int, code: int, message: str) -> Response:

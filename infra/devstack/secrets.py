@@ -30,6 +30,11 @@ Source = Literal["environment", "generated", "existing"]
 # (a Twilio Account SID is "AC" + 32 hex digits, and appears in API paths).
 _SHAPED_GENERATORS: dict[str, Callable[[], str]] = {
     "TWILIO_ACCOUNT_SID": lambda: "AC" + secrets.token_hex(16),
+    # A bot token is "<bot id>:<35 characters>" and sits in every Bot API path; the
+    # secret_token Telegram echoes allows only A-Z, a-z, 0-9, _ and - (token_hex is).
+    "TELEGRAM_BOT_TOKEN": lambda: (
+        f"{secrets.randbelow(9 * 10**9) + 10**9}:" + secrets.token_urlsafe(26)[:35]
+    ),
 }
 
 

@@ -11,6 +11,8 @@ import re
 # codes are 5 or 6 digits, so 7 is the line between them.
 MIN_BARE_DIGITS = 7
 _SLACK_ID = re.compile(r"^[A-Z0-9]+:[A-Z0-9]+$")
+# Telegram user ids are positive integers below 2**52 (the Bot API's own bound).
+_TELEGRAM_ID = re.compile(r"^[1-9][0-9]{0,15}$")
 
 
 def canonical_phone(value: str) -> str:
@@ -69,6 +71,8 @@ def canonical_identity_value(kind: str, value: str) -> str:
         text = text.upper()
         if not _SLACK_ID.match(text):
             raise ValueError("slack identities are team:user, e.g. T0001:U0002")
+    if kind == "telegram" and not _TELEGRAM_ID.match(text):
+        raise ValueError("telegram identities are the user's numeric id, e.g. 123456789")
     if not text:
         raise ValueError("empty identity")
     return text

@@ -160,10 +160,16 @@ def identity_for(profile: Profile, channel: Channel) -> Identity | None:
     return next((i for i in profile.customer.identities if i.kind is kind), None)
 
 
+# Channels a customer reaches us on but that carry no written reply: a reply to
+# the customer's latest call goes out as an SMS to the number that called.
+REPLY_CHANNEL: dict[Channel, Channel] = {Channel.VOICE: Channel.SMS}
+
+
 def latest_inbound_channel(profile: Profile) -> Channel | None:
     if not profile.last_inbound:
         return None
-    return max(profile.last_inbound.items(), key=lambda item: item[1])[0]
+    latest = max(profile.last_inbound.items(), key=lambda item: item[1])[0]
+    return REPLY_CHANNEL.get(latest, latest)
 
 
 def choose_channel(profile: Profile, requested: Channel | None) -> tuple[Channel, Identity]:

@@ -36,6 +36,8 @@ class RunningStack:
     process: subprocess.Popen[str]
     output: list[str]
     slack_signing_secret: str = ""
+    telegram_secret_token: str = ""
+    telegram_bot_token: str = ""
 
 
 @pytest.fixture(scope="session")
@@ -44,12 +46,16 @@ def local_stack() -> Iterator[RunningStack]:
     token = secrets.token_hex(16)
     api_token = secrets.token_hex(16)
     slack_signing_secret = secrets.token_hex(16)
+    telegram_secret_token = secrets.token_urlsafe(24)
+    telegram_bot_token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)[:35]}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         "THREADLINE_PORT": str(port),
         "TWILIO_AUTH_TOKEN": token,
         "THREADLINE_API_TOKEN": api_token,
         "SLACK_SIGNING_SECRET": slack_signing_secret,
+        "TELEGRAM_SECRET_TOKEN": telegram_secret_token,
+        "TELEGRAM_BOT_TOKEN": telegram_bot_token,
         "PYTHONUNBUFFERED": "1",
     }
     process = subprocess.Popen(
@@ -84,7 +90,16 @@ def local_stack() -> Iterator[RunningStack]:
     if base_url is None:
         process.kill()
         pytest.fail("local stack did not become ready:\n" + "".join(output[-60:]))
-    stack = RunningStack(base_url, token, api_token, process, output, slack_signing_secret)
+    stack = RunningStack(
+        base_url,
+        token,
+        api_token,
+        process,
+        output,
+        slack_signing_secret=slack_signing_secret,
+        telegram_secret_token=telegram_secret_token,
+        telegram_bot_token=telegram_bot_token,
+    )
     try:
         yield stack
     finally:

@@ -203,18 +203,19 @@ def test_formatting_and_whatsapp_variants_of_one_number_are_one_identity(number,
 
 
 slack_ids = st.from_regex(r"\A[A-Za-z0-9]{1,12}:[A-Za-z0-9]{1,12}\Z")
+telegram_ids = st.integers(min_value=1, max_value=2**52).map(str)
 emails = st.emails().filter(lambda e: len(e) <= 320)
 free_ids = st.text(min_size=1, max_size=80).filter(lambda t: t.strip())
 identity_inputs = st.one_of(
     st.tuples(st.just(IdentityKind.PHONE), phone_numbers().map(e164)),
     st.tuples(st.just(IdentityKind.EMAIL), emails),
     st.tuples(st.just(IdentityKind.SLACK), slack_ids),
+    st.tuples(st.just(IdentityKind.TELEGRAM), telegram_ids),
     st.tuples(
         st.sampled_from(
             [
                 IdentityKind.MESSENGER,
                 IdentityKind.INSTAGRAM,
-                IdentityKind.TELEGRAM,
                 IdentityKind.WEBCHAT,
             ]
         ),

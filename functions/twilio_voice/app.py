@@ -1,0 +1,24 @@
+"""POST /webhooks/twilio/voice[/dial|/status|/recording|/transcription]: calls and voicemail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from threadline.channels.twilio_voice import TwilioVoice, VoiceSettings
+from threadline.logs import logger
+from threadline.secrets import get_secret
+from threadline.settings import store_settings
+from threadline.store import TimelineStore
+from threadline.webhook import handle_webhook
+
+channel = TwilioVoice(
+    auth_token=lambda: get_secret("TWILIO_AUTH_TOKEN"), settings=VoiceSettings.from_env()
+)
+store = TimelineStore(store_settings())
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return handle_webhook(event, channel, store)
