@@ -31,7 +31,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 # The form field that names who a provider request goes to (GET /outbox?to=...).
-_RECIPIENT_FIELDS = {"twilio": "To", "slack": "channel"}
+_RECIPIENT_FIELDS = {"twilio": "To", "slack": "channel", "meta": "to"}
 
 # Twilio's documented error bodies for the faults tests ask for most.
 _TWILIO_ERRORS: dict[int, tuple[int, str]] = {
@@ -94,6 +94,9 @@ class ProviderSandbox:
                 Rule("/outbox", methods=["DELETE"], endpoint="clear"),
                 Rule("/slack/api/chat.postMessage", methods=["POST"], endpoint="slack_post"),
                 Rule("/slack/api/users.info", methods=["GET", "POST"], endpoint="slack_user"),
+                # Graph API sends: WhatsApp Cloud API (/<phone-number-id>/messages) and
+                # Messenger / Instagram (/me/messages).
+                Rule("/meta/<version>/<node>/messages", methods=["POST"], endpoint="meta_send"),
             ]
         )
         # Slack users the sandbox knows (users.info), by user id; tests add them.
@@ -215,6 +218,38 @@ class ProviderSandbox:
             return _slack_answer(200, {"ok": False, "error": "user_not_found"})
         return _slack_answer(200, {"ok": True, "user": user})
 
+    # Graph API errors are {"error": {"message", "type", "code", "fbtrace_id"}}.
+
+    def _serve_meta_send(self, request: Request, version: str, node: str) -> Response:
+        document = request.get_json(force=True, silent=True)
+        arguments: dict[str, Any] = dict(document) if isinstance(document, dict) else {}
+        form = {k: [v if isinstance(v, str) else json.dumps(v)] for k, v in arguments.items()}
+        if node == "me" and isinstance(arguments.get("recipient"), dict):
+            # Messenger and Instagram name the recipient as {"id": ...}: listed as "to".
+            form["to"] = [str(arguments["recipient"].get("id"))]
+        refusal = _meta_refusal(request, node, arguments)
+        if refusal is not None:
+            self._record("meta", request, refusal[0], form)
+            return _meta_error(*refusal)
+        status = self._next_status("meta", 200)
+        self._record("meta", request, status, form)
+        if status != 200:
+            return _meta_error(
+                status, *_META_ERRORS.get(status, (2, "Service temporarily unavailable"))
+            )
+        if node == "me":
+            body: dict[str, Any] = {
+                "recipient_id": form["to"][0],
+                "message_id": "m_" + secrets.token_urlsafe(24),
+            }
+        else:
+            body = {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": arguments["to"], "wa_id": str(arguments["to"]).lstrip("+")}],
+                "messages": [{"id": "wamid." + base64.b64encode(secrets.token_bytes(24)).decode()}],
+            }
+        return Response(json.dumps(body), 200, mimetype="application/json")
+
     def _serve_faults(self, request: Request, provider: str) -> Response:
         statuses = request.get_json(force=True, silent=True) or []
         if not isinstance(statuses, list) or not all(isinstance(s, int) for s in statuses):
@@ -295,6 +330,53 @@ class ProviderSandbox:
         if resource is None or resource["account_sid"] != account_sid:
             return _twilio_error(404, 20404, "The requested resource was not found")
         return Response(json.dumps(resource), 200, mimetype="application/json")
+
+
+# Graph API error codes for the fault statuses tests program.
+_META_ERRORS: dict[int, tuple[int, str]] = {
+    400: (100, "Invalid parameter"),
+    401: (190, "Invalid OAuth access token."),
+    429: (130429, "Rate limit hit"),
+    500: (1, "An unknown error occurred"),
+    503: (2, "Service temporarily unavailable"),
+}
+
+
+def _meta_error(status: int, code: int, message: str) -> Response:
+    error = {
+        "message": message,
+        "type": "OAuthException",
+        "code": code,
+        "fbtrace_id": secrets.token_urlsafe(12),
+    }
+    return Response(json.dumps({"error": error}), status, mimetype="application/json")
+
+
+def _meta_refusal(
+    request: Request, node: str, arguments: dict[str, Any]
+) -> tuple[int, int, str] | None:
+    """The Graph API's answer to a send it would refuse outright, or None."""
+    if not _bearer_token(request):
+        return 401, 190, "Invalid OAuth access token."
+    if node == "me":
+        recipient = arguments.get("recipient")
+        if not isinstance(recipient, dict) or not recipient.get("id"):
+            return 400, 100, "The parameter recipient is required"
+        if not isinstance(arguments.get("message"), dict):
+            return 400, 100, "param message must be non-empty."
+        if arguments.get("messaging_type") not in ("RESPONSE", "UPDATE", "MESSAGE_TAG"):
+            return 400, 100, "The parameter messaging_type is required"
+        return None
+    if not node.isdigit():
+        return 400, 100, "Unsupported post request."
+    if arguments.get("messaging_product") != "whatsapp":
+        return 400, 100, "The parameter messaging_product is required."
+    if not arguments.get("to"):
+        return 400, 100, "The parameter to is required."
+    kind = arguments.get("type", "text")
+    if not isinstance(arguments.get(kind), dict):
+        return 400, 100, f"The parameter {kind} is required."
+    return None
 
 
 def _twilio_error(status: int, code: int, message: str) -> Response:

@@ -11,6 +11,8 @@ import re
 # codes are 5 or 6 digits, so 7 is the line between them.
 MIN_BARE_DIGITS = 7
 _SLACK_ID = re.compile(r"^[A-Z0-9]+:[A-Z0-9]+$")
+# Page-scoped (Messenger PSID) and Instagram-scoped (IGSID) user ids are decimal digits.
+_META_SCOPED_ID = re.compile(r"^[0-9]{1,64}$")
 
 
 def canonical_phone(value: str) -> str:
@@ -69,6 +71,8 @@ def canonical_identity_value(kind: str, value: str) -> str:
         text = text.upper()
         if not _SLACK_ID.match(text):
             raise ValueError("slack identities are team:user, e.g. T0001:U0002")
+    if kind in ("messenger", "instagram") and not _META_SCOPED_ID.match(text):
+        raise ValueError(f"{kind} identities are Meta's numeric scoped user ids")
     if not text:
         raise ValueError("empty identity")
     return text

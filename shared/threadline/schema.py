@@ -118,6 +118,9 @@ class MediaPart(_Model):
     filename: str | None = None
     caption: str | None = None
     provider_media_id: str | None = None
+    sha256: str | None = Field(
+        default=None, description="hex SHA-256 of the file, when the provider gives it"
+    )
 
 
 class LocationPart(_Model):
