@@ -119,7 +119,7 @@ class MediaPart(_Model):
     caption: str | None = None
     provider_media_id: str | None = None
     sha256: str | None = Field(
-        default=None, description="hex SHA-256 of the file, when the provider gives it"
+        default=None, description="SHA-256 of the file as the provider gives it (WhatsApp: base64)"
     )
 
 
