@@ -9,7 +9,9 @@ provider, e.g. ``[429, 429]`` then the normal success.
 The local stack serves it under ``/_dev/sandbox`` on the gateway's port. Requests
 Twilio itself would refuse (no credentials, no ``To``, no sender, nothing to send)
 get Twilio's error answers here too, so a broken send fails locally as it would
-against the real API; sent messages can be fetched back by their SID.
+against the real API; sent messages can be fetched back by their SID. The Graph
+API's send endpoints (WhatsApp Cloud API, Messenger, Instagram) answer with Meta's
+message ids and Graph error bodies in the same way.
 """
 
 from __future__ import annotations
