@@ -11,8 +11,10 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import __version__
+from threadline.channels import meta
 from threadline.errors import MalformedRequest, NotFound, ThreadlineError
 from threadline.logs import logger
+from threadline.media import MediaFetcher, MediaLink, media_link
 from threadline.outbound import OutboundStore, SendMessageRequest
 from threadline.schema import Customer, Identity, Message, TimelinePage
 from threadline.settings import store_settings
@@ -137,6 +139,32 @@ def send_message(
 ) -> Response[Message]:
     message, _ = store.queue_message(customer_id, request, idempotency_key=idempotency_key)
     return Response(202, "application/json", message)
+
+
+# ---------------------------------------------------------------- media on demand
+# WhatsApp Cloud API media is downloaded the first time someone asks for it (never in
+# the webhook), kept in the raw bucket, and served as a short-lived presigned URL.
+media_fetchers: dict[str, MediaFetcher] = {"meta": meta.media_client_from_env()}
+
+
+@app.get(
+    "/v1/customers/<customer_id>/messages/<message_id>/media/<index>",
+    summary="Where to fetch a message's media part: a short-lived URL",
+    tags=["messages"],
+    responses={
+        **ERROR_RESPONSES,
+        502: {
+            "description": "The provider did not hand over the media",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        },
+    },
+)
+def get_media(
+    customer_id: Annotated[str, Path()],
+    message_id: Annotated[str, Path()],
+    index: Annotated[int, Path(ge=0, le=99, description="the part's position in parts")],
+) -> MediaLink:
+    return media_link(store, customer_id, message_id, index, media_fetchers)
 
 
 def openapi_document() -> dict[str, Any]:

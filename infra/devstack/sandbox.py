@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import itertools
 import json
 import secrets
@@ -99,6 +100,9 @@ class ProviderSandbox:
                 # Graph API sends: WhatsApp Cloud API (/<phone-number-id>/messages) and
                 # Messenger / Instagram (/me/messages).
                 Rule("/meta/<version>/<node>/messages", methods=["POST"], endpoint="meta_send"),
+                # WhatsApp media: GET /<media-id> names a short-lived URL to download from.
+                Rule("/meta/<version>/<media_id>", methods=["GET"], endpoint="meta_media"),
+                Rule("/meta-media/<media_id>", methods=["GET"], endpoint="meta_media_file"),
             ]
         )
         # Slack users the sandbox knows (users.info), by user id; tests add them.
@@ -252,6 +256,28 @@ class ProviderSandbox:
             }
         return Response(json.dumps(body), 200, mimetype="application/json")
 
+    def _serve_meta_media(self, request: Request, version: str, media_id: str) -> Response:
+        if not _bearer_token(request):
+            return _meta_error(401, 190, "Invalid OAuth access token.")
+        if not media_id.isdigit():
+            return _meta_error(400, 100, "Unsupported get request.")
+        self._record("meta", request, 200, {})
+        content = sandbox_media(media_id)
+        body = {
+            "messaging_product": "whatsapp",
+            "url": f"{request.url_root}meta-media/{media_id}",
+            "mime_type": "image/jpeg",
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "file_size": len(content),
+            "id": media_id,
+        }
+        return Response(json.dumps(body), 200, mimetype="application/json")
+
+    def _serve_meta_media_file(self, request: Request, media_id: str) -> Response:
+        if not _bearer_token(request):
+            return _meta_error(401, 190, "Invalid OAuth access token.")
+        return Response(sandbox_media(media_id), 200, mimetype="image/jpeg")
+
     def _serve_faults(self, request: Request, provider: str) -> Response:
         statuses = request.get_json(force=True, silent=True) or []
         if not isinstance(statuses, list) or not all(isinstance(s, int) for s in statuses):
@@ -332,6 +358,11 @@ class ProviderSandbox:
         if resource is None or resource["account_sid"] != account_sid:
             return _twilio_error(404, 20404, "The requested resource was not found")
         return Response(json.dumps(resource), 200, mimetype="application/json")
+
+
+def sandbox_media(media_id: str) -> bytes:
+    """The bytes the sandbox serves for a WhatsApp media id: the same for the same id."""
+    return b"\xff\xd8\xff\xe0sandbox-media-" + media_id.encode("ascii", "replace")
 
 
 # Graph API error codes for the fault statuses tests program.

@@ -16,7 +16,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import requests
 
+from devstack.sandbox import sandbox_media
 from tests.conftest import load_handler_module
 from tests.integration import test_outbound as outbound
 from tests.integration.conftest import LambdaContext, http_api_event
@@ -325,3 +327,82 @@ def test_template_only_on_whatsapp(meta_post, api_get, api_post):
     )
     assert answer["statusCode"] == 422
     assert json.loads(answer["body"])["error"]["code"] == "send_option_not_supported"
+
+
+def test_whatsapp_media_is_downloaded_on_demand_once_and_served_by_a_presigned_url(
+    meta_post, api_get, provider_sandbox
+):
+    number = "+15551260008"
+    image = mp.wa_message(
+        "image",
+        {"mime_type": "image/jpeg", "sha256": "abc=", "id": "2003383421387256", "caption": "label"},
+        wamid="wamid.MEDIA1",
+    )
+    image["from"] = number.lstrip("+")
+    assert meta_post(mp.whatsapp_envelope(mp.whatsapp_value(image)))["statusCode"] == 200
+    # The webhook itself fetched nothing.
+    assert provider_sandbox.outbox("meta") == []
+    customer_id = customer_for(api_get, number)
+    (stored,) = timeline(api_get, customer_id)
+    path = f"/v1/customers/{customer_id}/messages/{stored['id']}/media/0"
+
+    first = api_get(path)
+    assert first["statusCode"] == 200, first
+    link = json.loads(first["body"])
+    assert link["content_type"] == "image/jpeg" and link["expires_in"] == 900
+    assert requests.get(link["url"], timeout=10).content == sandbox_media("2003383421387256")
+    (media_request,) = provider_sandbox.outbox("meta")
+    assert media_request.path == "/meta/v23.0/2003383421387256"
+
+    (stored,) = timeline(api_get, customer_id)
+    assert stored["parts"][0]["s3_key"].startswith("attachments/")
+    again = json.loads(api_get(path)["body"])
+    assert requests.get(again["url"], timeout=10).content == sandbox_media("2003383421387256")
+    assert len(provider_sandbox.outbox("meta")) == 1  # served from the bucket now
+
+    assert (
+        api_get(f"/v1/customers/{customer_id}/messages/{stored['id']}/media/1")["statusCode"] == 404
+    )
+    assert (
+        api_get(f"/v1/customers/{customer_id}/messages/01JNOSUCHMESSAGE000000000/media/0")[
+            "statusCode"
+        ]
+        == 404
+    )
+
+
+def test_messenger_attachment_is_answered_with_its_own_url(meta_post, api_get):
+    psid = "1100000000000005"
+    event = mp.messaging_event(
+        psid,
+        mp.PAGE_ID,
+        message={
+            "mid": "m_ATT1",
+            "attachments": [{"type": "image", "payload": {"url": "https://cdn.example.com/x.jpg"}}],
+        },
+    )
+    meta_post(mp.page_envelope(event))
+    customer_id = json.loads(api_get("/v1/customers", {"identity": f"messenger:{psid}"})["body"])[
+        "id"
+    ]
+    (stored,) = timeline(api_get, customer_id)
+    answer = api_get(f"/v1/customers/{customer_id}/messages/{stored['id']}/media/0")
+    assert json.loads(answer["body"]) == {
+        "url": "https://cdn.example.com/x.jpg",
+        "content_type": None,
+        "expires_in": None,
+    }
+
+
+def test_media_meta_will_not_hand_over_is_a_502(meta_post, api_get):
+    number = "+15551260010"
+    image = mp.wa_message(
+        "image", {"mime_type": "image/png", "id": "expired-media"}, wamid="wamid.MEDIA2"
+    )
+    image["from"] = number.lstrip("+")
+    meta_post(mp.whatsapp_envelope(mp.whatsapp_value(image)))
+    customer_id = customer_for(api_get, number)
+    (stored,) = timeline(api_get, customer_id)
+    answer = api_get(f"/v1/customers/{customer_id}/messages/{stored['id']}/media/0")
+    assert answer["statusCode"] == 502
+    assert json.loads(answer["body"])["error"]["code"] == "media_fetch_failed"

@@ -1004,3 +1004,14 @@ def messenger_sender_from_env(channel: Channel) -> MessengerSender:
         sandbox_url=os.environ.get("PROVIDER_SANDBOX_URL") or None,
         version=_graph_version(),
     )
+
+
+def media_client_from_env() -> WhatsAppMediaClient:
+    """The on-demand WhatsApp media downloader as template.yaml configures it (API)."""
+    from threadline.secrets import get_secret
+
+    return WhatsAppMediaClient(
+        access_token=lambda: get_secret("META_ACCESS_TOKEN"),
+        sandbox_url=os.environ.get("PROVIDER_SANDBOX_URL") or None,
+        version=_graph_version(),
+    )
