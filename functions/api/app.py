@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -11,7 +12,6 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import __version__
-from threadline.channels import meta
 from threadline.errors import MalformedRequest, NotFound, ThreadlineError
 from threadline.logs import logger
 from threadline.media import MediaFetcher, MediaLink, media_link
@@ -144,7 +144,15 @@ def send_message(
 # ---------------------------------------------------------------- media on demand
 # WhatsApp Cloud API media is downloaded the first time someone asks for it (never in
 # the webhook), kept in the raw bucket, and served as a short-lived presigned URL.
-media_fetchers: dict[str, MediaFetcher] = {"meta": meta.media_client_from_env()}
+
+
+@cache
+def media_fetchers() -> dict[str, MediaFetcher]:
+    # The Graph client (and urllib3 under it) only for the first media request: the
+    # API's other routes should not pay for it at cold start.
+    from threadline.channels import meta
+
+    return {"meta": meta.media_client_from_env()}
 
 
 @app.get(
@@ -164,7 +172,7 @@ def get_media(
     message_id: Annotated[str, Path()],
     index: Annotated[int, Path(ge=0, le=99, description="the part's position in parts")],
 ) -> MediaLink:
-    return media_link(store, customer_id, message_id, index, media_fetchers)
+    return media_link(store, customer_id, message_id, index, media_fetchers())
 
 
 def openapi_document() -> dict[str, Any]:

@@ -27,7 +27,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from threadline.channels.base import (
@@ -42,7 +42,6 @@ from threadline.channels.base import (
     build,
 )
 from threadline.errors import MalformedRequest, SignatureInvalid
-from threadline.http import HttpClient, HttpResponse, TransportError, http_client
 from threadline.identity import canonical_phone
 from threadline.schema import (
     Channel,
@@ -58,6 +57,11 @@ from threadline.schema import (
     ReactionPart,
     TextPart,
 )
+
+if TYPE_CHECKING:
+    # urllib3 (under threadline.http) is imported only by the senders: the webhook
+    # handler never calls out, and its cold start should not pay for it.
+    from threadline.http import HttpClient, HttpResponse
 
 PROVIDER = "meta"
 GRAPH_API_URL = "https://graph.facebook.com"
@@ -771,6 +775,8 @@ class _GraphSender:
         self._client = client
 
     def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        from threadline.http import TransportError, http_client
+
         client = self._client or http_client()
         # The token goes in a header, not the query string, so no URL carries it.
         headers = {"Authorization": f"Bearer {self._access_token()}"}
@@ -956,6 +962,8 @@ class WhatsAppMediaClient:
 
     def fetch(self, media_id: str) -> tuple[bytes, str | None]:
         """(bytes, content type) of the media; SendFailed (retryable or not) otherwise."""
+        from threadline.http import TransportError, http_client
+
         client = self._client or http_client()
         headers = {"Authorization": f"Bearer {self._access_token()}"}
         try:
