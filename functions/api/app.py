@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import cache
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -13,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from threadline import __version__
 from threadline.errors import MalformedRequest, NotFound, ThreadlineError
 from threadline.logs import logger
+from threadline.media import MediaFetcher, MediaLink, media_link
 from threadline.outbound import OutboundStore, SendMessageRequest
 from threadline.schema import (
     Conversation,
@@ -186,6 +188,40 @@ def close_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
     if conversation is None:
         raise NotFound("no such conversation")
     return conversation
+
+
+# ---------------------------------------------------------------- media on demand
+# WhatsApp Cloud API media is downloaded the first time someone asks for it (never in
+# the webhook), kept in the raw bucket, and served as a short-lived presigned URL.
+
+
+@cache
+def media_fetchers() -> dict[str, MediaFetcher]:
+    # The Graph client (and urllib3 under it) only for the first media request: the
+    # API's other routes should not pay for it at cold start.
+    from threadline.channels import meta
+
+    return {"meta": meta.media_client_from_env()}
+
+
+@app.get(
+    "/v1/customers/<customer_id>/messages/<message_id>/media/<index>",
+    summary="Where to fetch a message's media part: a short-lived URL",
+    tags=["messages"],
+    responses={
+        **ERROR_RESPONSES,
+        502: {
+            "description": "The provider did not hand over the media",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        },
+    },
+)
+def get_media(
+    customer_id: Annotated[str, Path()],
+    message_id: Annotated[str, Path()],
+    index: Annotated[int, Path(ge=0, le=99, description="the part's position in parts")],
+) -> MediaLink:
+    return media_link(store, customer_id, message_id, index, media_fetchers())
 
 
 def openapi_document() -> dict[str, Any]:

@@ -9,13 +9,16 @@ provider, e.g. ``[429, 429]`` then the normal success.
 The local stack serves it under ``/_dev/sandbox`` on the gateway's port. Requests
 Twilio itself would refuse (no credentials, no ``To``, no sender, nothing to send)
 get Twilio's error answers here too, so a broken send fails locally as it would
-against the real API; sent messages can be fetched back by their SID.
+against the real API; sent messages can be fetched back by their SID. The Graph
+API's send endpoints (WhatsApp Cloud API, Messenger, Instagram) answer with Meta's
+message ids and Graph error bodies in the same way.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import itertools
 import json
 import secrets
@@ -31,7 +34,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 # The form field that names who a provider request goes to (GET /outbox?to=...).
-_RECIPIENT_FIELDS = {"twilio": "To", "slack": "channel", "telegram": "chat_id"}
+_RECIPIENT_FIELDS = {"twilio": "To", "slack": "channel", "telegram": "chat_id", "meta": "to"}
 
 # Twilio's documented error bodies for the faults tests ask for most.
 _TWILIO_ERRORS: dict[int, tuple[int, str]] = {
@@ -97,6 +100,12 @@ class ProviderSandbox:
                 # Local only (Slack has no such call): who users.info knows, for e2e tests.
                 Rule("/slack/users", methods=["POST"], endpoint="slack_add_user"),
                 Rule("/telegram/<bot>/sendMessage", methods=["POST"], endpoint="telegram_send"),
+                # Graph API sends: WhatsApp Cloud API (/<phone-number-id>/messages) and
+                # Messenger / Instagram (/me/messages).
+                Rule("/meta/<version>/<node>/messages", methods=["POST"], endpoint="meta_send"),
+                # WhatsApp media: GET /<media-id> names a short-lived URL to download from.
+                Rule("/meta/<version>/<media_id>", methods=["GET"], endpoint="meta_media"),
+                Rule("/meta-media/<media_id>", methods=["GET"], endpoint="meta_media_file"),
             ]
         )
         self._telegram_sequence = itertools.count(1)
@@ -231,6 +240,60 @@ class ProviderSandbox:
             team_id=str(body.get("team_id") or "T0SANDBOX"),
         )
         return Response(status=204)
+
+    # Graph API errors are {"error": {"message", "type", "code", "fbtrace_id"}}.
+
+    def _serve_meta_send(self, request: Request, version: str, node: str) -> Response:
+        document = request.get_json(force=True, silent=True)
+        arguments: dict[str, Any] = dict(document) if isinstance(document, dict) else {}
+        form = {k: [v if isinstance(v, str) else json.dumps(v)] for k, v in arguments.items()}
+        if node == "me" and isinstance(arguments.get("recipient"), dict):
+            # Messenger and Instagram name the recipient as {"id": ...}: listed as "to".
+            form["to"] = [str(arguments["recipient"].get("id"))]
+        refusal = _meta_refusal(request, node, arguments)
+        if refusal is not None:
+            self._record("meta", request, refusal[0], form)
+            return _meta_error(*refusal)
+        status = self._next_status("meta", 200)
+        self._record("meta", request, status, form)
+        if status != 200:
+            return _meta_error(
+                status, *_META_ERRORS.get(status, (2, "Service temporarily unavailable"))
+            )
+        if node == "me":
+            body: dict[str, Any] = {
+                "recipient_id": form["to"][0],
+                "message_id": "m_" + secrets.token_urlsafe(24),
+            }
+        else:
+            body = {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": arguments["to"], "wa_id": str(arguments["to"]).lstrip("+")}],
+                "messages": [{"id": "wamid." + base64.b64encode(secrets.token_bytes(24)).decode()}],
+            }
+        return Response(json.dumps(body), 200, mimetype="application/json")
+
+    def _serve_meta_media(self, request: Request, version: str, media_id: str) -> Response:
+        if not _bearer_token(request):
+            return _meta_error(401, 190, "Invalid OAuth access token.")
+        if not media_id.isdigit():
+            return _meta_error(400, 100, "Unsupported get request.")
+        self._record("meta", request, 200, {})
+        content = sandbox_media(media_id)
+        body = {
+            "messaging_product": "whatsapp",
+            "url": f"{request.url_root}meta-media/{media_id}",
+            "mime_type": "image/jpeg",
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "file_size": len(content),
+            "id": media_id,
+        }
+        return Response(json.dumps(body), 200, mimetype="application/json")
+
+    def _serve_meta_media_file(self, request: Request, media_id: str) -> Response:
+        if not _bearer_token(request):
+            return _meta_error(401, 190, "Invalid OAuth access token.")
+        return Response(sandbox_media(media_id), 200, mimetype="image/jpeg")
 
     def _serve_faults(self, request: Request, provider: str) -> Response:
         statuses = request.get_json(force=True, silent=True) or []
@@ -396,6 +459,58 @@ def _telegram_error(status: int, description: str) -> Response:
     if status == 429:
         body["parameters"] = {"retry_after": TELEGRAM_RETRY_AFTER_SECONDS}
     return Response(json.dumps(body), status, mimetype="application/json")
+
+
+def sandbox_media(media_id: str) -> bytes:
+    """The bytes the sandbox serves for a WhatsApp media id: the same for the same id."""
+    return b"\xff\xd8\xff\xe0sandbox-media-" + media_id.encode("ascii", "replace")
+
+
+# Graph API error codes for the fault statuses tests program.
+_META_ERRORS: dict[int, tuple[int, str]] = {
+    400: (100, "Invalid parameter"),
+    401: (190, "Invalid OAuth access token."),
+    429: (130429, "Rate limit hit"),
+    500: (1, "An unknown error occurred"),
+    503: (2, "Service temporarily unavailable"),
+}
+
+
+def _meta_error(status: int, code: int, message: str) -> Response:
+    error = {
+        "message": message,
+        "type": "OAuthException",
+        "code": code,
+        "fbtrace_id": secrets.token_urlsafe(12),
+    }
+    return Response(json.dumps({"error": error}), status, mimetype="application/json")
+
+
+def _meta_refusal(
+    request: Request, node: str, arguments: dict[str, Any]
+) -> tuple[int, int, str] | None:
+    """The Graph API's answer to a send it would refuse outright, or None."""
+    if not _bearer_token(request):
+        return 401, 190, "Invalid OAuth access token."
+    if node == "me":
+        recipient = arguments.get("recipient")
+        if not isinstance(recipient, dict) or not recipient.get("id"):
+            return 400, 100, "The parameter recipient is required"
+        if not isinstance(arguments.get("message"), dict):
+            return 400, 100, "param message must be non-empty."
+        if arguments.get("messaging_type") not in ("RESPONSE", "UPDATE", "MESSAGE_TAG"):
+            return 400, 100, "The parameter messaging_type is required"
+        return None
+    if not node.isdigit():
+        return 400, 100, "Unsupported post request."
+    if arguments.get("messaging_product") != "whatsapp":
+        return 400, 100, "The parameter messaging_product is required."
+    if not arguments.get("to"):
+        return 400, 100, "The parameter to is required."
+    kind = arguments.get("type", "text")
+    if not isinstance(arguments.get(kind), dict):
+        return 400, 100, f"The parameter {kind} is required."
+    return None
 
 
 def _twilio_error(status: int, code: int, message: str) -> Response:

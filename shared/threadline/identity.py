@@ -13,6 +13,8 @@ MIN_BARE_DIGITS = 7
 _SLACK_ID = re.compile(r"^[A-Z0-9]+:[A-Z0-9]+$")
 # Telegram user ids are positive integers below 2**52 (the Bot API's own bound).
 _TELEGRAM_ID = re.compile(r"^[1-9][0-9]{0,15}$")
+# Page-scoped (Messenger PSID) and Instagram-scoped (IGSID) user ids are decimal digits.
+_META_SCOPED_ID = re.compile(r"^[0-9]{1,64}$")
 
 
 def canonical_phone(value: str) -> str:
@@ -73,6 +75,8 @@ def canonical_identity_value(kind: str, value: str) -> str:
             raise ValueError("slack identities are team:user, e.g. T0001:U0002")
     if kind == "telegram" and not _TELEGRAM_ID.match(text):
         raise ValueError("telegram identities are the user's numeric id, e.g. 123456789")
+    if kind in ("messenger", "instagram") and not _META_SCOPED_ID.match(text):
+        raise ValueError(f"{kind} identities are Meta's numeric scoped user ids")
     if not text:
         raise ValueError("empty identity")
     return text

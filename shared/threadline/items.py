@@ -146,6 +146,8 @@ def message_from_item(item: dict[str, Any]) -> Message:
     document["status_history"] = item.get("status_history", [])
     document["channel"] = item["channel"]
     document["provider_message_id"] = item.get("provider_message_id")
+    # The dispatcher records who actually carried it (WhatsApp: Twilio or Meta).
+    document["provider"] = item.get("provider") or document.get("provider")
     for field in ("recipient", "sender"):
         value = item.get(field)
         document[field] = Identity.parse(value).model_dump() if value else None

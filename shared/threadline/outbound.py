@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from threadline.channels.base import Sender, SendFailed
+from threadline.channels.base import Sender, SendFailed, SendResult
 from threadline.email_feedback import email_block
 from threadline.errors import NotFound, StorageUnavailable, ThreadlineError
 from threadline.items import (
@@ -120,6 +120,30 @@ class MediaIn(BaseModel):
     caption: str | None = Field(default=None, max_length=1024)
 
 
+class WhatsAppTemplate(BaseModel):
+    """An approved WhatsApp message template, the only thing WhatsApp carries outside the
+    24-hour window (Meta's Cloud API; Twilio's WhatsApp uses Content templates)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=512, pattern=r"^[a-z0-9_]+$")
+    language: str = Field(
+        min_length=2, max_length=16, pattern=r"^[a-z]{2,3}(_[A-Za-z0-9]+)?$", examples=["en_US"]
+    )
+    components: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="the Cloud API's template components (header/body/button parameters)",
+    )
+
+
+# Messenger message tags that let a page answer outside the 24-hour window; Instagram
+# takes only HUMAN_AGENT. HUMAN_AGENT extends the window to 7 days.
+MessageTag = Literal[
+    "HUMAN_AGENT", "ACCOUNT_UPDATE", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE"
+]
+
+
 class SendMessageRequest(BaseModel):
     """``POST /v1/customers/{id}/messages``: an agent's (or bot's) reply."""
 
@@ -137,11 +161,21 @@ class SendMessageRequest(BaseModel):
     )
     author_role: Literal["agent", "bot", "system"] = "agent"
     author_id: str | None = Field(default=None, max_length=256)
+    template: WhatsAppTemplate | None = Field(
+        default=None,
+        description="WhatsApp only: send this approved template (works outside the 24-hour "
+        "window); text, if given, is what the timeline shows",
+    )
+    message_tag: MessageTag | None = Field(
+        default=None,
+        description="Messenger/Instagram only: answer outside the 24-hour window with this "
+        "message tag (Instagram: HUMAN_AGENT only, up to 7 days)",
+    )
 
     @model_validator(mode="after")
     def _has_content(self) -> SendMessageRequest:
-        if not self.text and not self.media:
-            raise ValueError("a message needs text or media")
+        if not self.text and not self.media and self.template is None:
+            raise ValueError("a message needs text, media or a template")
         return self
 
     def parts(self) -> list[Part]:
@@ -188,6 +222,102 @@ def choose_channel(profile: Profile, requested: Channel | None) -> tuple[Channel
 def within_whatsapp_window(profile: Profile, now: datetime) -> bool:
     last = profile.last_inbound.get(Channel.WHATSAPP)
     return last is not None and now - last < WHATSAPP_WINDOW
+
+
+# ---------------------------------------------------------------- Meta send rules
+# Messenger and Instagram take free-form replies for 24 hours after the customer's
+# last message; the HUMAN_AGENT tag stretches that to 7 days; Messenger's other tags
+# are not time-bound (Meta polices what they are used for).
+MESSAGING_WINDOW = timedelta(hours=24)
+HUMAN_AGENT_WINDOW = timedelta(days=7)
+WINDOWED_CHANNELS = frozenset({Channel.WHATSAPP, Channel.MESSENGER, Channel.INSTAGRAM})
+
+
+class SendOptionNotSupported(ThreadlineError):
+    status = 422
+    code = "send_option_not_supported"
+
+
+def meta_send_options(request: SendMessageRequest, channel: Channel) -> dict[str, Any]:
+    """The template / message tag a reply carries in channel_data, checked against its channel."""
+    options: dict[str, Any] = {}
+    if request.template is not None:
+        if channel is not Channel.WHATSAPP:
+            raise SendOptionNotSupported(f"a template is sent on whatsapp, not {channel.value}")
+        options["template"] = request.template.model_dump(exclude_defaults=True)
+    if request.message_tag is not None:
+        if channel not in (Channel.MESSENGER, Channel.INSTAGRAM):
+            raise SendOptionNotSupported(
+                f"message tags are for messenger and instagram, not {channel.value}"
+            )
+        if channel is Channel.INSTAGRAM and request.message_tag != "HUMAN_AGENT":
+            raise SendOptionNotSupported("instagram takes only the HUMAN_AGENT message tag")
+        options["message_tag"] = request.message_tag
+    return options
+
+
+def provider_for(channel: Channel, channel_data: Mapping[str, Any]) -> str:
+    """Who is expected to carry a reply: for WhatsApp, the provider the customer last
+    wrote through (Twilio or Meta's Cloud API); the dispatcher has the last word."""
+    if channel is Channel.WHATSAPP:
+        reply_to = channel_data.get("reply_to") or {}
+        if reply_to.get("whatsapp_provider"):
+            return str(reply_to["whatsapp_provider"])
+    return CHANNEL_PROVIDER[channel]
+
+
+def window_closed(profile: Profile, message: Message, now: datetime) -> tuple[str, str] | None:
+    """(error code, reason) when the channel's messaging window bars this message, else None."""
+    channel = message.channel
+    if channel not in WINDOWED_CHANNELS:
+        return None
+    last = profile.last_inbound.get(channel)
+    if channel is Channel.WHATSAPP:
+        if message.channel_data.get("template") or within_whatsapp_window(profile, now):
+            return None
+        return (
+            "whatsapp_window_closed",
+            "more than 24 hours since the customer's last WhatsApp message: "
+            "only a template can be sent",
+        )
+    tag = message.channel_data.get("message_tag")
+    if tag and tag != "HUMAN_AGENT":
+        return None
+    window = HUMAN_AGENT_WINDOW if tag == "HUMAN_AGENT" else MESSAGING_WINDOW
+    if last is not None and now - last < window:
+        return None
+    hours = int(window.total_seconds() // 3600)
+    return (
+        f"{channel.value}_window_closed",
+        f"more than {hours} hours since the customer's last {channel.value} message: "
+        + ("too late even for HUMAN_AGENT" if tag else "send with a message_tag"),
+    )
+
+
+class ProviderChoice:
+    """Several providers carry one channel (WhatsApp: Twilio and Meta's Cloud API).
+
+    A reply goes through the provider the customer last wrote through on the channel
+    (``reply_to["whatsapp_provider"]``, recorded on their identity by every
+    inbound WhatsApp message); a template needs Meta; else the default provider.
+    """
+
+    def __init__(self, senders: Mapping[str, Sender], default: str) -> None:
+        if default not in senders:
+            raise ValueError(f"default provider {default} has no sender")
+        self.senders = dict(senders)
+        self.default = default
+        self.provider = default
+
+    def pick(self, message: Message) -> Sender:
+        reply_to = message.channel_data.get("reply_to") or {}
+        wanted = reply_to.get("whatsapp_provider")
+        if message.channel_data.get("template") and "meta" in self.senders:
+            wanted = "meta"
+        return self.senders.get(str(wanted), self.senders[self.default])
+
+    def send(self, message: Message) -> SendResult:
+        return self.pick(message).send(message)
 
 
 class DispatchState(StrEnum):
@@ -248,13 +378,14 @@ class OutboundStore(TimelineStore):
             # Where the customer last wrote from on this channel (Slack: conversation
             # and thread), so the reply lands beside their message.
             channel_data["reply_to"] = dict(identity_item["reply_to"])
+        channel_data.update(meta_send_options(request, channel))
         message = Message(
             id=new_id(now),
             customer_id=customer_id,
             conversation_id=conversation_id,
             channel=channel,
             direction=Direction.OUTBOUND,
-            provider=CHANNEL_PROVIDER[channel],
+            provider=provider_for(channel, channel_data),
             author_role=AuthorRole(request.author_role),
             author_id=request.author_id,
             recipient=recipient,
@@ -483,7 +614,7 @@ class OutboundStore(TimelineStore):
                 "Key": key,
                 "UpdateExpression": (
                     "SET #status = :sent, status_history = list_append(status_history, :change), "
-                    "provider_message_id = :pmid, dispatch_state = :done"
+                    "provider_message_id = :pmid, dispatch_state = :done, provider = :provider"
                 ),
                 # A fast delivery callback may have moved it on already: then only
                 # the provider id and the dispatch state are recorded (below).
@@ -496,6 +627,7 @@ class OutboundStore(TimelineStore):
                         ":pmid": provider_message_id,
                         ":done": DispatchState.DONE.value,
                         ":change": [change.model_dump(mode="json", exclude_none=True)],
+                        ":provider": message.provider,
                     }
                 ),
             }
@@ -512,9 +644,15 @@ class OutboundStore(TimelineStore):
         self._update_message(
             message.customer_id,
             message.id,
-            UpdateExpression="SET provider_message_id = :pmid, dispatch_state = :done",
+            UpdateExpression=(
+                "SET provider_message_id = :pmid, dispatch_state = :done, provider = :provider"
+            ),
             ExpressionAttributeValues=to_item(
-                {":pmid": provider_message_id, ":done": DispatchState.DONE.value}
+                {
+                    ":pmid": provider_message_id,
+                    ":done": DispatchState.DONE.value,
+                    ":provider": message.provider,
+                }
             ),
         )
         for dedup in dedups:
@@ -571,16 +709,11 @@ class Dispatcher:
             return self._fail(message, "no_recipient", "the customer or recipient is gone", now)
         if profile.opted_out(message.recipient):
             return self._fail(message, "opted_out", "the customer opted out", now)
-        if message.channel is Channel.WHATSAPP and not within_whatsapp_window(profile, now):
-            rerouted = self._fallback(message, profile)
+        closed = window_closed(profile, message, now)
+        if closed is not None:
+            rerouted = self._fallback(message, profile, now)
             if rerouted is None:
-                return self._fail(
-                    message,
-                    "whatsapp_window_closed",
-                    "more than 24 hours since the customer's last WhatsApp message: "
-                    "only a template can be sent",
-                    now,
-                )
+                return self._fail(message, *closed, now)
             message = rerouted
         if message.channel is Channel.EMAIL and message.recipient is not None:
             # A bounce or complaint may have arrived after the reply was queued.
@@ -588,10 +721,15 @@ class Dispatcher:
             if blocked is not None:
                 return self._fail(message, blocked[0], blocked[1], now)
         sender = self.senders.get(message.channel)
+        if isinstance(sender, ProviderChoice):
+            sender = sender.pick(message)
         if sender is None:
             return self._fail(
                 message, "channel_unavailable", f"no sender for {message.channel}", now
             )
+        if sender.provider != message.provider:
+            # Recorded with the sent status, so the provider's status callbacks find it.
+            message = message.model_copy(update={"provider": sender.provider})
         try:
             result = sender.send(message)
         except SendFailed as error:
@@ -609,11 +747,13 @@ class Dispatcher:
         )
         return DispatchOutcome.SENT
 
-    def _fallback(self, message: Message, profile: Profile) -> Message | None:
+    def _fallback(self, message: Message, profile: Profile, now: datetime) -> Message | None:
         for name in message.channel_data.get("fallback", []):
             channel = Channel(name)
             identity = identity_for(profile, channel)
-            if channel is Channel.WHATSAPP or identity is None or profile.opted_out(identity):
+            if channel is message.channel or identity is None or profile.opted_out(identity):
+                continue
+            if window_closed(profile, message.model_copy(update={"channel": channel}), now):
                 continue
             self.store.reroute(message.customer_id, message.id, channel, identity)
             return message.model_copy(

@@ -118,6 +118,9 @@ class MediaPart(_Model):
     filename: str | None = None
     caption: str | None = None
     provider_media_id: str | None = None
+    sha256: str | None = Field(
+        default=None, description="SHA-256 of the file as the provider gives it (WhatsApp: base64)"
+    )
 
 
 class LocationPart(_Model):

@@ -86,6 +86,7 @@ def test_sms_and_whatsapp_from_one_number_read_back_as_one_customer(local_stack)
         "filename": None,
         "caption": None,
         "provider_media_id": None,
+        "sha256": None,
     }
     assert timeline["next_cursor"] is None
 

@@ -212,10 +212,12 @@ identity_inputs = st.one_of(
     st.tuples(st.just(IdentityKind.SLACK), slack_ids),
     st.tuples(st.just(IdentityKind.TELEGRAM), telegram_ids),
     st.tuples(
+        st.sampled_from([IdentityKind.MESSENGER, IdentityKind.INSTAGRAM]),
+        st.from_regex(r"\A[0-9]{1,20}\Z"),
+    ),
+    st.tuples(
         st.sampled_from(
             [
-                IdentityKind.MESSENGER,
-                IdentityKind.INSTAGRAM,
                 IdentityKind.WEBCHAT,
             ]
         ),

@@ -213,6 +213,9 @@ def normalize_form(form: Mapping[str, str]) -> InboundMessage:
         in_reply_to=form.get("OriginalRepliedMessageSid") or None,
         channel_data=channel_data,
         consent_keyword=form.get("OptOutType") or None,
+        # Replies on WhatsApp go back through the provider the customer last used
+        # (the same number may also reach us through Meta's Cloud API).
+        reply_to={"whatsapp_provider": PROVIDER} if channel is Channel.WHATSAPP else None,
     )
 
 
