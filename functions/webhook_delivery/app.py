@@ -115,6 +115,7 @@ def _reschedule(event: dict[str, Any], response: PartialItemFailureResponse) -> 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     retries.clear()
+    deliverer.start_batch()
     invocation["context"] = context
     response = process_partial_response(
         event=event, record_handler=deliver_record, processor=processor, context=context

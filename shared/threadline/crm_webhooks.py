@@ -207,13 +207,24 @@ class Deliverer:
         self.dead_letter = dead_letter
         self.resolver = resolver
         self.clock = clock
+        # Subscriptions read during one batch: a batch's jobs mostly share a few.
+        self._batch: dict[str, tuple[Subscription, str] | None] = {}
+
+    def start_batch(self) -> None:
+        """Forget the subscriptions read for the previous batch (call once per invocation)."""
+        self._batch.clear()
+
+    def _subscription(self, subscription_id: str) -> tuple[Subscription, str] | None:
+        if subscription_id not in self._batch:
+            self._batch[subscription_id] = self.store.get_with_secret(subscription_id)
+        return self._batch[subscription_id]
 
     def deliver(self, job: DeliveryJob) -> DeliveryStatus | None:
         """Deliver ``job``; None when there was nothing to do (gone, disabled, done).
 
         Raises :class:`RetryDelivery` when the receiver should be tried again later.
         """
-        found = self.store.get_with_secret(job.subscription_id)
+        found = self._subscription(job.subscription_id)
         if found is None or found[0].state is not SubscriptionState.ENABLED:
             logger.info(
                 "subscription deleted or disabled; event dropped",
@@ -293,6 +304,7 @@ class Deliverer:
         self.store.record_attempt(record)
         if outcome is DeliveryStatus.GONE:
             self.store.disable(job.subscription_id, reason, now=now)
+            self._batch[job.subscription_id] = None
         log_fields = {
             "subscription_id": job.subscription_id,
             "event_id": job.event_id,

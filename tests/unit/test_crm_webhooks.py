@@ -219,8 +219,10 @@ class MemoryStore:
         self.outcomes: dict[str, str] = {}
         self.history: list[DeliveryAttempt] = []
         self.disabled: list[str] = []
+        self.reads = 0
 
     def get_with_secret(self, subscription_id: str) -> tuple[Subscription, str] | None:
+        self.reads += 1
         if subscription_id != self.subscription.id:
             return None
         return self.subscription, self.secret
@@ -374,3 +376,17 @@ def test_a_deleted_subscription_drops_its_jobs(world, receiver):
     other = job().model_copy(update={"subscription_id": "S-gone"})
     assert deliverer.deliver(other) is None
     assert receiver.requests == [] and store.history == []
+
+
+def test_a_batch_reads_each_subscription_once_and_the_next_batch_reads_it_again(world, receiver):
+    deliverer, store, _, _ = world
+    deliverer.start_batch()
+    for event_id in ("ev1", "ev2", "ev3"):
+        assert deliverer.deliver(job(event_id)) is DeliveryStatus.DELIVERED
+    assert store.reads == 1
+    # Deleted between batches: the next batch sees it.
+    store.subscription = store.subscription.model_copy(update={"id": "S-other"})
+    deliverer.start_batch()
+    assert deliverer.deliver(job("ev4")) is None
+    assert store.reads == 2
+    assert len(receiver.requests) == 3
