@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
 from threadline import aws
 from threadline.crm_webhooks import (
@@ -62,7 +63,19 @@ deliverer = Deliverer(
 
 
 def deliver_record(record: SQSRecord) -> None:
-    job = DeliveryJob.model_validate_json(record.body)
+    try:
+        job = DeliveryJob.model_validate_json(record.body)
+    except ValidationError:
+        # Never deliverable: parked for an operator rather than retried for hours.
+        group = record.attributes.message_group_id or "malformed"
+        aws.sqs().send_message(
+            QueueUrl=dead_letter_url,
+            MessageBody=json.dumps({"body": record.body, "reason": "not a delivery job"}),
+            MessageGroupId=group,
+            MessageDeduplicationId=record.message_id,
+        )
+        logger.error("not a delivery job; dead-lettered", extra={"message_id": record.message_id})
+        return
     context = invocation.get("context")
     try:
         if context is not None and context.get_remaining_time_in_millis() < TIME_NEEDED_MS:

@@ -28,7 +28,13 @@ subscriptions: list[Subscription] = []
 
 
 def fan_out_record(record: SQSRecord) -> None:
-    detail_type, detail = event_from_envelope(record.body)
+    try:
+        detail_type, detail = event_from_envelope(record.body)
+    except ValueError:
+        # It can never become deliverable; failing it would hold back every later
+        # event (one FIFO group) until the queue's redrive moved it.
+        logger.error("not a threadline event; skipped", extra={"message_id": record.message_id})
+        return
     enqueue(jobs_for(detail_type, detail, subscriptions), queue_url, aws.sqs())
 
 

@@ -222,6 +222,10 @@ def test_one_failing_subscriber_does_not_hold_back_another(
     store = SubscriptionStore(aws.table, dynamodb=aws.dynamodb)
     from threadline.subscriptions import SubscriptionRequest
 
+    # Other tests of the session put events on the bus too: start from empty queues.
+    for queue in ("WebhookEventsQueue", "WebhookDeliveryQueue"):
+        sqs.purge_queue(QueueUrl=stack.physical_id(queue))
+
     healthy, broken = Receiver(204), Receiver(503)
     receivers += [healthy, broken]
     good = store.create(SubscriptionRequest(url=healthy.url, event_types=["message.received"]))
@@ -288,3 +292,28 @@ def test_one_failing_subscriber_does_not_hold_back_another(
     sqs.delete_message(QueueUrl=delivery_queue, ReceiptHandle=back["receiptHandle"])
     for subscription in (good, bad, other):
         store.delete(subscription.id)
+
+
+def test_bodies_that_are_not_events_or_jobs_never_block_a_queue(
+    stack, fanout_module, delivery_module
+):
+    sqs = stack.client("sqs")
+    dead_letters = stack.physical_id("WebhookDeliveryDeadLetterQueue")
+    sqs.purge_queue(QueueUrl=dead_letters)
+    record = {
+        "messageId": "m-malformed",
+        "receiptHandle": "r",
+        "body": '{"detail-type": "message.received"}',
+        "attributes": {"MessageGroupId": "S1:C1", "ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+    }
+    # Skipped by the fan-out (logged), so later events are not held back.
+    assert fanout_module.lambda_handler({"Records": [record]}, LambdaContext()) == {
+        "batchItemFailures": []
+    }
+    # Parked in the dead-letter queue by the delivery worker, not retried for hours.
+    answer = delivery_module.lambda_handler({"Records": [record]}, DeliveryContext())
+    assert answer == {"batchItemFailures": []}
+    (parked,) = sqs.receive_message(QueueUrl=dead_letters, MaxNumberOfMessages=10)["Messages"]
+    assert json.loads(parked["Body"]) == {"body": record["body"], "reason": "not a delivery job"}
