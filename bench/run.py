@@ -8,6 +8,10 @@ machine, so the numbers compare across machines; nothing here asserts a time.
    (targets: <= 3 for a known customer; floor 2).
 3. Warm handler time per message / the same DynamoDB calls made bare with boto3
    against the same moto server (target <= 2).
+4. CRM webhooks: events per second through the fan-out and delivery workers
+   (against moto, receiver on 127.0.0.1) / the same signed POSTs made bare; and, on
+   the whole local stack, the latency from a Twilio webhook POST to the CRM
+   receiver (median, p99).
 """
 
 from __future__ import annotations
@@ -413,6 +417,250 @@ def bench_publisher(publisher_module: Any, stack: Any) -> None:
     )
 
 
+# --- CRM webhooks -------------------------------------------------------------------
+
+WEBHOOK_EVENTS = 200
+WEBHOOK_CUSTOMERS = 20
+LATENCY_MESSAGES = 40
+LATENCY_WARMUP = 3
+
+
+class _Receiver:
+    """A CRM endpoint on 127.0.0.1 that answers 204 and notes when each event arrived."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.arrivals: dict[str, float] = {}
+        self.bodies: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                event = json.loads(body)
+                receiver.arrivals.setdefault(event["id"], time.perf_counter())
+                receiver.bodies.append(event)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _sqs_batch(sqs: Any, url: str) -> list[dict[str, Any]]:
+    messages = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]
+    ).get("Messages", [])
+    return [
+        {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": m.get("Attributes", {}),
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+        }
+        for m in messages
+    ]
+
+
+class _LongCtx(Ctx):
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 60_000
+
+
+def bench_webhook_worker(stack: Any) -> None:
+    """Events per second through fan-out + delivery, against the same POSTs made bare."""
+    from threadline.crm_webhooks import signed_headers
+    from threadline.http import HttpClient
+    from threadline.schema import utc_now
+    from threadline.subscriptions import SubscriptionRequest, SubscriptionStore
+
+    os.environ.update(stack.function_environment("WebhookFanoutFunction"))
+    fanout = load_handler_module("functions/webhook_fanout")
+    os.environ.update(stack.function_environment("WebhookDeliveryFunction"))
+    os.environ["WEBHOOK_ALLOW_PRIVATE_TARGETS"] = "true"  # the receiver is on 127.0.0.1
+    delivery = load_handler_module("functions/webhook_delivery")
+    sqs = stack.client("sqs")
+    receiver = _Receiver()
+    store = SubscriptionStore(stack.physical_id("Table"), dynamodb=stack.client("dynamodb"))
+    created = store.create(SubscriptionRequest(url=receiver.url))
+    events_url = stack.physical_id("WebhookEventsQueue")
+    delivery_url = stack.physical_id("WebhookDeliveryQueue")
+    for n in range(WEBHOOK_EVENTS):
+        detail = {
+            "schema_version": "1",
+            "id": f"bench-{n:05d}",
+            "type": "message.received",
+            "occurred_at": "2026-11-23T12:00:00Z",
+            "customer_id": f"C{n % WEBHOOK_CUSTOMERS:03d}",
+        }
+        envelope = {"detail-type": "message.received", "source": "threadline", "detail": detail}
+        sqs.send_message(
+            QueueUrl=events_url,
+            MessageBody=json.dumps(envelope),
+            MessageGroupId="threadline-events",
+        )
+    clients = {"sqs": fanout.aws.sqs(), "dynamodb": fanout.store.dynamodb}
+    assert delivery.deliverer.store.dynamodb is clients["dynamodb"]
+    print(
+        f"\n== CRM webhooks: {WEBHOOK_EVENTS} events, {WEBHOOK_CUSTOMERS} customers, 1 subscriber"
+    )
+    recorder = recording(list(clients.values()))
+    calls = recorder.__enter__()
+    started = time.perf_counter()
+    fanned = 0
+    while batch := _sqs_batch(sqs, events_url):
+        assert not fanout.lambda_handler({"Records": batch}, Ctx())["batchItemFailures"]
+        sqs.delete_message_batch(
+            QueueUrl=events_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(batch)
+            ],
+        )
+        fanned += len(batch)
+    fanout_seconds = time.perf_counter() - started
+    fanout_calls = len(calls)
+    started = time.perf_counter()
+    while batch := _sqs_batch(sqs, delivery_url):
+        assert not delivery.lambda_handler({"Records": batch}, _LongCtx())["batchItemFailures"]
+        sqs.delete_message_batch(
+            QueueUrl=delivery_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(batch)
+            ],
+        )
+    delivery_seconds = time.perf_counter() - started
+    recorder.__exit__(None, None, None)
+    delivery_calls = len(calls) - fanout_calls
+    delivered = len(receiver.arrivals)
+    assert fanned == delivered == WEBHOOK_EVENTS, (fanned, delivered)
+    bare = HttpClient()
+    secret = store.get_with_secret(created.id)
+    assert secret is not None
+    payloads = [json.dumps(body, separators=(",", ":")) for body in receiver.bodies]
+    started = time.perf_counter()
+    for payload in payloads:
+        event_id = json.loads(payload)["id"]
+        bare.request(
+            "POST",
+            receiver.url,
+            body=payload.encode(),
+            headers=signed_headers(secret[1], event_id, payload, utc_now()),
+        )
+    posts_seconds = time.perf_counter() - started
+    # The workers' AWS calls made bare, on fresh event ids so every write lands anew.
+    replay = json.loads(json.dumps(calls).replace("bench-", "bare--"))
+    started = time.perf_counter()
+    _replay(replay, clients)
+    bare_seconds = posts_seconds + time.perf_counter() - started
+    sqs.purge_queue(QueueUrl=delivery_url)
+    total = fanout_seconds + delivery_seconds
+    print(f"  bare signed POSTs alone            {WEBHOOK_EVENTS / posts_seconds:7.0f} events/s")
+    print(
+        f"  the same AWS calls + POSTs bare    {WEBHOOK_EVENTS / bare_seconds:7.0f} events/s"
+        "  (baseline 1.00)"
+    )
+    print(
+        f"  fan-out worker                     {WEBHOOK_EVENTS / fanout_seconds:7.0f} events/s  "
+        f"({fanout_calls / WEBHOOK_EVENTS:.2f} AWS calls per event, batches of 10)"
+    )
+    print(
+        f"  delivery worker                    {WEBHOOK_EVENTS / delivery_seconds:7.0f} events/s  "
+        f"({delivery_calls / WEBHOOK_EVENTS:.2f} AWS calls per delivery)"
+    )
+    print(
+        f"  fan-out + delivery                 {WEBHOOK_EVENTS / total:7.0f} events/s  "
+        f"time ratio {total / bare_seconds:4.2f}"
+    )
+    store.delete(created.id)
+    receiver.close()
+
+
+def bench_webhook_latency() -> None:
+    """Twilio webhook POST -> CRM receiver on the whole local stack: median and p99."""
+    import io
+    import secrets
+
+    import requests
+    from twilio.request_validator import RequestValidator
+
+    from devstack.stack import LocalStack
+
+    token = secrets.token_hex(16)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    environ["TWILIO_AUTH_TOKEN"] = token
+    environ.pop("THREADLINE_API_TOKEN", None)
+    receiver = _Receiver()
+    with LocalStack(port=0, environ=environ, log=io.StringIO()) as stack:
+        stack.wait_until_healthy()
+        subscribed = requests.post(
+            stack.base_url + "/v1/subscriptions",
+            json={"url": receiver.url, "event_types": ["message.received"]},
+            timeout=10,
+        )
+        assert subscribed.status_code == 201, subscribed.text
+        url = stack.base_url + TWILIO_PATH
+        sent: dict[str, float] = {}
+
+        def post(n: int) -> None:
+            params = _sms(f"SM{n:032x}", f"+1555300{n % 50:04d}", f"latency {n}")
+            signature = RequestValidator(token).compute_signature(url, params)
+            sent[params["MessageSid"]] = time.perf_counter()
+            answer = requests.post(
+                url,
+                data=urlencode(params),
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": signature,
+                },
+                # Generous: on a loaded machine the embedded AWS answers slowly.
+                timeout=60,
+            )
+            assert answer.status_code == 200, answer.text
+
+        for n in range(LATENCY_WARMUP):  # cold starts are not what this measures
+            post(10_000 + n)
+        started = time.perf_counter()
+        for n in range(LATENCY_MESSAGES):
+            # One at a time: the latency of a message, not of a queue behind it.
+            post(n)
+            deadline = time.monotonic() + 60
+            sid = f"SM{n:032x}"
+            while time.monotonic() < deadline and not any(
+                body["message"]["provider_message_id"] == sid for body in list(receiver.bodies)
+            ):
+                time.sleep(0.01)
+        elapsed = time.perf_counter() - started
+    arrived = {
+        body["message"]["provider_message_id"]: receiver.arrivals[body["id"]]
+        for body in receiver.bodies
+    }
+    latencies = sorted((arrived[sid] - sent[sid]) * 1000 for sid in sent if sid in arrived)
+    receiver.close()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(
+        f"\n== local stack: Twilio webhook POST -> CRM receiver, {len(latencies)}/"
+        f"{LATENCY_MESSAGES} messages, one at a time after {LATENCY_WARMUP} to warm up"
+    )
+    print(
+        f"  median {statistics.median(latencies):7.0f} ms   p99 {p99:7.0f} ms   "
+        f"(the table stream's 1 s batching window is part of it)"
+    )
+    print(f"  {len(latencies) / elapsed:5.2f} messages/s one at a time, end to end")
+
+
 def _start_sandbox() -> Any:
     import threading
 
@@ -432,6 +680,14 @@ def main() -> int:
 
     from devstack.stack import EmbeddedAws
 
+    if sys.argv[1:] == ["webhooks"]:
+        # Only section 4: `python bench/run.py webhooks`.
+        with EmbeddedAws.start() as embedded:
+            os.environ.update(embedded.client_environment())
+            os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+            bench_webhook_worker(embedded)
+        bench_webhook_latency()
+        return 0
     token = secrets.token_hex(16)
     sandbox = _start_sandbox()
     parameters = {"ProviderSandboxUrl": sandbox.url, "PublicBaseUrl": f"https://{HOST}"}
@@ -457,6 +713,8 @@ def main() -> int:
         customer_id = module.store.find_customer_id(Identity.parse("phone:+15550001002"))
         bench_dispatcher(load_handler_module("functions/dispatcher"), customer_id, sandbox)
         bench_publisher(load_handler_module("functions/publisher"), embedded)
+        bench_webhook_worker(embedded)
+    bench_webhook_latency()
     return 0
 
 

@@ -24,8 +24,17 @@ from threadline.schema import (
     Message,
     TimelinePage,
 )
-from threadline.settings import store_settings
+from threadline.settings import required_env, store_settings
+from threadline.ssrf import check_target
 from threadline.store import MAX_PAGE_SIZE
+from threadline.subscriptions import (
+    CreatedSubscription,
+    DeliveryPage,
+    Subscription,
+    SubscriptionList,
+    SubscriptionRequest,
+    SubscriptionStore,
+)
 
 app = APIGatewayHttpResolver(enable_validation=True)
 store = OutboundStore(store_settings())
@@ -222,6 +231,80 @@ def get_media(
     index: Annotated[int, Path(ge=0, le=99, description="the part's position in parts")],
 ) -> MediaLink:
     return media_link(store, customer_id, message_id, index, media_fetchers())
+
+
+# --- Signed webhooks: subscriptions and their delivery history ---------------------
+
+subscriptions = SubscriptionStore(store_settings().table_name)
+allow_private_webhook_targets = required_env("WEBHOOK_ALLOW_PRIVATE_TARGETS") == "true"
+
+
+@app.post(
+    "/v1/subscriptions",
+    summary="Subscribe a URL to signed webhooks (the signing secret is shown only here)",
+    tags=["webhooks"],
+    status_code=201,
+    responses=ERROR_RESPONSES,
+)
+def create_subscription(
+    request: Annotated[SubscriptionRequest, Body()],
+) -> Response[CreatedSubscription]:
+    check_target(request.url, allow_private=allow_private_webhook_targets)
+    created = subscriptions.create(request)
+    logger.info("webhook subscription created", extra={"subscription_id": created.id})
+    return Response(201, "application/json", created)
+
+
+@app.get(
+    "/v1/subscriptions",
+    summary="Every webhook subscription (without secrets)",
+    tags=["webhooks"],
+    responses=ERROR_RESPONSES,
+)
+def list_subscriptions() -> SubscriptionList:
+    return SubscriptionList(items=subscriptions.all())
+
+
+@app.get(
+    "/v1/subscriptions/<subscription_id>",
+    summary="Get a webhook subscription (without its secret)",
+    tags=["webhooks"],
+    responses=ERROR_RESPONSES,
+)
+def get_subscription(subscription_id: Annotated[str, Path()]) -> Subscription:
+    found = subscriptions.get(subscription_id)
+    if found is None:
+        raise NotFound("no such subscription")
+    return found
+
+
+@app.delete(
+    "/v1/subscriptions/<subscription_id>",
+    summary="Delete a webhook subscription; events not yet delivered to it are dropped",
+    tags=["webhooks"],
+    status_code=204,
+    responses=ERROR_RESPONSES,
+)
+def delete_subscription(subscription_id: Annotated[str, Path()]) -> Response[str]:
+    subscriptions.delete(subscription_id)
+    logger.info("webhook subscription deleted", extra={"subscription_id": subscription_id})
+    return Response(204, "application/json", "")
+
+
+@app.get(
+    "/v1/subscriptions/<subscription_id>/deliveries",
+    summary="A subscription's delivery attempts, newest first",
+    tags=["webhooks"],
+    responses=ERROR_RESPONSES,
+)
+def list_deliveries(
+    subscription_id: Annotated[str, Path()],
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> DeliveryPage:
+    if subscriptions.get(subscription_id) is None:
+        raise NotFound("no such subscription")
+    return subscriptions.deliveries(subscription_id, limit=limit, cursor=cursor)
 
 
 def openapi_document() -> dict[str, Any]:

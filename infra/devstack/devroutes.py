@@ -8,6 +8,8 @@
   ``DELETE /_dev/outbox`` clears them and any programmed faults.
 * ``GET /_dev/events`` (``?type=message.sent&customer_id=...``) lists the events
   put on the template's buses; ``DELETE /_dev/events`` forgets them.
+* ``POST /_dev/functions/<LogicalId>/stop`` and ``.../start`` stop one function (its
+  event sources paused, its workers gone) and start it again (:mod:`devstack.control`).
 * ``POST /_dev/email`` takes a raw mail (.eml) as the body and delivers it as SES
   inbound and S3 would: into the bucket of each function with an S3 event, and
   that function invoked with the S3 event (:mod:`devstack.maildrop`).
@@ -31,6 +33,7 @@ from typing import Any, TextIO
 
 from werkzeug.wrappers import Request, Response
 
+from devstack.control import FunctionControl
 from devstack.eventlog import EventLog
 from devstack.gateway import WsgiApp
 from devstack.maildrop import EmbeddedSesOutbox, MailDrop
@@ -61,6 +64,7 @@ class DevRoutes:
         self.mail: MailDrop | None = None
         self.sent_mail: EmbeddedSesOutbox | None = None
         self.feedback: SesFeedback | None = None
+        self.functions: FunctionControl | None = None
         self._log = log
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -124,6 +128,8 @@ class DevRoutes:
                 self.events.clear()
                 return Response(status=204)
             return _json(405, {"message": "Method Not Allowed"})
+        if path.startswith(f"{PREFIX}/functions/"):
+            return self._function(path, method)
         if path == f"{PREFIX}/email":
             if method != "POST":
                 return _json(405, {"message": "Method Not Allowed"})
@@ -152,6 +158,18 @@ class DevRoutes:
             return _json(202, {"published": self.feedback.publish(body)})
         except FeedbackError as error:
             return _json(400, {"message": str(error)})
+
+    def _function(self, path: str, method: str) -> Response:
+        logical_id, _, action = path[len(f"{PREFIX}/functions/") :].partition("/")
+        if self.functions is None or not self.functions.knows(logical_id):
+            return _json(404, {"message": "no such function in this stack"})
+        if action not in {"stop", "start"}:
+            return _json(404, {"message": "Not Found"})
+        if method != "POST":
+            return _json(405, {"message": "Method Not Allowed"})
+        if action == "stop":
+            return _json(200, self.functions.stop(logical_id))
+        return _json(200, self.functions.start(logical_id))
 
     def _console(self, line: str) -> None:
         stream = self._log if self._log is not None else sys.stderr

@@ -254,6 +254,10 @@ class Poller:
         self._log = log
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"devstack-{name}", daemon=True)
+        # Paused (POST /_dev/functions/<id>/stop): no rounds until resumed; held
+        # during a round so pausing can wait for the one in progress.
+        self._paused = threading.Event()
+        self._round = threading.Lock()
 
     def describe(self) -> str:
         """One line for the console: what feeds what, and how."""
@@ -286,6 +290,19 @@ class Poller:
         self.signal_stop()
         self.join()
 
+    def pause(self) -> None:
+        """Start no more rounds; return once the round in progress (if any) is over."""
+        self._paused.set()
+        with self._round:
+            pass
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -298,8 +315,12 @@ class Poller:
         errors = 0
         idle = 0
         while not self._stop.is_set():
+            if self._paused.is_set():
+                self._stop.wait(self.interval)
+                continue
             try:
-                busy = self.poll()
+                with self._round:
+                    busy = False if self._paused.is_set() else self.poll()
                 errors = 0
             except Exception as exc:  # one bad round must not end the loop for good
                 if self._stop.is_set():

@@ -444,7 +444,16 @@ def _event_bus(ctx: ProvisionContext, logical_id: str, raw: Mapping[str, Any]) -
     )
 
 
-_RULE_TARGET_KEYS = {"Id", "Arn", "Input", "InputPath", "InputTransformer", "RoleArn"}
+_RULE_TARGET_KEYS = {
+    "Id",
+    "Arn",
+    "Input",
+    "InputPath",
+    "InputTransformer",
+    "RoleArn",
+    # A FIFO queue target's message group (moto, like EventBridge, requires it).
+    "SqsParameters",
+}
 
 
 @provisioner("AWS::Events::Rule")

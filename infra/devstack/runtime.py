@@ -305,6 +305,18 @@ class FunctionPool:
             except subprocess.TimeoutExpired:
                 worker.kill()
 
+    def recycle(self) -> int:
+        """Stop every worker of this function (as a redeploy or crash would); the next
+        invocation starts a new one, cold. Returns how many were stopped."""
+        with self._changed:
+            workers = list(self._workers)
+            self._workers.clear()
+            self._idle.clear()
+            self._changed.notify_all()
+        for worker in workers:
+            worker.kill()
+        return len(workers)
+
     def _outcome(self, request_id: str, started: float, cold: bool, **fields: Any) -> Invocation:
         duration = (time.perf_counter() - started) * 1000
         return Invocation(

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from devstack.aws import DEFAULT_REGION, AwsTarget
+from devstack.control import FunctionControl
 from devstack.devroutes import SANDBOX_PREFIX, DevRoutes
 from devstack.eventlog import EventLog
 from devstack.functions import FunctionSpec, load_functions
@@ -45,6 +46,8 @@ HEALTH_PATH = "/v1/health"
 PUBLIC_BASE_URL_PARAMETER = "PublicBaseUrl"
 SANDBOX_URL_PARAMETER = "ProviderSandboxUrl"
 EMAIL_FROM_PARAMETER = "EmailFromAddress"
+WEBHOOK_PRIVATE_TARGETS_PARAMETER = "AllowPrivateWebhookTargets"
+WEBHOOK_RETRY_BASE_PARAMETER = "WebhookRetryBaseSeconds"
 # Replies go out from here locally; the embedded SES is told it is verified.
 LOCAL_EMAIL_FROM = "support@threadline.localhost"
 
@@ -63,6 +66,10 @@ def local_parameter_defaults(
         PUBLIC_BASE_URL_PARAMETER: base_url,
         SANDBOX_URL_PARAMETER: base_url + SANDBOX_PREFIX,
         EMAIL_FROM_PARAMETER: LOCAL_EMAIL_FROM,
+        # Tests run CRM webhook receivers on http://127.0.0.1, and wait seconds, not
+        # minutes, for a retry.
+        WEBHOOK_PRIVATE_TARGETS_PARAMETER: "true",
+        WEBHOOK_RETRY_BASE_PARAMETER: "1",
     }
     given = overrides or {}
     return {
@@ -341,6 +348,7 @@ class LocalStack:
             pollers.append(event_log.poller(interval=self.poll_interval, log=self.log))
         for poller in pollers:
             self.pollers.append(poller.start())
+        dev.functions = FunctionControl(self.runtime, self.pollers)
         self.server.start()
 
     def stop(self) -> None:

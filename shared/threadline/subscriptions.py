@@ -1,0 +1,422 @@
+"""Webhook subscriptions of CRMs and the history of every delivery attempt.
+
+Items (docs/storage.md):
+
+* ``SUBS`` / ``SUB#<ulid>``: a subscription (URL, event types, signing secret,
+  state). All subscriptions share one partition, so the fan-out reads them with a
+  single Query (no scan); a stack has tens of subscribers, not millions.
+* ``SUB#<id>`` / ``EVT#<event id>``: one event's delivery to one subscription:
+  how many attempts were made and, once final, the outcome. Its condition makes
+  a redelivered job (SQS is at least once) POST nothing after a success.
+* ``SUB#<id>`` / ``DLV#<ulid>``: one attempt, for ``GET .../deliveries`` (newest
+  first). Never the payload: status, attempt, response code, duration, error.
+
+History and delivery state expire after ``HISTORY_DAYS`` (the table's TTL).
+
+The signing secret lives in the subscription item, under the table's encryption
+at rest, not in Secrets Manager: the worker needs it for every delivery, and one
+GetItem already reads the subscription (URL, state). Secrets Manager would add a
+call (or a cache that outlives a rotation) and a per-secret monthly charge for each
+subscriber. The API returns the secret once, in the answer to the POST.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import secrets
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from threadline import aws
+from threadline.errors import MalformedRequest, NotFound, ThreadlineError
+from threadline.items import from_item, new_id, to_item
+from threadline.schema import utc_now
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+SUBS_PK = "SUBS"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+SECRET_BYTES = 32
+HISTORY_DAYS = 30
+MAX_PAGE_SIZE = 100
+MAX_SUBSCRIPTIONS = 100
+
+# Every detail-type a subscription may name: the design's catalog. A filter with a
+# typo would otherwise match nothing, silently.
+KNOWN_EVENT_TYPES = frozenset(
+    {
+        "message.received",
+        "message.queued",
+        "message.sent",
+        "message.status_changed",
+        "conversation.opened",
+        "conversation.channel_switched",
+        "conversation.closed",
+        "customer.created",
+        "customer.identity_linked",
+        "customer.merged",
+        "customer.erased",
+    }
+)
+
+
+class TooManySubscriptions(ThreadlineError):
+    status = 422
+    code = "too_many_subscriptions"
+
+
+class SubscriptionState(StrEnum):
+    ENABLED = "enabled"
+    # The receiver answered 410 Gone; nothing more is delivered.
+    DISABLED = "disabled"
+
+
+class DeliveryStatus(StrEnum):
+    DELIVERED = "delivered"
+    # This attempt failed; another follows at next_attempt_at.
+    RETRYING = "retrying"
+    # Final: a 4xx, a refused URL, or the last attempt failed (then also dead-lettered).
+    FAILED = "failed"
+    # The receiver answered 410: the subscription is disabled.
+    GONE = "gone"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SubscriptionRequest(_Model):
+    """``POST /v1/subscriptions``."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="where events are POSTed; https, public host (no private addresses)",
+    )
+    event_types: list[str] = Field(
+        default_factory=list,
+        max_length=len(KNOWN_EVENT_TYPES),
+        description="detail-types to deliver, e.g. message.received; empty or absent: all",
+    )
+    description: str | None = Field(default=None, max_length=256)
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_types(cls, values: list[str]) -> list[str]:
+        unknown = sorted(set(values) - KNOWN_EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; known: {sorted(KNOWN_EVENT_TYPES)}")
+        return sorted(set(values))
+
+
+class Subscription(_Model):
+    id: str
+    url: str
+    event_types: list[str] = Field(description="empty: every event type")
+    description: str | None = None
+    state: SubscriptionState
+    created_at: datetime
+    disabled_at: datetime | None = None
+    disabled_reason: str | None = None
+
+    def wants(self, event_type: str) -> bool:
+        return self.state is SubscriptionState.ENABLED and (
+            not self.event_types or event_type in self.event_types
+        )
+
+
+class CreatedSubscription(Subscription):
+    secret: str = Field(
+        description="Standard Webhooks signing secret (whsec_ + base64); shown only here"
+    )
+
+
+class SubscriptionList(_Model):
+    items: list[Subscription]
+
+
+class DeliveryAttempt(_Model):
+    id: str
+    subscription_id: str
+    event_id: str = Field(description="also the webhook-id header: stable across retries")
+    event_type: str
+    customer_id: str | None = None
+    attempt: int = Field(ge=1)
+    status: DeliveryStatus
+    response_status: int | None = Field(default=None, description="the receiver's HTTP status")
+    duration_ms: int = Field(ge=0)
+    error: str | None = None
+    attempted_at: datetime
+    next_attempt_at: datetime | None = None
+
+
+class DeliveryPage(_Model):
+    items: list[DeliveryAttempt]
+    next_cursor: str | None = None
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def subscription_pk(subscription_id: str) -> str:
+    return f"SUB#{subscription_id}"
+
+
+def _subscription_from_item(item: dict[str, Any]) -> Subscription:
+    return Subscription(
+        id=item["subscription_id"],
+        url=item["url"],
+        event_types=sorted(item.get("event_types") or []),
+        description=item.get("description"),
+        state=SubscriptionState(item["state"]),
+        created_at=datetime.fromisoformat(item["created_at"]),
+        disabled_at=(
+            datetime.fromisoformat(item["disabled_at"]) if item.get("disabled_at") else None
+        ),
+        disabled_reason=item.get("disabled_reason"),
+    )
+
+
+def _encode_cursor(sort_key: str) -> str:
+    document = json.dumps({"v": 1, "sk": sort_key}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(document).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    invalid = MalformedRequest("cursor is not one this API returned", code="invalid_cursor")
+    if len(cursor) > 512:
+        raise invalid
+    try:
+        document = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        sort_key = document["sk"]
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise invalid from exc
+    if not isinstance(sort_key, str) or not sort_key.startswith("DLV#"):
+        raise invalid
+    return sort_key
+
+
+class SubscriptionStore:
+    """Subscriptions and delivery history in the threadline table."""
+
+    def __init__(self, table: str, *, dynamodb: DynamoDBClient | None = None) -> None:
+        self.table = table
+        self._dynamodb = dynamodb
+
+    @property
+    def dynamodb(self) -> DynamoDBClient:
+        if self._dynamodb is None:
+            self._dynamodb = aws.dynamodb()
+        return self._dynamodb
+
+    # --- subscriptions -------------------------------------------------------------
+
+    def create(
+        self, request: SubscriptionRequest, *, now: datetime | None = None
+    ) -> CreatedSubscription:
+        now = now or utc_now()
+        if len(self._subscription_items(True)) >= MAX_SUBSCRIPTIONS:
+            raise TooManySubscriptions(
+                f"a stack has at most {MAX_SUBSCRIPTIONS} subscriptions; delete one first"
+            )
+        created = CreatedSubscription(
+            id=new_id(now),
+            url=request.url,
+            event_types=request.event_types,
+            description=request.description,
+            state=SubscriptionState.ENABLED,
+            created_at=now,
+            secret=new_secret(),
+        )
+        item = {
+            "pk": SUBS_PK,
+            "sk": subscription_pk(created.id),
+            "type": "webhook_subscription",
+            "subscription_id": created.id,
+            "url": created.url,
+            # A list, not a set: DynamoDB refuses empty sets.
+            "event_types": created.event_types,
+            "description": created.description,
+            "state": created.state.value,
+            "created_at": now.isoformat(),
+            "secret": created.secret,
+        }
+        self.dynamodb.put_item(
+            TableName=self.table,
+            Item=to_item(item),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+        return created
+
+    def all(self, *, consistent: bool = False) -> list[Subscription]:
+        return [_subscription_from_item(item) for item in self._subscription_items(consistent)]
+
+    def list_with_secrets(self) -> list[tuple[Subscription, str]]:
+        """Every subscription with its secret (consistent, so a new one is seen at once)."""
+        return [
+            (_subscription_from_item(item), str(item["secret"]))
+            for item in self._subscription_items(True)
+        ]
+
+    def _subscription_items(self, consistent: bool) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": to_item({":pk": SUBS_PK, ":prefix": "SUB#"}),
+            "ConsistentRead": consistent,
+        }
+        while True:
+            response = self.dynamodb.query(**query)
+            items += [from_item(raw) for raw in response.get("Items", [])]
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return items
+            query["ExclusiveStartKey"] = last
+
+    def get(self, subscription_id: str) -> Subscription | None:
+        found = self._get_item(subscription_id)
+        return _subscription_from_item(found) if found else None
+
+    def get_with_secret(self, subscription_id: str) -> tuple[Subscription, str] | None:
+        found = self._get_item(subscription_id)
+        return (_subscription_from_item(found), str(found["secret"])) if found else None
+
+    def _get_item(self, subscription_id: str) -> dict[str, Any] | None:
+        response = self.dynamodb.get_item(
+            TableName=self.table,
+            Key=to_item({"pk": SUBS_PK, "sk": subscription_pk(subscription_id)}),
+            ConsistentRead=True,
+        )
+        return from_item(response["Item"]) if response.get("Item") else None
+
+    def delete(self, subscription_id: str) -> None:
+        """Delete the subscription; its history expires with the table's TTL."""
+        try:
+            self.dynamodb.delete_item(
+                TableName=self.table,
+                Key=to_item({"pk": SUBS_PK, "sk": subscription_pk(subscription_id)}),
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            raise NotFound("no such subscription") from None
+
+    def disable(self, subscription_id: str, reason: str, *, now: datetime | None = None) -> None:
+        now = now or utc_now()
+        # A subscription deleted meanwhile has nothing left to disable.
+        with contextlib.suppress(self.dynamodb.exceptions.ConditionalCheckFailedException):
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key=to_item({"pk": SUBS_PK, "sk": subscription_pk(subscription_id)}),
+                UpdateExpression=(
+                    "SET #state = :disabled, disabled_at = :at, disabled_reason = :why"
+                ),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":disabled": SubscriptionState.DISABLED.value,
+                        ":at": now.isoformat(),
+                        ":why": reason,
+                    }
+                ),
+            )
+
+    # --- deliveries ----------------------------------------------------------------
+
+    def claim_attempt(
+        self, subscription_id: str, event_id: str, *, now: datetime | None = None
+    ) -> int | None:
+        """Count one more attempt; None when the event's delivery is already final."""
+        now = now or utc_now()
+        try:
+            response = self.dynamodb.update_item(
+                TableName=self.table,
+                Key=to_item({"pk": subscription_pk(subscription_id), "sk": f"EVT#{event_id}"}),
+                UpdateExpression=(
+                    "ADD attempts :one SET #type = :type, last_attempt_at = :at, expires_at = :exp"
+                ),
+                ConditionExpression="attribute_not_exists(outcome)",
+                ExpressionAttributeNames={"#type": "type"},
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":one": 1,
+                        ":type": "webhook_delivery",
+                        ":at": now.isoformat(),
+                        ":exp": _expires_at(now),
+                    }
+                ),
+                ReturnValues="UPDATED_NEW",
+            )
+        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            return None
+        return int(from_item(response["Attributes"])["attempts"])
+
+    def record_attempt(self, attempt: DeliveryAttempt) -> None:
+        """Write the attempt to the history, and the outcome when it is final."""
+        history = {
+            "pk": subscription_pk(attempt.subscription_id),
+            "sk": f"DLV#{attempt.id}",
+            "type": "webhook_attempt",
+            "attempt": attempt.model_dump_json(),
+            "expires_at": _expires_at(attempt.attempted_at),
+        }
+        writes: list[dict[str, Any]] = [
+            {"Put": {"TableName": self.table, "Item": to_item(history)}}
+        ]
+        if attempt.status is not DeliveryStatus.RETRYING:
+            writes.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": to_item(
+                            {
+                                "pk": subscription_pk(attempt.subscription_id),
+                                "sk": f"EVT#{attempt.event_id}",
+                            }
+                        ),
+                        "UpdateExpression": "SET outcome = :outcome",
+                        "ExpressionAttributeValues": to_item({":outcome": attempt.status.value}),
+                    }
+                }
+            )
+        self.dynamodb.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
+
+    def deliveries(
+        self, subscription_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> DeliveryPage:
+        """One page of the subscription's delivery attempts, newest first."""
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": to_item(
+                {":pk": subscription_pk(subscription_id), ":prefix": "DLV#"}
+            ),
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            query["ExclusiveStartKey"] = to_item(
+                {"pk": subscription_pk(subscription_id), "sk": _decode_cursor(cursor)}
+            )
+        response = self.dynamodb.query(**query)
+        items = [
+            DeliveryAttempt.model_validate_json(from_item(raw)["attempt"])
+            for raw in response.get("Items", [])
+        ]
+        last = response.get("LastEvaluatedKey")
+        next_cursor = _encode_cursor(str(from_item(last)["sk"])) if last else None
+        return DeliveryPage(items=items, next_cursor=next_cursor)
+
+
+def _expires_at(now: datetime) -> int:
+    return int((now + timedelta(days=HISTORY_DAYS)).timestamp())
