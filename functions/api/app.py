@@ -11,9 +11,18 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import __version__
+from threadline import privacy as privacy_consent
 from threadline.errors import MalformedRequest, NotFound, ThreadlineError
 from threadline.logs import logger
 from threadline.outbound import OutboundStore, SendMessageRequest
+from threadline.privacy import (
+    ConsentUpdate,
+    CustomerConsent,
+    JobState,
+    PrivacyJob,
+    PrivacyService,
+    PrivacySettings,
+)
 from threadline.schema import Customer, Identity, Message, TimelinePage
 from threadline.settings import store_settings
 from threadline.store import MAX_PAGE_SIZE
@@ -29,8 +38,9 @@ ERROR_RESPONSES: dict[int, Any] = {
     for status, description in {
         400: "Invalid request",
         404: "Not found",
-        409: "The customer opted out of this channel",
+        409: "The customer opted out of this channel or purpose",
         422: "The message cannot be sent to this customer as asked",
+        503: "Storage or the job queue is unavailable; retry",
     }.items()
 }
 
@@ -137,6 +147,88 @@ def send_message(
 ) -> Response[Message]:
     message, _ = store.queue_message(customer_id, request, idempotency_key=idempotency_key)
     return Response(202, "application/json", message)
+
+
+# --- consent, export and erasure (threadline.privacy; docs/api.md) --------------------
+_privacy: PrivacyService | None = None
+
+
+def privacy() -> PrivacyService:
+    global _privacy
+    if _privacy is None:
+        _privacy = PrivacyService(store, PrivacySettings.from_env())
+    return _privacy
+
+
+@app.get(
+    "/v1/customers/<customer_id>/consent",
+    summary="The customer's consent per identity and purpose",
+    tags=["privacy"],
+    responses=ERROR_RESPONSES,
+)
+def get_consent(customer_id: Annotated[str, Path()]) -> CustomerConsent:
+    return privacy_consent.get_consent(store, customer_id)
+
+
+@app.put(
+    "/v1/customers/<customer_id>/consent",
+    summary="Record a grant or withdrawal of consent for one identity and purpose",
+    tags=["privacy"],
+    responses=ERROR_RESPONSES,
+)
+def put_consent(
+    customer_id: Annotated[str, Path()], update: Annotated[ConsentUpdate, Body()]
+) -> CustomerConsent:
+    return privacy_consent.set_consent(store, customer_id, update)
+
+
+@app.post(
+    "/v1/customers/<customer_id>/exports",
+    summary="Start building an archive of everything held about the customer",
+    tags=["privacy"],
+    status_code=202,
+    responses=ERROR_RESPONSES,
+)
+def start_export(customer_id: Annotated[str, Path()]) -> Response[PrivacyJob]:
+    job = privacy().request_export(customer_id)
+    location = f"/v1/customers/{customer_id}/exports/{job.job_id}"
+    return Response(202, "application/json", job, headers={"Location": location})
+
+
+@app.get(
+    "/v1/customers/<customer_id>/exports/<job_id>",
+    summary="An export's progress; when done, a short-lived download URL of the zip",
+    tags=["privacy"],
+    responses=ERROR_RESPONSES,
+)
+def export_status(
+    customer_id: Annotated[str, Path()], job_id: Annotated[str, Path()]
+) -> PrivacyJob:
+    return privacy().export_status(customer_id, job_id)
+
+
+@app.delete(
+    "/v1/customers/<customer_id>",
+    summary="Erase the customer: everything in the table and the buckets",
+    tags=["privacy"],
+    status_code=202,
+    responses=ERROR_RESPONSES,
+)
+def erase_customer(customer_id: Annotated[str, Path()]) -> Response[PrivacyJob]:
+    job, _ = privacy().request_erasure(customer_id)
+    location = f"/v1/customers/{customer_id}/erasure"
+    status = 200 if job.state is JobState.DONE else 202
+    return Response(status, "application/json", job, headers={"Location": location})
+
+
+@app.get(
+    "/v1/customers/<customer_id>/erasure",
+    summary="The erasure of a customer: progress, then the audit record (ids and counts)",
+    tags=["privacy"],
+    responses=ERROR_RESPONSES,
+)
+def erasure_status(customer_id: Annotated[str, Path()]) -> PrivacyJob:
+    return privacy().erasure_status(customer_id)
 
 
 def openapi_document() -> dict[str, Any]:

@@ -78,6 +78,25 @@ class ConversationOpened(_Event):
     conversation: Conversation
 
 
+class Erasure(BaseModel):
+    """What an erasure removed: ids, times and counts, never personal data."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_id: str
+    mode: Literal["delete", "anonymize"]
+    requested_at: datetime
+    completed_at: datetime
+    counts: dict[str, int]
+
+
+class CustomerErased(_Event):
+    """The customer's data is gone from threadline: CRMs should erase their copies."""
+
+    type: Literal["customer.erased"] = "customer.erased"
+    erasure: Erasure
+
+
 Event = (
     MessageReceived
     | MessageQueued
@@ -85,6 +104,7 @@ Event = (
     | MessageStatusChanged
     | CustomerCreated
     | ConversationOpened
+    | CustomerErased
 )
 EVENT_MODELS: tuple[type[_Event], ...] = (
     MessageReceived,
@@ -93,6 +113,7 @@ EVENT_MODELS: tuple[type[_Event], ...] = (
     MessageStatusChanged,
     CustomerCreated,
     ConversationOpened,
+    CustomerErased,
 )
 
 
@@ -153,6 +174,18 @@ def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
     if item_type == "customer" and old is None:
         customer = profile_from_item(new).customer
         return [CustomerCreated(customer=customer, **ids("customer.created"))]
+    if item_type == "erasure":
+        # Announced once, when the audit record (threadline.privacy) turns done.
+        if new.get("state") != "done" or (old or {}).get("state") == "done":
+            return []
+        erasure = Erasure(
+            job_id=str(new["job_id"]),
+            mode=new.get("mode") or "delete",
+            requested_at=datetime.fromisoformat(new["requested_at"]),
+            completed_at=datetime.fromisoformat(new["completed_at"]),
+            counts={k: int(v) for k, v in (new.get("counts") or {}).items()},
+        )
+        return [CustomerErased(erasure=erasure, **ids("customer.erased"))]
     if item_type == "conversation" and old is None:
         conversation = _conversation_from_item(new)
         return [ConversationOpened(conversation=conversation, **ids("conversation.opened"))]
