@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -214,8 +214,17 @@ def export_status(
     status_code=202,
     responses=ERROR_RESPONSES,
 )
-def erase_customer(customer_id: Annotated[str, Path()]) -> Response[PrivacyJob]:
-    job, _ = privacy().request_erasure(customer_id)
+def erase_customer(
+    customer_id: Annotated[str, Path()],
+    mode: Annotated[
+        Literal["delete", "anonymize"],
+        Query(
+            description="delete: everything; anonymize: keep the history (channels, "
+            "directions, times) without bodies, identities or names"
+        ),
+    ] = "delete",
+) -> Response[PrivacyJob]:
+    job, _ = privacy().request_erasure(customer_id, mode=mode)
     location = f"/v1/customers/{customer_id}/erasure"
     status = 200 if job.state is JobState.DONE else 202
     return Response(status, "application/json", job, headers={"Location": location})

@@ -49,12 +49,13 @@ from threadline.items import (
     idempotency_pk,
     identity_pk,
     message_from_item,
+    message_item,
     new_id,
     stored_objects,
     to_item,
 )
 from threadline.logs import logger
-from threadline.schema import Identity, utc_now
+from threadline.schema import Identity, StatusChange, utc_now
 from threadline.settings import required_env
 from threadline.store import TimelineStore, profile_from_item
 
@@ -617,7 +618,13 @@ class PrivacyService:
     # ------------------------------------------------------------------ erasure
 
     def run_erasure(self, customer_id: str, job_id: str, *, now: datetime | None = None) -> None:
-        """Delete everything of the customer (see the module docstring for the order)."""
+        """Delete everything of the customer (see the module docstring for the order).
+
+        ``mode=anonymize`` does the same to identities, pointers, S3 objects and
+        exports, but keeps the messages, conversations and profile with their personal
+        data removed (bodies, identities, names, raw payloads, provider ids) and their
+        channels, directions, statuses and times kept, for analytics.
+        """
         pk, sk = erasure_pk(customer_id), ERASURE_SK
         job_item = self.store.get_item(pk, sk, consistent=True)
         if job_item is None or job_item.get("state") == JobState.DONE:
@@ -625,6 +632,7 @@ class PrivacyService:
         if job_item.get("job_id") != job_id:
             return
         started = now or utc_now()
+        anonymize = job_item.get("mode") == "anonymize"
         self._update_job(pk, sk, state=JobState.RUNNING.value, started_at=started.isoformat())
         counts = {
             "identities": 0,
@@ -651,7 +659,13 @@ class PrivacyService:
         # Messages may still have been written while the identities were going: repeat
         # until a pass finds nothing (at most a few passes).
         for _ in range(5):
-            items = [i for i in self._customer_items(customer_id) if i["sk"] != PROFILE_SK]
+            items = [
+                i
+                for i in self._customer_items(customer_id)
+                if i["sk"] != PROFILE_SK
+                and not i.get("anonymized")
+                and not (anonymize and i.get("type") == "conversation")
+            ]
             if not items:
                 break
             self._update_job(pk, sk, items_total=total_done + len(items), items_done=total_done)
@@ -662,11 +676,24 @@ class PrivacyService:
                     counts["messages"] += 1
                 elif kind == "conversation":
                     counts["conversations"] += 1
+            kept: list[dict[str, Any]] = []
+            if anonymize:
+                kept = [i for i in items if i.get("type") == "message"]
+                for item in kept:
+                    self.dynamodb.put_item(
+                        TableName=self.table, Item=to_item(_anonymized_message_item(item))
+                    )
+                items = [i for i in items if i.get("type") != "message"]
             self._delete_keys([(str(i["pk"]), str(i["sk"])) for i in items])
-            total_done += len(items)
+            total_done += len(items) + len(kept)
             self._update_job(pk, sk, items_done=total_done)
         counts["exports"] = self._delete_exports(customer_id)
-        self._delete_keys([(customer_pk(customer_id), PROFILE_SK)])
+        if anonymize and profile is not None:
+            self.dynamodb.put_item(
+                TableName=self.table, Item=to_item(_anonymized_profile_item(profile, started))
+            )
+        elif not anonymize:
+            self._delete_keys([(customer_pk(customer_id), PROFILE_SK)])
         # The audit record: ids, times and counts only. Its change to done is what
         # the publisher announces as customer.erased.
         self._update_job(
@@ -785,6 +812,51 @@ class PrivacyService:
                     break
             else:
                 raise StorageUnavailable("DynamoDB kept items unprocessed; the job is retried")
+
+
+def _anonymized_message_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A message item with everything personal gone: what, who, and the provider's ids.
+
+    Kept: ids, customer and conversation, channel, direction, provider, author role,
+    times, statuses and error codes (error messages can quote a number: dropped).
+    """
+    message = message_from_item(item)
+    anonymous = message.model_copy(
+        update={
+            "sender": None,
+            "recipient": None,
+            "parts": [],
+            "provider_message_id": None,
+            "author_id": None,
+            "in_reply_to": None,
+            "thread_id": None,
+            "raw": None,
+            "channel_data": {},
+            "revisions": [],
+            "status_history": [
+                StatusChange(status=change.status, at=change.at, error_code=change.error_code)
+                for change in message.status_history
+            ],
+        }
+    )
+    anonymized = message_item(anonymous)
+    anonymized["anonymized"] = True
+    for kept in ("expires_at", "dispatch_state"):
+        if item.get(kept) is not None:
+            anonymized[kept] = item[kept]
+    return anonymized
+
+
+def _anonymized_profile_item(profile: dict[str, Any], at: datetime) -> dict[str, Any]:
+    kept = ("pk", "sk", "type", "customer_id", "created_at", "last_channel", "last_message_at")
+    return {
+        **{k: profile[k] for k in kept if profile.get(k) is not None},
+        "last_inbound": profile.get("last_inbound") or {},
+        "identities": [],
+        "consent": {},
+        "help_requested": {},
+        "anonymized_at": at.isoformat(),
+    }
 
 
 def _job_fields(job: PrivacyJob) -> dict[str, Any]:

@@ -443,3 +443,42 @@ def test_erasure_of_an_sms_customer_removes_dedup_and_idempotency_items(
 def test_erasure_of_an_unknown_customer_is_404(api_call):
     assert api_call("DELETE", "/v1/customers/01NOSUCHCUSTOMER00000000000")["statusCode"] == 404
     assert api_call("GET", "/v1/customers/01NOSUCHCUSTOMER00000000000/erasure")["statusCode"] == 404
+
+
+def test_anonymizing_erasure_keeps_the_history_without_personal_data(
+    twilio_post, api_get, api_call, worker, aws, pipeline
+):
+    number = "+15551250010"
+    twilio_post(sms("SM" + "eb" * 16, sender=number, body="I am Yara, call me at home"))
+    customer_id = customer_for(api_get, number)
+    api_call("POST", f"/v1/customers/{customer_id}/messages", {"text": "Hi Yara, on it"})
+    pipeline.run()  # the reply is sent: Twilio's id maps back to it (a DEDUP item)
+    before = timeline_of(api_call, customer_id)
+    pipeline.publish()
+
+    response = api_call("DELETE", f"/v1/customers/{customer_id}", query="mode=anonymize")
+    assert response["statusCode"] == 202 and response["json"]["mode"] == "anonymize"
+    worker.run()
+    status = api_call("GET", f"/v1/customers/{customer_id}/erasure")["json"]
+    assert status["state"] == "done"
+    assert status["counts"]["identities"] == 1 and status["counts"]["messages"] == 2
+
+    items = table_items(aws)
+    assert not [i for i in items if number in json.dumps(i) or "Yara" in json.dumps(i)]
+    # The history stays: same messages, channels, directions, times and statuses.
+    after = timeline_of(api_call, customer_id)
+    assert [m["id"] for m in after] == [m["id"] for m in before]
+    for old, new in zip(before, after, strict=True):
+        for kept in ("channel", "direction", "received_at", "status", "conversation_id"):
+            assert new[kept] == old[kept]
+        assert new["parts"] == [] and new["sender"] is None and new["recipient"] is None
+        assert new["raw"] is None and new["provider_message_id"] is None
+    customer = api_call("GET", f"/v1/customers/{customer_id}")["json"]
+    assert customer["identities"] == [] and customer["display_name"] is None
+
+    records = pipeline.stream_records()
+    events = [e for r in records for e in events_from_stream_record(r)]
+    assert [(e.type, e.erasure.mode) for e in events] == [("customer.erased", "anonymize")]
+
+    twilio_post(sms("SM" + "ec" * 16, sender=number, body="new me"))
+    assert customer_for(api_get, number) != customer_id
