@@ -25,8 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
-import zipfile
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
@@ -60,6 +58,8 @@ from threadline.settings import required_env
 from threadline.store import TimelineStore, profile_from_item
 
 if TYPE_CHECKING:
+    import zipfile
+
     from mypy_boto3_s3 import S3Client
 
 EXPORT_SK_PREFIX = "EXPORT#"
@@ -501,6 +501,10 @@ class PrivacyService:
 
     def run_export(self, customer_id: str, job_id: str, *, now: datetime | None = None) -> None:
         """Build the customer's archive and put it in the export bucket."""
+        # Only the worker builds archives: the API does not pay for these imports.
+        import tempfile
+        import zipfile
+
         pk, sk = customer_pk(customer_id), export_sk(job_id)
         job_item = self.store.get_item(pk, sk, consistent=True)
         if job_item is None or job_item.get("state") == JobState.DONE:
@@ -593,6 +597,13 @@ class PrivacyService:
                 )
             size = os.path.getsize(path)
             self.s3.upload_file(path, self.settings.export_bucket, export_key(customer_id, job_id))
+        if self.store.get_item(pk, sk, consistent=True) is None:
+            # Erased while we built it: the archive must not outlive the erasure.
+            self.s3.delete_object(
+                Bucket=self.settings.export_bucket, Key=export_key(customer_id, job_id)
+            )
+            logger.info("export dropped: customer erased meanwhile", extra={"job_id": job_id})
+            return
         self._update_job(
             pk,
             sk,
