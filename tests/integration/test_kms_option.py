@@ -4,6 +4,8 @@ policy resource is named, and writes still work."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from devstack.stack import EmbeddedAws
@@ -13,7 +15,11 @@ KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/0b5e6a1c-7d2f-4e8a-9c3b-1f2e3d
 
 @pytest.fixture(scope="module")
 def kms_stack():
-    with EmbeddedAws.start(parameters={"KmsKeyArn": KEY_ARN}) as embedded:
+    # Its own moto server and stage: the session stack (which tests may have pointed
+    # AWS_ENDPOINT_URL at) already holds tables and buckets of the default names.
+    environ = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}
+    parameters = {"KmsKeyArn": KEY_ARN, "Stage": "kms"}
+    with EmbeddedAws.start(environ=environ, parameters=parameters) as embedded:
         yield embedded
 
 
