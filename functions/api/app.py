@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
@@ -12,10 +12,19 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Pat
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import __version__
+from threadline import privacy as privacy_consent
 from threadline.errors import MalformedRequest, NotFound, ThreadlineError
 from threadline.logs import logger
 from threadline.media import MediaFetcher, MediaLink, media_link
 from threadline.outbound import OutboundStore, SendMessageRequest
+from threadline.privacy import (
+    ConsentUpdate,
+    CustomerConsent,
+    JobState,
+    PrivacyJob,
+    PrivacyService,
+    PrivacySettings,
+)
 from threadline.schema import (
     Conversation,
     ConversationPage,
@@ -47,8 +56,10 @@ ERROR_RESPONSES: dict[int, Any] = {
     for status, description in {
         400: "Invalid request",
         404: "Not found",
-        409: "The customer opted out of this channel, or the e-mail address bounced or complained",
+        409: "The customer opted out of this channel or purpose, or the e-mail address "
+        "bounced or complained",
         422: "The message cannot be sent to this customer as asked",
+        503: "Storage or the job queue is unavailable; retry",
     }.items()
 }
 
@@ -305,6 +316,97 @@ def list_deliveries(
     if subscriptions.get(subscription_id) is None:
         raise NotFound("no such subscription")
     return subscriptions.deliveries(subscription_id, limit=limit, cursor=cursor)
+
+
+# --- consent, export and erasure (threadline.privacy; docs/api.md) --------------------
+_privacy: PrivacyService | None = None
+
+
+def privacy() -> PrivacyService:
+    global _privacy
+    if _privacy is None:
+        _privacy = PrivacyService(store, PrivacySettings.from_env())
+    return _privacy
+
+
+@app.get(
+    "/v1/customers/<customer_id>/consent",
+    summary="The customer's consent per identity and purpose",
+    tags=["privacy"],
+    responses=ERROR_RESPONSES,
+)
+def get_consent(customer_id: Annotated[str, Path()]) -> CustomerConsent:
+    return privacy_consent.get_consent(store, customer_id)
+
+
+@app.put(
+    "/v1/customers/<customer_id>/consent",
+    summary="Record a grant or withdrawal of consent for one identity and purpose",
+    tags=["privacy"],
+    responses=ERROR_RESPONSES,
+)
+def put_consent(
+    customer_id: Annotated[str, Path()], update: Annotated[ConsentUpdate, Body()]
+) -> CustomerConsent:
+    return privacy_consent.set_consent(store, customer_id, update)
+
+
+@app.post(
+    "/v1/customers/<customer_id>/exports",
+    summary="Start building an archive of everything held about the customer",
+    tags=["privacy"],
+    status_code=202,
+    responses=ERROR_RESPONSES,
+)
+def start_export(customer_id: Annotated[str, Path()]) -> Response[PrivacyJob]:
+    job = privacy().request_export(customer_id)
+    location = f"/v1/customers/{customer_id}/exports/{job.job_id}"
+    return Response(202, "application/json", job, headers={"Location": location})
+
+
+@app.get(
+    "/v1/customers/<customer_id>/exports/<job_id>",
+    summary="An export's progress; when done, a short-lived download URL of the zip",
+    tags=["privacy"],
+    responses=ERROR_RESPONSES,
+)
+def export_status(
+    customer_id: Annotated[str, Path()], job_id: Annotated[str, Path()]
+) -> PrivacyJob:
+    return privacy().export_status(customer_id, job_id)
+
+
+@app.delete(
+    "/v1/customers/<customer_id>",
+    summary="Erase the customer: everything in the table and the buckets",
+    tags=["privacy"],
+    status_code=202,
+    responses=ERROR_RESPONSES,
+)
+def erase_customer(
+    customer_id: Annotated[str, Path()],
+    mode: Annotated[
+        Literal["delete", "anonymize"],
+        Query(
+            description="delete: everything; anonymize: keep the history (channels, "
+            "directions, times) without bodies, identities or names"
+        ),
+    ] = "delete",
+) -> Response[PrivacyJob]:
+    job, _ = privacy().request_erasure(customer_id, mode=mode)
+    location = f"/v1/customers/{customer_id}/erasure"
+    status = 200 if job.state is JobState.DONE else 202
+    return Response(status, "application/json", job, headers={"Location": location})
+
+
+@app.get(
+    "/v1/customers/<customer_id>/erasure",
+    summary="The erasure of a customer: progress, then the audit record (ids and counts)",
+    tags=["privacy"],
+    responses=ERROR_RESPONSES,
+)
+def erasure_status(customer_id: Annotated[str, Path()]) -> PrivacyJob:
+    return privacy().erasure_status(customer_id)
 
 
 def openapi_document() -> dict[str, Any]:

@@ -307,6 +307,7 @@ _BUCKET_PROPERTIES = {
     "VersioningConfiguration",
     "PublicAccessBlockConfiguration",
     "OwnershipControls",
+    "LifecycleConfiguration",
     "Tags",
 }
 
@@ -351,6 +352,13 @@ def _bucket(ctx: ProvisionContext, logical_id: str, raw: Mapping[str, Any]) -> P
     tags = properties.get("Tags")
     if tags:
         client.put_bucket_tagging(Bucket=name, Tagging={"TagSet": tags})
+    lifecycle = properties.get("LifecycleConfiguration")
+    if lifecycle:
+        # Stored so it can be read back; the embedded S3 does not expire objects.
+        client.put_bucket_lifecycle_configuration(
+            Bucket=name,
+            LifecycleConfiguration={"Rules": [_lifecycle_rule(r) for r in lifecycle["Rules"]]},
+        )
     return PhysicalResource(
         logical_id,
         "AWS::S3::Bucket",
@@ -359,6 +367,26 @@ def _bucket(ctx: ProvisionContext, logical_id: str, raw: Mapping[str, Any]) -> P
         emulated=True,
         ignored_properties=_unhandled(properties, _BUCKET_PROPERTIES),
     )
+
+
+def _lifecycle_rule(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """A CloudFormation lifecycle rule in the S3 API's shape."""
+    api: dict[str, Any] = {
+        "ID": rule.get("Id", "rule"),
+        "Status": rule["Status"],
+        "Filter": {"Prefix": rule.get("Prefix", "")},
+    }
+    if "ExpirationInDays" in rule:
+        api["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    noncurrent = rule.get("NoncurrentVersionExpiration")
+    if noncurrent:
+        api["NoncurrentVersionExpiration"] = {"NoncurrentDays": int(noncurrent["NoncurrentDays"])}
+    multipart = rule.get("AbortIncompleteMultipartUpload")
+    if multipart:
+        api["AbortIncompleteMultipartUpload"] = {
+            "DaysAfterInitiation": int(multipart["DaysAfterInitiation"])
+        }
+    return api
 
 
 def _bucket_attributes(ctx: ProvisionContext, name: str) -> dict[str, str]:

@@ -97,6 +97,25 @@ class ConversationClosed(_Event):
     conversation: Conversation
 
 
+class Erasure(BaseModel):
+    """What an erasure removed: ids, times and counts, never personal data."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_id: str
+    mode: Literal["delete", "anonymize"]
+    requested_at: datetime
+    completed_at: datetime
+    counts: dict[str, int]
+
+
+class CustomerErased(_Event):
+    """The customer's data is gone from threadline: CRMs should erase their copies."""
+
+    type: Literal["customer.erased"] = "customer.erased"
+    erasure: Erasure
+
+
 Event = (
     MessageReceived
     | MessageQueued
@@ -106,6 +125,7 @@ Event = (
     | ConversationOpened
     | ConversationChannelSwitched
     | ConversationClosed
+    | CustomerErased
 )
 EVENT_MODELS: tuple[type[_Event], ...] = (
     MessageReceived,
@@ -116,6 +136,7 @@ EVENT_MODELS: tuple[type[_Event], ...] = (
     ConversationOpened,
     ConversationChannelSwitched,
     ConversationClosed,
+    CustomerErased,
 )
 
 
@@ -166,6 +187,18 @@ def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
         return [CustomerCreated(customer=customer, **ids("customer.created"))]
     if item_type == "conversation":
         return _conversation_events(new, old, ids)
+    if item_type == "erasure":
+        # Announced once, when the audit record (threadline.privacy) turns done.
+        if new.get("state") != "done" or (old or {}).get("state") == "done":
+            return []
+        erasure = Erasure(
+            job_id=str(new["job_id"]),
+            mode=new.get("mode") or "delete",
+            requested_at=datetime.fromisoformat(new["requested_at"]),
+            completed_at=datetime.fromisoformat(new["completed_at"]),
+            counts={k: int(v) for k, v in (new.get("counts") or {}).items()},
+        )
+        return [CustomerErased(erasure=erasure, **ids("customer.erased"))]
     return []
 
 

@@ -56,6 +56,42 @@ def idempotency_pk(customer_id: str, key: str) -> str:
     return f"IDEMPOTENCY#{customer_id}#{key}"
 
 
+def blob_pk(bucket: str, key: str) -> str:
+    """The references to one S3 object (raw payload, attachment) that messages hold."""
+    return f"BLOB#{bucket}/{key}"
+
+
+def blob_ref_sk(message_id: str) -> str:
+    return f"REF#{message_id}"
+
+
+def expires_at(now: datetime, retention_days: int) -> int | None:
+    """The DynamoDB TTL value (epoch seconds) ``retention_days`` after ``now``; None keeps."""
+    if retention_days <= 0:
+        return None
+    return int(now.timestamp()) + retention_days * 86400
+
+
+def stored_objects(message: Message, raw_bucket: str) -> list[tuple[str, str]]:
+    """(bucket, key) of every S3 object a message points at, once each.
+
+    The raw payload (and the raw payloads of its edits) and media parts kept in the
+    raw bucket (``s3_key``: e-mail attachments, stored under their content hash).
+    """
+    from threadline.schema import MediaPart
+
+    found: dict[tuple[str, str], None] = {}
+    raws = [message.raw, *(revision.raw for revision in message.revisions)]
+    for raw in raws:
+        if raw is not None and raw.location == "s3" and raw.bucket and raw.key:
+            found[(raw.bucket, raw.key)] = None
+    parts = [*message.parts, *(p for revision in message.revisions for p in revision.parts)]
+    for part in parts:
+        if isinstance(part, MediaPart) and part.s3_key:
+            found[(raw_bucket, part.s3_key)] = None
+    return list(found)
+
+
 def new_id(at: datetime) -> str:
     return str(ULID.from_datetime(at))
 

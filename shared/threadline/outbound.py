@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from threadline.channels.base import Sender, SendFailed, SendResult
+from threadline.consent import Purpose
 from threadline.email_feedback import email_block
 from threadline.errors import NotFound, StorageUnavailable, ThreadlineError
 from threadline.items import (
@@ -32,6 +33,7 @@ from threadline.items import (
     cancellation_reasons,
     customer_pk,
     dedup_pk,
+    expires_at,
     from_item,
     idempotency_pk,
     identity_pk,
@@ -87,6 +89,9 @@ WHATSAPP_WINDOW = timedelta(hours=24)
 MAX_DISPATCH_ATTEMPTS = 5
 _QUEUE_ATTEMPTS = 3
 _CONFLICTS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
+# An Idempotency-Key is remembered for a week (DynamoDB TTL): retries come within
+# minutes, and the item must not outlive the customer's data for long.
+IDEMPOTENCY_RETENTION_DAYS = 7
 
 
 class NoIdentityForChannel(ThreadlineError):
@@ -95,6 +100,9 @@ class NoIdentityForChannel(ThreadlineError):
 
 
 class OptedOut(ThreadlineError):
+    """The customer withdrew consent (``opted_out``) or never gave the consent this
+    purpose needs (``consent_required``, marketing)."""
+
     status = 409
     code = "opted_out"
 
@@ -171,6 +179,11 @@ class SendMessageRequest(BaseModel):
         description="Messenger/Instagram only: answer outside the 24-hour window with this "
         "message tag (Instagram: HUMAN_AGENT only, up to 7 days)",
     )
+    purpose: Purpose = Field(
+        default=Purpose.TRANSACTIONAL,
+        description="transactional (a reply, a service message) or marketing, which needs "
+        "the customer's granted consent; the dispatcher checks it again before sending",
+    )
 
     @model_validator(mode="after")
     def _has_content(self) -> SendMessageRequest:
@@ -206,7 +219,9 @@ def latest_inbound_channel(profile: Profile) -> Channel | None:
     return REPLY_CHANNEL.get(latest, latest)
 
 
-def choose_channel(profile: Profile, requested: Channel | None) -> tuple[Channel, Identity]:
+def choose_channel(
+    profile: Profile, requested: Channel | None, purpose: Purpose = Purpose.TRANSACTIONAL
+) -> tuple[Channel, Identity]:
     """The channel and identity to send on, or the API error that explains why not."""
     channel = requested or latest_inbound_channel(profile)
     if channel is None:
@@ -214,7 +229,13 @@ def choose_channel(profile: Profile, requested: Channel | None) -> tuple[Channel
     identity = identity_for(profile, channel)
     if identity is None:
         raise NoIdentityForChannel(f"the customer has no identity that {channel.value} reaches")
-    if profile.opted_out(identity):
+    refusal = profile.refusal(identity, purpose)
+    if refusal == "consent_required":
+        raise OptedOut(
+            f"the customer has not granted {purpose.value} messages to {identity.kind.value}",
+            code=refusal,
+        )
+    if refusal is not None:
         raise OptedOut(f"the customer opted out of messages to {identity.kind.value}")
     return channel, identity
 
@@ -358,7 +379,7 @@ class OutboundStore(TimelineStore):
         profile = self.get_profile(customer_id, consistent=True)
         if profile is None:
             raise NotFound("no such customer")
-        channel, recipient = choose_channel(profile, request.channel)
+        channel, recipient = choose_channel(profile, request.channel, request.purpose)
         identity_item = self.get_item(identity_pk(recipient), IDENT_SK) or {}
         if channel is Channel.EMAIL:
             blocked = email_block(identity_item)
@@ -371,7 +392,8 @@ class OutboundStore(TimelineStore):
         conversation_id = (
             open_conversation or str(identity_item.get("conversation_id") or "") or new_id(now)
         )
-        channel_data: dict[str, Any] = {}
+        # Dispatch instructions ride in channel_data (as fallback and reply_to do).
+        channel_data: dict[str, Any] = {"purpose": request.purpose.value}
         if request.fallback:
             channel_data["fallback"] = [c.value for c in request.fallback]
         if identity_item.get("reply_to"):
@@ -395,9 +417,11 @@ class OutboundStore(TimelineStore):
             status_history=[StatusChange(status=MessageStatus.QUEUED, at=now)],
             channel_data=channel_data,
         )
-        operations: list[Any] = [
-            {"Put": {"TableName": self.table, "Item": to_item(message_item(message))}}
-        ]
+        item = message_item(message)
+        item["expires_at"] = expires_at(now, self.settings.message_retention_days)
+        # Erasure finds the customer's IDEMPOTENCY item through its message.
+        item["idempotency_key"] = idempotency_key
+        operations: list[Any] = [{"Put": {"TableName": self.table, "Item": to_item(item)}}]
         if idempotency_key:
             operations.append(
                 {
@@ -411,6 +435,8 @@ class OutboundStore(TimelineStore):
                                 "message_id": message.id,
                                 "fingerprint": request.fingerprint(),
                                 "created_at": now.isoformat(),
+                                "customer_id": customer_id,
+                                "expires_at": expires_at(now, IDEMPOTENCY_RETENTION_DAYS),
                             }
                         ),
                         "ConditionExpression": "attribute_not_exists(pk)",
@@ -707,8 +733,13 @@ class Dispatcher:
         profile = self.store.get_profile(customer_id, consistent=True)
         if profile is None or message.recipient is None:
             return self._fail(message, "no_recipient", "the customer or recipient is gone", now)
-        if profile.opted_out(message.recipient):
-            return self._fail(message, "opted_out", "the customer opted out", now)
+        purpose = message_purpose(message)
+        refusal = profile.refusal(message.recipient, purpose)
+        if refusal is not None:
+            # Consent is read again here: it may have been withdrawn since queueing.
+            return self._fail(
+                message, refusal, f"no {purpose.value} consent for this recipient", now
+            )
         closed = window_closed(profile, message, now)
         if closed is not None:
             rerouted = self._fallback(message, profile, now)
@@ -751,7 +782,11 @@ class Dispatcher:
         for name in message.channel_data.get("fallback", []):
             channel = Channel(name)
             identity = identity_for(profile, channel)
-            if channel is message.channel or identity is None or profile.opted_out(identity):
+            if (
+                channel is message.channel
+                or identity is None
+                or not profile.allows(identity, message_purpose(message))
+            ):
                 continue
             if window_closed(profile, message.model_copy(update={"channel": channel}), now):
                 continue
@@ -769,6 +804,14 @@ class Dispatcher:
         self.store.record_failed(message.customer_id, message.id, code, reason, now)
         logger.warning("message failed", extra={"message_id": message.id, "code": code})
         return DispatchOutcome.FAILED
+
+
+def message_purpose(message: Message) -> Purpose:
+    """The consent purpose a queued message was sent for (transactional before purposes)."""
+    try:
+        return Purpose(message.channel_data.get("purpose", Purpose.TRANSACTIONAL))
+    except ValueError:
+        return Purpose.MARKETING  # unknown: the stricter purpose
 
 
 def job_from_queue_body(body: str) -> tuple[str, str]:

@@ -26,6 +26,8 @@ class StoreSettings(BaseModel):
     table_name: str
     raw_bucket: str
     raw_inline_max_bytes: int = Field(default=0, ge=0)
+    message_retention_days: int = Field(default=0, ge=0)
+    """Messages expire (DynamoDB TTL) this many days after they are written; 0 keeps them."""
 
     @classmethod
     def from_env(cls) -> StoreSettings:
@@ -34,6 +36,8 @@ class StoreSettings(BaseModel):
             raw_bucket=required_env("RAW_BUCKET"),
             # Optional: only ingesting functions store raw payloads; readers need not set it.
             raw_inline_max_bytes=int(os.environ.get("RAW_INLINE_MAX_BYTES", "0")),
+            # Optional: set (template parameter MessageRetentionDays) where messages are written.
+            message_retention_days=int(os.environ.get("MESSAGE_RETENTION_DAYS", "0")),
         )
 
 

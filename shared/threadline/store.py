@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from threadline import aws, consent
 from threadline.channels.base import InboundMessage, MessageEdit, StatusUpdate
+from threadline.consent import Purpose as ConsentPurpose
 from threadline.conversations import (
     CONVERSATION_QUIET_PERIOD,
     ConversationPlan,
@@ -31,11 +32,14 @@ from threadline.items import (
     IDENT_SK,
     MUTABLE_MESSAGE_FIELDS,
     PROFILE_SK,
+    blob_pk,
+    blob_ref_sk,
     cancellation_reasons,
     customer_pk,
     decode_cursor,
     dedup_pk,
     encode_cursor,
+    expires_at,
     from_item,
     identity_pk,
     is_conflict,
@@ -51,6 +55,7 @@ from threadline.schema import (
     Customer,
     Direction,
     Identity,
+    MediaPart,
     Message,
     MessageRevision,
     MessageStatus,
@@ -142,8 +147,15 @@ class Profile:
     open_conversation_id: str | None = None
 
     def opted_out(self, identity: Identity) -> bool:
-        record = self.consent.get(str(identity)) or {}
-        return record.get("status") == consent.ConsentStatus.OPTED_OUT
+        """Replies (transactional messages) to ``identity`` are withdrawn."""
+        return not self.allows(identity, ConsentPurpose.TRANSACTIONAL)
+
+    def allows(self, identity: Identity, purpose: ConsentPurpose) -> bool:
+        return consent.allows(self.consent.get(str(identity)), purpose)
+
+    def refusal(self, identity: Identity, purpose: ConsentPurpose) -> str | None:
+        """The error code that refuses a ``purpose`` send to ``identity``, if any."""
+        return consent.refusal_code(self.consent.get(str(identity)), purpose)
 
 
 @dataclass(frozen=True)
@@ -156,19 +168,18 @@ class _IdentityRecord:
 def _consent_record(
     action: consent.ConsentAction, inbound: InboundMessage, message_id: str, now: datetime
 ) -> dict[str, Any]:
-    """What is kept as evidence of a consent change: when, how, and which message."""
-    return {
-        "status": (
-            consent.ConsentStatus.OPTED_OUT.value
-            if action is consent.ConsentAction.OPT_OUT
-            else consent.ConsentStatus.OPTED_IN.value
+    """The identity's consent entry after a keyword: when, how, and which message."""
+    return consent.keyword_records(
+        action,
+        source=(
+            consent.ConsentSource.PROVIDER
+            if consent.provider_action(inbound.consent_keyword) is not None
+            else consent.ConsentSource.KEYWORD
         ),
-        "purpose": "all",
-        "at": now.isoformat(),
-        "channel": inbound.channel.value,
-        "source": "keyword",
-        "evidence_message_id": message_id,
-    }
+        evidence=message_id,
+        channel=inbound.channel.value,
+        at=now,
+    )
 
 
 class TimelineStore(ConversationStore):
@@ -307,6 +318,7 @@ class TimelineStore(ConversationStore):
                     operations = self._known_customer_operations(
                         filed, raw, now, message_id, record, plan
                     )
+                operations += self._object_ref_puts(inbound, raw, now, message_id, customer_id)
                 self.dynamodb.transact_write_items(TransactItems=operations)
             except ClientError as exc:
                 outcome = self._cancellation_outcome(exc, inbound)
@@ -412,7 +424,42 @@ class TimelineStore(ConversationStore):
             raw=raw.ref,
             channel_data=inbound.channel_data,
         )
-        return to_item(message_item(message, raw_inline=raw.inline))
+        item = message_item(message, raw_inline=raw.inline)
+        item["expires_at"] = expires_at(now, self.settings.message_retention_days)
+        return to_item(item)
+
+    def _object_ref_puts(
+        self, inbound: InboundMessage, raw: KeptRaw, now: datetime, message_id: str, cid: str
+    ) -> list[TransactWriteItemTypeDef]:
+        """One reference item per S3 object the message points at, in its transaction.
+
+        Erasure deletes an object shared by content hash (an attachment two customers
+        sent) only when no other message's reference is left (threadline.privacy).
+        """
+        refs: dict[tuple[str, str], None] = {}
+        if raw.ref.location == "s3" and raw.ref.bucket and raw.ref.key:
+            refs[(raw.ref.bucket, raw.ref.key)] = None
+        for part in inbound.parts:
+            if isinstance(part, MediaPart) and part.s3_key:
+                refs[(self.settings.raw_bucket, part.s3_key)] = None
+        return [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": to_item(
+                        {
+                            "pk": blob_pk(bucket, key),
+                            "sk": blob_ref_sk(message_id),
+                            "type": "blob_ref",
+                            "customer_id": cid,
+                            "message_id": message_id,
+                            "expires_at": expires_at(now, self.settings.message_retention_days),
+                        }
+                    ),
+                }
+            }
+            for bucket, key in refs
+        ]
 
     def _dedup_put(
         self,

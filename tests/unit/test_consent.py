@@ -127,3 +127,72 @@ def test_any_keyword_padded_with_space_and_punctuation_is_its_action(
 ):
     text = before + (word.lower() if lower else word) + gap + punctuation + after
     assert keyword_action(text) is KEYWORDS[word]
+
+
+# ------------------------------------------------------------ per identity and purpose
+
+from datetime import UTC, datetime  # noqa: E402
+
+from threadline.consent import (  # noqa: E402
+    ConsentSource,
+    ConsentState,
+    Purpose,
+    allows,
+    keyword_records,
+    records_of,
+    refusal_code,
+)
+
+AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def test_without_records_replies_are_allowed_and_marketing_is_not():
+    assert allows(None, Purpose.TRANSACTIONAL) is True
+    assert allows({}, Purpose.MARKETING) is False
+    assert refusal_code(None, Purpose.MARKETING) == "consent_required"
+
+
+def test_stop_withdraws_every_purpose_with_its_evidence():
+    entry = keyword_records(
+        ConsentAction.OPT_OUT, source=ConsentSource.KEYWORD, evidence="01MSG", channel="sms", at=AT
+    )
+    for purpose in Purpose:
+        record = records_of(entry)[purpose]
+        assert (record.state, record.evidence, record.channel) == (
+            ConsentState.WITHDRAWN,
+            "01MSG",
+            "sms",
+        )
+        assert refusal_code(entry, purpose) == "opted_out"
+
+
+def test_start_grants_replies_but_not_marketing():
+    entry = keyword_records(
+        ConsentAction.OPT_IN, source=ConsentSource.PROVIDER, evidence="01MSG", channel="sms", at=AT
+    )
+    assert allows(entry, Purpose.TRANSACTIONAL)
+    assert not allows(entry, Purpose.MARKETING)
+    assert records_of(entry)[Purpose.TRANSACTIONAL].source is ConsentSource.PROVIDER
+
+
+def test_records_written_before_purposes_still_count():
+    legacy_out = {
+        "status": "opted_out",
+        "purpose": "all",
+        "at": AT.isoformat(),
+        "channel": "sms",
+        "source": "keyword",
+        "evidence_message_id": "01OLD",
+    }
+    assert not allows(legacy_out, Purpose.TRANSACTIONAL)
+    assert not allows(legacy_out, Purpose.MARKETING)
+    assert records_of(legacy_out)[Purpose.MARKETING].evidence == "01OLD"
+    legacy_in = {**legacy_out, "status": "opted_in"}
+    assert allows(legacy_in, Purpose.TRANSACTIONAL)
+    assert not allows(legacy_in, Purpose.MARKETING)
+
+
+@given(st.sampled_from(list(Purpose)), st.sampled_from(list(ConsentState)))
+def test_a_granted_record_allows_and_a_withdrawn_one_refuses(purpose, state):
+    entry = {purpose.value: {"state": state.value, "at": AT.isoformat(), "source": "api"}}
+    assert allows(entry, purpose) is (state is ConsentState.GRANTED)

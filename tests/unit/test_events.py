@@ -335,6 +335,45 @@ def test_event_ids_differ_between_records():
     assert one.id != two.id
 
 
+# ------------------------------------------------------------------ customer.erased
+
+ERASURE_RUNNING = {
+    "pk": "ERASURE#01J9Z8X7W6V5T4S3R2Q1P0N9MC",
+    "sk": "ERASURE",
+    "type": "erasure",
+    "job_id": "01JA0000000000000000000000",
+    "kind": "erasure",
+    "customer_id": "01J9Z8X7W6V5T4S3R2Q1P0N9MC",
+    "state": "running",
+    "mode": "delete",
+    "requested_at": "2026-11-23T12:00:00+00:00",
+    "started_at": "2026-11-23T12:00:01+00:00",
+    "items_done": 0,
+}
+ERASURE_DONE = {
+    **ERASURE_RUNNING,
+    "state": "done",
+    "completed_at": "2026-11-23T12:00:09+00:00",
+    "counts": {"messages": 12, "identities": 2, "objects": 3},
+}
+
+
+def test_an_erasure_is_announced_once_when_its_audit_record_turns_done():
+    [event] = events_from_stream_record(record("MODIFY", ERASURE_DONE, ERASURE_RUNNING))
+    assert event.type == "customer.erased"
+    assert event.customer_id == ERASURE_DONE["customer_id"]
+    assert event.erasure.counts == {"messages": 12, "identities": 2, "objects": 3}
+    assert event.erasure.job_id == ERASURE_DONE["job_id"]
+    assert events_from_stream_record(record("INSERT", {**ERASURE_RUNNING, "state": "queued"})) == []
+    assert events_from_stream_record(record("MODIFY", ERASURE_RUNNING, ERASURE_RUNNING)) == []
+    assert events_from_stream_record(record("MODIFY", ERASURE_DONE, ERASURE_DONE)) == []
+
+
+def test_deleted_items_announce_nothing():
+    for item in (msg(INBOUND), PROFILE_ITEM, CONVERSATION_ITEM, ERASURE_DONE):
+        assert events_from_stream_record(record("REMOVE", None, item)) == []
+
+
 # ------------------------------------------------------------------ the published shape
 
 
@@ -347,6 +386,7 @@ def all_events() -> list[Any]:
         record("INSERT", CONVERSATION_ITEM),
         record("MODIFY", SWITCHED_ITEM, CONVERSATION_ITEM),
         record("MODIFY", CLOSED_ITEM, SWITCHED_ITEM),
+        record("MODIFY", ERASURE_DONE, ERASURE_RUNNING),
     ]
     return [e for r in records for e in events_from_stream_record(r)]
 
