@@ -50,9 +50,7 @@ def test_every_published_type_has_a_committed_schema_and_a_documented_example():
 
 @pytest.mark.parametrize("event_type", DESIGN_TYPES)
 def test_every_design_type_is_in_the_catalog_published_or_planned(event_type):
-    row = next(
-        (line for line in DOC.splitlines() if line.startswith(f"| `{event_type}` |")), None
-    )
+    row = next((line for line in DOC.splitlines() if line.startswith(f"| `{event_type}` |")), None)
     assert row is not None, f"{event_type} is missing from docs/events.md"
     assert (event_type in PUBLISHED) != ("planned" in row)
 
