@@ -8,7 +8,9 @@ machine, so the numbers compare across machines; nothing here asserts a time.
    (targets: <= 3 for a known customer; floor 2).
 3. Warm handler time per message / the same DynamoDB calls made bare with boto3
    against the same moto server (target <= 2).
-4. CRM webhooks: events per second through the fan-out and delivery workers
+4. Dispatcher time per reply and publisher events per second (all events, then
+   conversation events only) / the same calls made bare.
+5. CRM webhooks: events per second through the fan-out and delivery workers
    (against moto, receiver on 127.0.0.1) / the same signed POSTs made bare; and, on
    the whole local stack, the latency from a Twilio webhook POST to the CRM
    receiver (median, p99).
@@ -112,6 +114,16 @@ def _sms(sid: str, sender: str, body: str = "Where is my order?") -> dict[str, s
     return {"MessageSid": sid, "From": sender, "To": "+15557650000", "Body": body, "NumMedia": "0"}
 
 
+def _whatsapp(sid: str, sender: str) -> dict[str, str]:
+    return {
+        "MessageSid": sid,
+        "From": f"whatsapp:{sender}",
+        "To": "whatsapp:+14155238886",
+        "Body": "Writing on WhatsApp now",
+        "NumMedia": "0",
+    }
+
+
 @contextmanager
 def recording(clients: list[Any]) -> Iterator[list[tuple[str, dict[str, Any]]]]:
     """Every API call the clients make inside the block: (Service.Operation, params)."""
@@ -139,6 +151,10 @@ def bench_calls_and_warm_time(module: Any, token: str) -> dict[str, float]:
         ("new customer", _sms("SMbench0000000000000000000000000a", "+15550001001")),
         ("known customer", _sms("SMbench0000000000000000000000000b", "+15550001001")),
         (
+            "known customer, switch to WhatsApp",
+            _whatsapp("SMbench0000000000000000000000000w", "+15550001001"),
+        ),
+        (
             "known customer, 9 KB raw payload",
             _sms("SMbench0000000000000000000000000c", "+15550001001", "x" * 9000),
         ),
@@ -165,6 +181,10 @@ def bench_calls_and_warm_time(module: Any, token: str) -> dict[str, float]:
     # cost more as the table grows, which would otherwise favour whichever ran first.
     handler_samples = []
     bare_samples = []
+    # Without retries: on a loaded machine a slow answer made botocore send a
+    # transaction again, and the bare replay (which has no duplicate handling, unlike
+    # the handler) then failed on its own first write.
+    bare_dynamodb = _no_retry_client("dynamodb")
     for index, event in enumerate(events):
         started = time.perf_counter()
         handler(event, Ctx())
@@ -174,7 +194,7 @@ def bench_calls_and_warm_time(module: Any, token: str) -> dict[str, float]:
         started = time.perf_counter()
         for name, params in calls:
             operation = _snake(name.split(".", 1)[1])
-            client = store.dynamodb if name.startswith("dynamodb") else store.s3
+            client = bare_dynamodb if name.startswith("dynamodb") else store.s3
             getattr(client, operation)(**params)
         bare_samples.append(time.perf_counter() - started)
 
@@ -189,6 +209,14 @@ def bench_calls_and_warm_time(module: Any, token: str) -> dict[str, float]:
         f"  handler per message                {handler_ms:7.2f} ms  ratio {ratio:4.2f}  {verdict}"
     )
     return results
+
+
+def _no_retry_client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(connect_timeout=2, read_timeout=60, retries={"max_attempts": 1})
+    return boto3.session.Session().client(service, config=config)
 
 
 def _fresh_copies(
@@ -661,6 +689,82 @@ def bench_webhook_latency() -> None:
     print(f"  {len(latencies) / elapsed:5.2f} messages/s one at a time, end to end")
 
 
+CONVERSATION_CUSTOMERS = 20
+
+
+def bench_conversation_events(module: Any, publisher_module: Any, stack: Any, token: str) -> None:
+    """Conversation events per second through the publisher, against bare PutEvents.
+
+    Each customer writes by SMS (conversation.opened), then on WhatsApp
+    (conversation.channel_switched), then the conversation is closed as the API
+    closes it (conversation.closed); only the conversation items' stream records
+    are published here.
+    """
+    from threadline.events import events_from_stream_record, put_events_entry
+
+    streams = stack.client("dynamodbstreams")
+    table = stack.client("dynamodb").describe_table(TableName=stack.physical_id("Table"))
+    arn = table["Table"]["LatestStreamArn"]
+    shards = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+    # Start reading after everything written so far.
+    iterators = {}
+    for shard in shards:
+        iterator = streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while True:
+            response = streams.get_records(ShardIterator=iterator, Limit=1000)
+            iterator = response["NextShardIterator"]
+            if not response["Records"]:
+                break
+        iterators[shard["ShardId"]] = iterator
+    for index in range(CONVERSATION_CUSTOMERS):
+        sender = f"+1555000{3000 + index:04d}"
+        module.lambda_handler(_twilio_event(_sms(f"SMconv{index:026d}s", sender), token), Ctx())
+        module.lambda_handler(
+            _twilio_event(_whatsapp(f"SMconv{index:026d}w", sender), token), Ctx()
+        )
+        customer_id = module.store.find_customer_id(Identity.parse(f"phone:{sender}"))
+        (conversation,) = module.store.conversations(customer_id).items
+        module.store.close_conversation(conversation.id)
+    records: list[dict[str, Any]] = []
+    for iterator in iterators.values():
+        while iterator:
+            response = streams.get_records(ShardIterator=iterator, Limit=1000)
+            records += [
+                {**r, "eventSourceARN": arn}
+                for r in response["Records"]
+                if r["dynamodb"]["Keys"]["sk"]["S"].startswith("CONV#")
+            ]
+            if not response["Records"]:
+                break
+            iterator = response.get("NextShardIterator")
+    events = [e for r in records for e in events_from_stream_record(r)]
+    kinds = sorted({e.type for e in events})
+    print(f"\n== publisher, conversation events: {len(records)} records -> {len(events)} events")
+    print(f"  types {kinds}")
+    bus = stack.function_environment("PublisherFunction")["EVENT_BUS_NAME"]
+    client = publisher_module.aws.events()
+    started = time.perf_counter()
+    for start in range(0, len(records), 100):
+        result = publisher_module.lambda_handler({"Records": records[start : start + 100]}, Ctx())
+        assert not result["batchItemFailures"], result
+    handler_seconds = time.perf_counter() - started
+    entries = [put_events_entry(e, bus) for e in events]
+    started = time.perf_counter()
+    for entry in entries:
+        client.put_events(Entries=[entry])
+    bare_seconds = time.perf_counter() - started
+    print(
+        f"  bare PutEvents                     {len(events) / bare_seconds:7.0f} events/s  "
+        "(baseline 1.00)"
+    )
+    print(
+        f"  publisher                          {len(events) / handler_seconds:7.0f} events/s  "
+        f"time ratio {handler_seconds / bare_seconds:4.2f}"
+    )
+
+
 def _start_sandbox() -> Any:
     import threading
 
@@ -712,7 +816,9 @@ def main() -> int:
         bench_calls_and_warm_time(module, token)
         customer_id = module.store.find_customer_id(Identity.parse("phone:+15550001002"))
         bench_dispatcher(load_handler_module("functions/dispatcher"), customer_id, sandbox)
-        bench_publisher(load_handler_module("functions/publisher"), embedded)
+        publisher = load_handler_module("functions/publisher")
+        bench_publisher(publisher, embedded)
+        bench_conversation_events(module, publisher, embedded, token)
         bench_webhook_worker(embedded)
     bench_webhook_latency()
     return 0
