@@ -17,7 +17,7 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from threadline.items import from_item, message_from_item
 from threadline.schema import (
@@ -25,6 +25,7 @@ from threadline.schema import (
     Conversation,
     Customer,
     Direction,
+    Identity,
     Message,
     MessageStatus,
     utc_now,
@@ -78,6 +79,32 @@ class ConversationOpened(_Event):
     conversation: Conversation
 
 
+class CustomerIdentityLinked(_Event):
+    """An identity joined a customer: through the API, or automatically (Slack's
+    confirmed e-mail matching a customer's verified address)."""
+
+    type: Literal["customer.identity_linked"] = "customer.identity_linked"
+    identity: Identity
+    link_source: Literal["api", "automatic"]
+    linked_via: Identity | None = Field(
+        default=None, description="automatic links: the verified identity that matched"
+    )
+    verified_by: str | None = Field(
+        default=None, description="automatic links: the provider that vouched for it"
+    )
+
+
+class CustomerMerged(_Event):
+    """One customer was absorbed by another; ``customer_id`` is the survivor."""
+
+    type: Literal["customer.merged"] = "customer.merged"
+    surviving_customer_id: str
+    absorbed_customer_id: str = Field(
+        description="now an alias: the API answers for the survivor when asked about it"
+    )
+    identities: list[Identity] = Field(description="the identities that moved to the survivor")
+
+
 Event = (
     MessageReceived
     | MessageQueued
@@ -85,6 +112,8 @@ Event = (
     | MessageStatusChanged
     | CustomerCreated
     | ConversationOpened
+    | CustomerIdentityLinked
+    | CustomerMerged
 )
 EVENT_MODELS: tuple[type[_Event], ...] = (
     MessageReceived,
@@ -93,6 +122,8 @@ EVENT_MODELS: tuple[type[_Event], ...] = (
     MessageStatusChanged,
     CustomerCreated,
     ConversationOpened,
+    CustomerIdentityLinked,
+    CustomerMerged,
 )
 
 
@@ -136,6 +167,8 @@ def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
     if item_type == "message":
         message = message_from_item(new)
         if old is None:
+            if new.get("merged_from"):
+                return []  # a merge moved it: it was announced when it arrived
             if message.direction is Direction.INBOUND:
                 return [MessageReceived(message=message, **ids("message.received"))]
             return [MessageQueued(message=message, **ids("message.queued"))]
@@ -153,9 +186,38 @@ def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
     if item_type == "customer" and old is None:
         customer = profile_from_item(new).customer
         return [CustomerCreated(customer=customer, **ids("customer.created"))]
-    if item_type == "conversation" and old is None:
+    if item_type == "conversation" and old is None and not new.get("merged_from"):
         conversation = _conversation_from_item(new)
         return [ConversationOpened(conversation=conversation, **ids("conversation.opened"))]
+    if (
+        item_type == "identity"
+        and new.get("linked_at")
+        and (old is None or old.get("linked_at") != new["linked_at"])
+    ):
+        via = new.get("linked_via")
+        return [
+            CustomerIdentityLinked(
+                identity=Identity.parse(str(new["identity"])),
+                link_source=new.get("link_source") or "automatic",
+                linked_via=Identity.parse(str(via)) if via else None,
+                verified_by=new.get("verified_by"),
+                **ids("customer.identity_linked"),
+            )
+        ]
+    if (
+        item_type == "customer"
+        and new.get("merge_state") == "merged"
+        and (old or {}).get("merge_state") != "merged"
+    ):
+        survivor = str(new["merged_into"])
+        return [
+            CustomerMerged(
+                surviving_customer_id=survivor,
+                absorbed_customer_id=str(new["customer_id"]),
+                identities=[Identity.parse(str(i)) for i in new.get("identities") or []],
+                **{**ids("customer.merged"), "customer_id": survivor},
+            )
+        ]
     return []
 
 
