@@ -91,7 +91,9 @@ def find_customer(
     ] = None,
 ) -> Customer:
     if (identity is None) == (external_id is None):
-        raise MalformedRequest("give exactly one of identity or external_id", code="invalid_query")
+        raise MalformedRequest(
+            "give exactly one of identity or external_id", code="invalid_request"
+        )
     if external_id is not None:
         try:
             system, value = parse_external_id(external_id)

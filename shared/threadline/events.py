@@ -89,9 +89,6 @@ class CustomerIdentityLinked(_Event):
     linked_via: Identity | None = Field(
         default=None, description="automatic links: the verified identity that matched"
     )
-    verified_by: str | None = Field(
-        default=None, description="automatic links: the provider that vouched for it"
-    )
 
 
 class CustomerMerged(_Event):
@@ -200,7 +197,6 @@ def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
                 identity=Identity.parse(str(new["identity"])),
                 link_source=new.get("link_source") or "automatic",
                 linked_via=Identity.parse(str(via)) if via else None,
-                verified_by=new.get("verified_by"),
                 **ids("customer.identity_linked"),
             )
         ]

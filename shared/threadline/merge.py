@@ -77,9 +77,9 @@ STEPS = (
     "finished",
 )
 
-# Two operations (put + delete) per item: 25 items stay well inside TransactWriteItems'
+# Two operations (put + delete) per item: 10 items stay well inside TransactWriteItems'
 # 100 operations, and the byte budget inside its 4 MB.
-BATCH_ITEMS = 25
+BATCH_ITEMS = 10
 BATCH_BYTES = 2_000_000
 PAGE_SIZE = 100
 # A reply the dispatcher claimed longer ago than this is not in flight any more (its

@@ -4,6 +4,9 @@ The API handler and the Twilio handler are the real ones; merges also run throug
 ``threadline.merge.Merger`` directly where a test must stop one half-way.
 """
 
+# The Slack tests' fixtures are imported, which ruff reads as redefinitions when the
+# tests take them as arguments.
+# ruff: noqa: F811
 from __future__ import annotations
 
 import json
@@ -17,10 +20,21 @@ import pytest
 
 from tests.integration.conftest import LambdaContext, http_api_event
 from tests.integration.test_outbound import Pipeline
+from tests.integration.test_slack import (  # noqa: F401
+    _inline_raw,
+    message_from,
+    new_user,
+    slack_identity,
+    slack_module,
+    slack_post,
+)
 from tests.integration.test_twilio_ingest import sms
+from tests.unit import slack_payloads as sp
+from threadline.channels.base import InboundMessage
 from threadline.events import events_from_stream_record
 from threadline.items import customer_pk
-from threadline.merge import STEPS, Merger, MergeStopped
+from threadline.merge import BATCH_ITEMS, STEPS, Merger, MergeStopped
+from threadline.schema import Channel, Identity, TextPart
 
 
 def _call(api_module, method: str, path: str, body: Any = None, query: str = "") -> dict:
@@ -459,3 +473,83 @@ def test_concurrent_claims_of_one_external_id_leave_one_holder(customer, api):
     assert api("GET", "/v1/customers", query=f"external_id=salesforce:{value}")[1]["id"] == holder
     owners = [c for c in customers if api("GET", f"/v1/customers/{c}")[1]["external_ids"]]
     assert owners == [holder]
+
+
+def test_a_merge_writes_in_batches(customer, twilio_post, api_module, aws):
+    target, _ = customer()
+    source, source_phone = customer()
+    for n in range(BATCH_ITEMS + 2):
+        twilio_post(sms(_sid(), sender=source_phone, body=f"m{n}"))
+    moving = len(partition(aws, source)) - 2  # all but the PROFILE and the open conversation
+    calls: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    client = api_module.store.dynamodb
+    client.meta.events.register("before-call.dynamodb.*", record)
+    try:
+        result = Merger(api_module.store).merge(source, target)
+    finally:
+        client.meta.events.unregister("before-call.dynamodb.*", record)
+    assert result.state == "merged" and result.moved_items == moving
+    counts = Counter(calls)
+    # begin + one identity (with its conversation) + the items in batches + finish
+    batches = -(-moving // BATCH_ITEMS)
+    assert counts["TransactWriteItems"] == 1 + 1 + batches + 1, counts
+    assert counts["Query"] == 2, counts  # one page of items, then the pass that finds none
+
+
+# ---------------------------------------------------------------------- Slack
+
+
+def _email_customer(address: str) -> str:
+    from threadline.settings import store_settings
+    from threadline.store import TimelineStore
+
+    store = TimelineStore(store_settings())
+    stored = store.ingest(
+        InboundMessage(
+            channel=Channel.EMAIL,
+            provider="ses",
+            provider_message_id="<" + secrets.token_hex(8) + "@example.com>",
+            sender=Identity(kind="email", value=address),
+            parts=[TextPart(text="My order is late")],
+        ),
+        _inline_raw(),
+    )
+    return stored.customer_id
+
+
+def test_slacks_automatic_link_by_email_is_announced(
+    slack_post, api, provider_sandbox, stack, aws_env
+):
+    pipeline = Pipeline(stack, None, None)
+    pipeline.stream_records()
+    address = f"auto.{secrets.token_hex(3)}@example.com"
+    owner = _email_customer(address)
+    user = new_user()
+    provider_sandbox.add_slack_user(user, email=address, real_name="Ana Example")
+    assert slack_post(message_from(user, base=sp.DIRECT_MESSAGE))["statusCode"] == 200
+
+    events = [e for r in pipeline.stream_records() for e in events_from_stream_record(r)]
+    [linked] = [e for e in events if e.type == "customer.identity_linked"]
+    assert linked.customer_id == owner
+    assert str(linked.identity) == slack_identity(user)
+    assert linked.link_source == "automatic"
+    assert str(linked.linked_via) == f"email:{address}"
+
+
+def test_a_slack_user_whose_email_was_merged_away_joins_the_survivor(
+    slack_post, api, customer, provider_sandbox, aws_env
+):
+    target, _ = customer()
+    address = f"moved.{secrets.token_hex(3)}@example.com"
+    source = _email_customer(address)
+    assert api("POST", f"/v1/customers/{target}/merge", {"source_customer_id": source})[0] == 200
+    user = new_user()
+    provider_sandbox.add_slack_user(user, email=address, real_name="Ana Example")
+    assert slack_post(message_from(user, base=sp.DIRECT_MESSAGE))["statusCode"] == 200
+    status, found = api("GET", "/v1/customers", query=f"identity={slack_identity(user)}")
+    assert status == 200 and found["id"] == target
+    assert sorted(m["channel"] for m in full_timeline(api, target)) == ["email", "slack", "sms"]
