@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from functools import cache
 from typing import Annotated, Any, Literal
 
@@ -13,10 +14,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import __version__
 from threadline import privacy as privacy_consent
+from threadline.customers import (
+    CustomerStore,
+    MergeRequest,
+    MergeStatus,
+    ProfilePatch,
+    parse_external_id,
+)
 from threadline.errors import MalformedRequest, NotFound, ThreadlineError
 from threadline.logs import logger
 from threadline.media import MediaFetcher, MediaLink, media_link
-from threadline.outbound import OutboundStore, SendMessageRequest
+from threadline.merge import MERGED
+from threadline.outbound import SendMessageRequest
 from threadline.privacy import (
     ConsentUpdate,
     CustomerConsent,
@@ -46,7 +55,7 @@ from threadline.subscriptions import (
 )
 
 app = APIGatewayHttpResolver(enable_validation=True)
-store = OutboundStore(store_settings())
+store = CustomerStore(store_settings())
 
 ERROR_RESPONSES: dict[int, Any] = {
     status: {
@@ -56,8 +65,9 @@ ERROR_RESPONSES: dict[int, Any] = {
     for status, description in {
         400: "Invalid request",
         404: "Not found",
-        409: "The customer opted out of this channel or purpose, or the e-mail address "
-        "bounced or complained",
+        409: "Conflicts with the data: opted out of this channel or purpose, the e-mail "
+        "address bounced or complained, an identity or external id held by another "
+        "customer (details name it), merge refused",
         422: "The message cannot be sent to this customer as asked",
         503: "Storage or the job queue is unavailable; retry",
     }.items()
@@ -73,7 +83,7 @@ def _error(status: int, code: str, message: str, details: Any = None) -> Respons
 
 @app.exception_handler(ThreadlineError)  # type: ignore[untyped-decorator]
 def _threadline_error(error: ThreadlineError) -> Response[str]:
-    return _error(error.status, error.code, error.message)
+    return _error(error.status, error.code, error.message, getattr(error, "details", None))
 
 
 @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
@@ -102,18 +112,35 @@ def health() -> dict[str, str]:
 )
 def find_customer(
     identity: Annotated[
-        str, Query(description="kind:value, e.g. phone:+15551234567 or email:ana@example.com")
-    ],
+        str | None,
+        Query(description="kind:value, e.g. phone:+15551234567 or email:ana@example.com"),
+    ] = None,
+    external_id: Annotated[
+        str | None, Query(description="system:id of a CRM, e.g. salesforce:0035e00000AbCdE")
+    ] = None,
 ) -> Customer:
+    if (identity is None) == (external_id is None):
+        raise MalformedRequest(
+            "give exactly one of identity or external_id", code="invalid_request"
+        )
+    if external_id is not None:
+        try:
+            system, value = parse_external_id(external_id)
+        except ValueError as exc:
+            raise MalformedRequest(str(exc), code="invalid_external_id") from exc
+        found = store.find_by_external_id(system, value)
+        if found is None:
+            raise NotFound("no customer has this external id")
+        return found
     try:
-        parsed = Identity.parse(identity)
+        parsed = Identity.parse(identity or "")
     except ValueError as exc:
         raise MalformedRequest(f"identity is not valid: {exc}", code="invalid_identity") from exc
     customer_id = store.find_customer_id(parsed)
-    customer = store.get_customer(customer_id) if customer_id else None
-    if customer is None:
+    profile = store.resolve_profile(customer_id) if customer_id else None
+    if profile is None:
         raise NotFound("no customer has this identity")
-    return customer
+    return profile.customer
 
 
 @app.get(
@@ -123,10 +150,11 @@ def find_customer(
     responses=ERROR_RESPONSES,
 )
 def get_customer(customer_id: Annotated[str, Path()]) -> Customer:
-    customer = store.get_customer(customer_id)
-    if customer is None:
+    # The id of a merged-away customer is an alias: the survivor answers (its own id).
+    profile = store.resolve_profile(customer_id)
+    if profile is None:
         raise NotFound("no such customer")
-    return customer
+    return profile.customer
 
 
 @app.get(
@@ -140,9 +168,10 @@ def get_timeline(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> TimelinePage:
-    if store.get_customer(customer_id) is None:
+    profile = store.resolve_profile(customer_id)
+    if profile is None:
         raise NotFound("no such customer")
-    return store.timeline(customer_id, limit=limit, cursor=cursor)
+    return store.timeline(profile.customer.id, limit=limit, cursor=cursor)
 
 
 @app.post(
@@ -407,6 +436,74 @@ def erase_customer(
 )
 def erasure_status(customer_id: Annotated[str, Path()]) -> PrivacyJob:
     return privacy().erasure_status(customer_id)
+
+
+# ------------------------------------------------------------------ identity and profile
+
+
+def _merge_deadline() -> float:
+    """When a merge in this request must stop (resumable), leaving time to answer."""
+    try:
+        remaining = app.lambda_context.get_remaining_time_in_millis() / 1000
+    except AttributeError:
+        remaining = 10.0
+    return time.monotonic() + max(1.0, remaining - 3.0)
+
+
+@app.patch(
+    "/v1/customers/<customer_id>",
+    summary="Change profile attributes (JSON merge patch: null removes)",
+    tags=["customers"],
+    responses=ERROR_RESPONSES,
+)
+def patch_customer(
+    customer_id: Annotated[str, Path()], patch: Annotated[ProfilePatch, Body()]
+) -> Customer:
+    return store.patch_profile(customer_id, patch)
+
+
+@app.post(
+    "/v1/customers/<customer_id>/identities",
+    summary="Link an identity to a customer (201 new, 200 already linked or merged)",
+    tags=["customers"],
+    responses={
+        **ERROR_RESPONSES,
+        202: {"description": "merge=true began a merge that a repeated request finishes"},
+    },
+)
+def link_identity(
+    customer_id: Annotated[str, Path()],
+    identity: Annotated[Identity, Body()],
+    merge: Annotated[
+        bool, Query(description="merge the customer that has the identity into this one")
+    ] = False,
+    force: Annotated[
+        bool, Query(description="with merge: even when their external CRM ids differ")
+    ] = False,
+) -> Response[Customer | MergeStatus]:
+    result = store.link_identity(
+        customer_id, identity, merge=merge, force=force, deadline=_merge_deadline()
+    )
+    if result.merge is not None and result.merge.state != MERGED:
+        return Response(202, "application/json", MergeStatus.of(result.merge))
+    return Response(201 if result.created else 200, "application/json", result.customer)
+
+
+@app.post(
+    "/v1/customers/<customer_id>/merge",
+    summary="Merge another customer into this one (200 merged, 202 POST again to finish)",
+    tags=["customers"],
+    responses={**ERROR_RESPONSES, 202: {"description": "still merging: POST again"}},
+)
+def merge_customers(
+    customer_id: Annotated[str, Path()], request: Annotated[MergeRequest, Body()]
+) -> Response[MergeStatus]:
+    result = store.merge(
+        customer_id, request.source_customer_id, force=request.force, deadline=_merge_deadline()
+    )
+    return Response(
+        200 if result.state == MERGED else 202, "application/json", MergeStatus.of(result)
+    )
 
 
 def openapi_document() -> dict[str, Any]:

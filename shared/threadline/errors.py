@@ -41,3 +41,14 @@ class StorageUnavailable(ThreadlineError):
 
     status = 503
     code = "storage_unavailable"
+
+
+class Conflict(ThreadlineError):
+    """The request collides with the state of the data (409), with what it collided with."""
+
+    status = 409
+    code = "conflict"
+
+    def __init__(self, message: str, *, code: str | None = None, details: object = None) -> None:
+        super().__init__(message, code=code)
+        self.details = details

@@ -27,6 +27,7 @@ from threadline.schema import (
     Conversation,
     Customer,
     Direction,
+    Identity,
     Message,
     MessageStatus,
     utc_now,
@@ -116,6 +117,29 @@ class CustomerErased(_Event):
     erasure: Erasure
 
 
+class CustomerIdentityLinked(_Event):
+    """An identity joined a customer: through the API, or automatically (Slack's
+    confirmed e-mail matching a customer's verified address)."""
+
+    type: Literal["customer.identity_linked"] = "customer.identity_linked"
+    identity: Identity
+    link_source: Literal["api", "automatic"]
+    linked_via: Identity | None = Field(
+        default=None, description="automatic links: the verified identity that matched"
+    )
+
+
+class CustomerMerged(_Event):
+    """One customer was absorbed by another; ``customer_id`` is the survivor."""
+
+    type: Literal["customer.merged"] = "customer.merged"
+    surviving_customer_id: str
+    absorbed_customer_id: str = Field(
+        description="now an alias: the API answers for the survivor when asked about it"
+    )
+    identities: list[Identity] = Field(description="the identities that moved to the survivor")
+
+
 Event = (
     MessageReceived
     | MessageQueued
@@ -126,6 +150,8 @@ Event = (
     | ConversationChannelSwitched
     | ConversationClosed
     | CustomerErased
+    | CustomerIdentityLinked
+    | CustomerMerged
 )
 EVENT_MODELS: tuple[type[_Event], ...] = (
     MessageReceived,
@@ -137,6 +163,8 @@ EVENT_MODELS: tuple[type[_Event], ...] = (
     ConversationChannelSwitched,
     ConversationClosed,
     CustomerErased,
+    CustomerIdentityLinked,
+    CustomerMerged,
 )
 
 
@@ -168,6 +196,8 @@ def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
     if item_type == "message":
         message = message_from_item(new)
         if old is None:
+            if new.get("merged_from"):
+                return []  # a merge moved it: it was announced when it arrived
             if message.direction is Direction.INBOUND:
                 return [MessageReceived(message=message, **ids("message.received"))]
             return [MessageQueued(message=message, **ids("message.queued"))]
@@ -186,6 +216,8 @@ def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
         customer = profile_from_item(new).customer
         return [CustomerCreated(customer=customer, **ids("customer.created"))]
     if item_type == "conversation":
+        if old is None and new.get("merged_from"):
+            return []  # moved by a merge, not opened
         return _conversation_events(new, old, ids)
     if item_type == "erasure":
         # Announced once, when the audit record (threadline.privacy) turns done.
@@ -199,6 +231,34 @@ def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
             counts={k: int(v) for k, v in (new.get("counts") or {}).items()},
         )
         return [CustomerErased(erasure=erasure, **ids("customer.erased"))]
+    if (
+        item_type == "identity"
+        and new.get("linked_at")
+        and (old is None or old.get("linked_at") != new["linked_at"])
+    ):
+        via = new.get("linked_via")
+        return [
+            CustomerIdentityLinked(
+                identity=Identity.parse(str(new["identity"])),
+                link_source=new.get("link_source") or "automatic",
+                linked_via=Identity.parse(str(via)) if via else None,
+                **ids("customer.identity_linked"),
+            )
+        ]
+    if (
+        item_type == "customer"
+        and new.get("merge_state") == "merged"
+        and (old or {}).get("merge_state") != "merged"
+    ):
+        survivor = str(new["merged_into"])
+        return [
+            CustomerMerged(
+                surviving_customer_id=survivor,
+                absorbed_customer_id=str(new["customer_id"]),
+                identities=[Identity.parse(str(i)) for i in new.get("identities") or []],
+                **{**ids("customer.merged"), "customer_id": survivor},
+            )
+        ]
     return []
 
 

@@ -201,3 +201,13 @@ def is_conflict(exc: Exception) -> bool:
     reasons = cancellation_reasons(exc)
     codes = {reason.get("Code") for reason in reasons}
     return bool(codes & {"ConditionalCheckFailed", "TransactionConflict"})
+
+
+# ---------------------------------------------------------------- customer profiles
+
+EXTERNAL_ID_SK = "EXTID"
+
+
+def external_id_pk(system: str, value: str) -> str:
+    """The pointer that makes an external CRM id unique and finds its customer."""
+    return f"EXTID#{system}#{value}"

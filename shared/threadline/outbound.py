@@ -30,6 +30,7 @@ from threadline.items import (
     DEDUP_SK,
     IDEMPOTENCY_SK,
     IDENT_SK,
+    PROFILE_SK,
     cancellation_reasons,
     customer_pk,
     dedup_pk,
@@ -379,6 +380,11 @@ class OutboundStore(TimelineStore):
         profile = self.get_profile(customer_id, consistent=True)
         if profile is None:
             raise NotFound("no such customer")
+        if profile.merged_into is not None:
+            # The id of a customer a merge absorbed: the reply goes to the survivor.
+            return self.queue_message(
+                profile.merged_into, request, idempotency_key=idempotency_key, now=now
+            )
         channel, recipient = choose_channel(profile, request.channel, request.purpose)
         identity_item = self.get_item(identity_pk(recipient), IDENT_SK) or {}
         if channel is Channel.EMAIL:
@@ -444,8 +450,22 @@ class OutboundStore(TimelineStore):
                     }
                 }
             )
+        # A merge that began after our read would leave the reply behind on the
+        # absorbed customer: the profile must still be its own.
+        profile_check = len(operations)
+        operations.append(
+            {
+                "ConditionCheck": {
+                    "TableName": self.table,
+                    "Key": to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
+                    "ConditionExpression": (
+                        "attribute_exists(pk) AND attribute_not_exists(merge_state)"
+                    ),
+                }
+            }
+        )
         if open_conversation:
-            # Last, so the idempotency item keeps its place in the cancellation reasons.
+            # Last, so the other items keep their places in the cancellation reasons.
             operations.append(
                 self.outbound_operation(customer_id, open_conversation, message.author_role, now)
             )
@@ -461,6 +481,15 @@ class OutboundStore(TimelineStore):
                 return self._replay(
                     customer_id, idempotency_key, request, reasons[1].get("Item")
                 ), False
+            if (
+                len(reasons) > profile_check
+                and reasons[profile_check].get("Code") == "ConditionalCheckFailed"
+            ):
+                survivor = self.surviving_customer_id(customer_id)
+                if survivor and survivor != customer_id:
+                    return self.queue_message(
+                        survivor, request, idempotency_key=idempotency_key, now=now
+                    )
             if open_conversation and reasons and reasons[-1].get("Code") in _CONFLICTS:
                 return None  # closed (or busy) meanwhile: read the profile again
             raise StorageUnavailable("the message could not be queued") from exc
@@ -725,6 +754,11 @@ class Dispatcher:
     ) -> DispatchOutcome:
         now = now or utc_now()
         message = self.store.claim(customer_id, message_id, now)
+        if message is None:
+            # A merge may have moved the queued reply (same id) to the surviving customer.
+            survivor = self.store.merged_into(customer_id)
+            if survivor is not None:
+                return self.dispatch(survivor, message_id, attempt=attempt, now=now)
         if message is None:
             # Sent, failed, or another attempt is in flight (or died after calling the
             # provider): sending again could reach the customer twice.

@@ -245,6 +245,11 @@ class Customer(_Model):
     created_at: datetime
     last_channel: Channel | None = None
     last_message_at: datetime | None = None
+    language: str | None = Field(default=None, description="BCP 47 tag, e.g. pt-BR")
+    tags: list[str] = Field(default_factory=list)
+    external_ids: dict[str, str] = Field(
+        default_factory=dict, description="CRM system -> the customer's id there"
+    )
 
 
 class ConversationMessageCounts(_Model):

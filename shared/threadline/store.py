@@ -95,6 +95,8 @@ STATUS_PREDECESSORS: dict[MessageStatus, tuple[MessageStatus, ...]] = {
     MessageStatus.FAILED: (MessageStatus.QUEUED, MessageStatus.SENT),
 }
 MAX_PAGE_SIZE = 100
+# A merged customer's id resolves to the survivor; merges of merges make a chain.
+MAX_ALIAS_HOPS = 8
 # Optimistic retries when a concurrent writer changed the identity or conversation
 # between our read and our transaction. Each retry re-reads, so it converges fast.
 _MAX_ATTEMPTS = 5
@@ -145,6 +147,9 @@ class Profile:
     consent: dict[str, dict[str, Any]] = field(default_factory=dict)
     """identity (kind:value) -> the latest consent record for it."""
     open_conversation_id: str | None = None
+    merge_state: str | None = None
+    """``merging`` or ``merged`` when this customer is being / was absorbed by another."""
+    merged_into: str | None = None
 
     def opted_out(self, identity: Identity) -> bool:
         """Replies (transactional messages) to ``identity`` are withdrawn."""
@@ -292,6 +297,11 @@ class TimelineStore(ConversationStore):
                 record = self._read_identity(inbound.sender)
                 message_id = new_id(now)
                 owner = None if record is not None else self._verified_owner(inbound)
+                if owner is not None and attempt:
+                    # The owner may be in the middle of being merged: join the survivor.
+                    survivor = self.surviving_customer_id(owner.customer_id)
+                    if survivor and survivor != owner.customer_id:
+                        owner = _IdentityRecord(customer_id=survivor, conversation=None)
                 if owner is not None:
                     # A new identity of a customer we know through a verified one
                     # (Slack account with that customer's confirmed e-mail).
@@ -532,6 +542,9 @@ class TimelineStore(ConversationStore):
                             "created_at": stamp,
                             "reply_to": inbound.reply_to,
                             "linked_via": linked_via,
+                            # customer.identity_linked is published for items that carry these
+                            "linked_at": stamp if linked_via else None,
+                            "link_source": "automatic" if linked_via else None,
                         }
                     ),
                     "ConditionExpression": "attribute_not_exists(pk)",
@@ -746,9 +759,14 @@ class TimelineStore(ConversationStore):
         update += ", identities = list_append(identities, :new_identity)"
         values[":new_identity"] = [str(inbound.sender)]
         values[":sender"] = str(inbound.sender)
-        # A merge may have absorbed the customer since we read the identity.
+        # A merge may have absorbed the customer since we read the identity: an
+        # identity joining it now would be left behind by the merge.
         update, condition = _with_conversation(
-            update, "attribute_exists(pk) AND NOT contains(identities, :sender)", plan, values
+            update,
+            "attribute_exists(pk) AND NOT contains(identities, :sender) "
+            "AND attribute_not_exists(merge_state)",
+            plan,
+            values,
         )
         linked_via = next((str(i) for i in _other_verified(inbound)), None)
         return [
@@ -802,7 +820,14 @@ class TimelineStore(ConversationStore):
             }
             for _ in range(_MAX_ATTEMPTS):
                 item = self.get_item(key["pk"], key["sk"], consistent=True)
-                if item is None or edit.edit_id in (item.get("edit_ids") or set()):
+                if item is None:
+                    # A merge may have moved the message (same id) to the surviving customer.
+                    moved_to = self.merged_into(str(key["pk"]).removeprefix("CUST#"))
+                    if moved_to is None:
+                        return False
+                    key["pk"] = customer_pk(moved_to)
+                    continue
+                if edit.edit_id in (item.get("edit_ids") or set()):
                     return False
                 message = message_from_item(item)
                 at = edit.at or now or utc_now()
@@ -882,32 +907,47 @@ class TimelineStore(ConversationStore):
                 error_message=update.error_message,
             )
             allowed = {f":from{i}": status.value for i, status in enumerate(predecessors)}
-            self.dynamodb.update_item(
-                TableName=self.table,
-                Key=to_item({"pk": customer_pk(customer_id), "sk": message_sk(message_id)}),
-                UpdateExpression=(
-                    "SET #status = :status, status_history = list_append(status_history, :change), "
-                    "provider_message_id = if_not_exists(provider_message_id, :pmid)"
-                ),
-                ConditionExpression=(
-                    f"attribute_exists(pk) AND direction = :outbound "
-                    f"AND #status IN ({', '.join(allowed)})"
-                ),
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=to_item(
-                    {
-                        ":status": update.status.value,
-                        ":change": [change.model_dump(mode="json", exclude_none=True)],
-                        ":pmid": update.provider_message_id,
-                        ":outbound": Direction.OUTBOUND.value,
-                        **allowed,
-                    }
-                ),
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                logger.info("stale status ignored", extra={"status": update.status.value})
+            for _ in range(MAX_ALIAS_HOPS + 1):
+                try:
+                    self.dynamodb.update_item(
+                        TableName=self.table,
+                        Key=to_item({"pk": customer_pk(customer_id), "sk": message_sk(message_id)}),
+                        UpdateExpression=(
+                            "SET #status = :status, "
+                            "status_history = list_append(status_history, :change), "
+                            "provider_message_id = if_not_exists(provider_message_id, :pmid)"
+                        ),
+                        ConditionExpression=(
+                            f"attribute_exists(pk) AND direction = :outbound "
+                            f"AND #status IN ({', '.join(allowed)})"
+                        ),
+                        ExpressionAttributeNames={"#status": "status"},
+                        ExpressionAttributeValues=to_item(
+                            {
+                                ":status": update.status.value,
+                                ":change": [change.model_dump(mode="json", exclude_none=True)],
+                                ":pmid": update.provider_message_id,
+                                ":outbound": Direction.OUTBOUND.value,
+                                **allowed,
+                            }
+                        ),
+                    )
+                    break
+                except ClientError as exc:
+                    if (
+                        exc.response.get("Error", {}).get("Code")
+                        != "ConditionalCheckFailedException"
+                    ):
+                        raise
+                    # A merge may have moved the message (same id) to the surviving customer.
+                    moved_to = self.merged_into(customer_id)
+                    if moved_to is None:
+                        logger.info("stale status ignored", extra={"status": update.status.value})
+                        return False
+                    customer_id = moved_to
+            else:
                 return False
+        except ClientError as exc:
             raise StorageUnavailable("the status could not be written") from exc
         except BotoCoreError as exc:
             raise StorageUnavailable("the status could not be written") from exc
@@ -928,6 +968,28 @@ class TimelineStore(ConversationStore):
             return None
         item = from_item(response["Item"])
         return str(item["customer_id"]), str(item["message_id"])
+
+    # ----------------------------------------------------------------- merged customers
+
+    def merged_into(self, customer_id: str) -> str | None:
+        """The customer that absorbed ``customer_id`` (merging or merged), else None."""
+        item = self.get_item(customer_pk(customer_id), PROFILE_SK, consistent=True)
+        target = (item or {}).get("merged_into")
+        return str(target) if target else None
+
+    def resolve_profile(self, customer_id: str, *, consistent: bool = False) -> Profile | None:
+        """The profile ``customer_id`` stands for: its own, or, for an id a merge absorbed
+        (an alias), the surviving customer's. One GetItem unless the id is an alias."""
+        for _ in range(MAX_ALIAS_HOPS + 1):
+            profile = self.get_profile(customer_id, consistent=consistent)
+            if profile is None or profile.merged_into is None:
+                return profile
+            customer_id = profile.merged_into
+        raise StorageUnavailable("the customer's merge aliases do not end")
+
+    def surviving_customer_id(self, customer_id: str) -> str | None:
+        profile = self.resolve_profile(customer_id, consistent=True)
+        return profile.customer.id if profile else None
 
     # ----------------------------------------------------------------- reads
 
@@ -989,6 +1051,9 @@ def profile_from_item(item: dict[str, Any]) -> Profile:
         last_message_at=(
             datetime.fromisoformat(item["last_message_at"]) if item.get("last_message_at") else None
         ),
+        language=item.get("language"),
+        tags=list(item.get("tags") or []),
+        external_ids=dict(item.get("external_ids") or {}),
     )
     return Profile(
         customer=customer,
@@ -998,6 +1063,8 @@ def profile_from_item(item: dict[str, Any]) -> Profile:
         },
         consent=dict(item.get("consent") or {}),
         open_conversation_id=item.get("open_conversation_id"),
+        merge_state=item.get("merge_state"),
+        merged_into=item.get("merged_into"),
     )
 
 

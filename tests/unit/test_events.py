@@ -156,6 +156,24 @@ CLOSED_ITEM = {
     "close_reason": "api",
 }
 
+LINKED_IDENTITY_ITEM = {
+    "pk": "IDENT#email#jane@example.com",
+    "sk": "IDENT",
+    "type": "identity",
+    "identity": "email:jane@example.com",
+    "customer_id": CUSTOMER_ID,
+    "created_at": AT.isoformat(),
+    "linked_at": AT.isoformat(),
+    "link_source": "api",
+}
+MERGED_PROFILE_ITEM = {
+    **PROFILE_ITEM,
+    "customer_id": "01J9Z8X7W6V5T4S3R2Q1P0N9AB",
+    "pk": customer_pk("01J9Z8X7W6V5T4S3R2Q1P0N9AB"),
+    "merge_state": "merged",
+    "merged_into": CUSTOMER_ID,
+}
+
 
 def record(
     event_name: str,
@@ -387,6 +405,9 @@ def all_events() -> list[Any]:
         record("MODIFY", SWITCHED_ITEM, CONVERSATION_ITEM),
         record("MODIFY", CLOSED_ITEM, SWITCHED_ITEM),
         record("MODIFY", ERASURE_DONE, ERASURE_RUNNING),
+        # identity linking and merges (tests/unit/test_identity_events.py)
+        record("INSERT", LINKED_IDENTITY_ITEM),
+        record("MODIFY", MERGED_PROFILE_ITEM, {**MERGED_PROFILE_ITEM, "merge_state": "merging"}),
     ]
     return [e for r in records for e in events_from_stream_record(r)]
 
