@@ -48,10 +48,12 @@ from typing import TYPE_CHECKING, Any
 
 from threadline.errors import Conflict, MalformedRequest, NotFound, StorageUnavailable
 from threadline.items import (
+    CONVERSATION_POINTER_SK,
     EXTERNAL_ID_SK,
     IDENT_SK,
     PROFILE_SK,
     cancellation_reasons,
+    conversation_pointer_pk,
     conversation_sk,
     customer_pk,
     external_id_pk,
@@ -397,6 +399,38 @@ class Merger:
                 }
             },
             {"Delete": delete},
+            *self._pointer_operations(item, target_id),
+        ]
+
+    def _pointer_operations(self, item: dict[str, Any], target_id: str) -> list[Any]:
+        """A moved conversation's id must keep resolving: its pointer names the survivor."""
+        if item.get("type") != "conversation":
+            return []
+        conversation_id = str(item["sk"]).removeprefix("CONV#")
+        return [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": to_item(
+                        {
+                            "pk": conversation_pointer_pk(conversation_id),
+                            "sk": CONVERSATION_POINTER_SK,
+                        }
+                    ),
+                    # An upsert: conversations written before pointers existed get one.
+                    "UpdateExpression": (
+                        "SET customer_id = :target, conversation_id = :cid, #type = :type"
+                    ),
+                    "ExpressionAttributeNames": {"#type": "type"},
+                    "ExpressionAttributeValues": to_item(
+                        {
+                            ":target": target_id,
+                            ":cid": conversation_id,
+                            ":type": "conversation_pointer",
+                        }
+                    ),
+                }
+            }
         ]
 
     def _move_items(

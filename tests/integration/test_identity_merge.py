@@ -561,3 +561,24 @@ def test_a_slack_user_whose_email_was_merged_away_joins_the_survivor(
     status, found = api("GET", "/v1/customers", query=f"identity={slack_identity(user)}")
     assert status == 200 and found["id"] == target
     assert sorted(m["channel"] for m in full_timeline(api, target)) == ["email", "slack", "sms"]
+
+
+def test_a_moved_conversation_still_resolves_by_its_id(customer, twilio_post, api):
+    target, _ = customer()
+    source, _ = customer()
+    status, page = api("GET", f"/v1/customers/{source}/conversations")
+    assert status == 200, page
+    (conversation,) = page["items"]
+
+    status, result = api("POST", f"/v1/customers/{target}/merge", {"source_customer_id": source})
+    assert status == 200, result
+
+    # The pointer follows the conversation, so its id keeps working for CRMs.
+    status, moved = api("GET", f"/v1/conversations/{conversation['id']}")
+    assert status == 200, moved
+    assert moved["customer_id"] == target
+    status, closed = api("POST", f"/v1/conversations/{conversation['id']}/close")
+    assert status == 200, closed
+    assert closed["state"] == "closed"
+    listed = {c["id"] for c in api("GET", f"/v1/customers/{target}/conversations")[1]["items"]}
+    assert conversation["id"] in listed
