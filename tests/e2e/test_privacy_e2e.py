@@ -34,7 +34,7 @@ def job_done(stack: RunningStack, path: str) -> dict[str, Any] | None:
 
 
 def test_export_downloads_a_zip_of_the_customers_messages(local_stack):
-    number = "+15551260001"
+    number = "+15551280001"
     inbound(local_stack, number, "Where is parcel 4471?")
     inbound(local_stack, number, "It was due Monday")
     customer_id = customer_of(local_stack, number)
@@ -59,7 +59,7 @@ def test_export_downloads_a_zip_of_the_customers_messages(local_stack):
 
 
 def test_erasure_removes_the_customer_and_announces_it_without_personal_data(local_stack):
-    number = "+15551260002"
+    number = "+15551280002"
     inbound(local_stack, number, "Please delete my data, I am Quinn")
     customer_id = customer_of(local_stack, number)
 

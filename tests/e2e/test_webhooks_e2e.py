@@ -4,7 +4,7 @@ stream through the publisher, EventBridge, the FIFO events queue, the fan-out, t
 FIFO delivery queue and the delivery worker to it.
 
 The stack is shared by the session: each test uses its own phone numbers
-(+1555126xxxx), looks only at its own customers' events, and deletes its
+(+1555129xxxx), looks only at its own customers' events, and deletes its
 subscriptions when it ends.
 """
 
@@ -140,7 +140,7 @@ def test_an_sms_a_reply_and_its_status_reach_the_crm_signed_valid_and_in_order(
     secret = subscription["secret"]
     assert secret.startswith("whsec_")
 
-    number = "+15551260001"
+    number = "+15551290001"
     inbound(local_stack, number, "Do you ship to Lisbon?")
     customer_id = customer_of(local_stack, number)
     message_id = queue_reply(local_stack, customer_id, {"text": "We do."})
@@ -196,7 +196,7 @@ def test_an_sms_a_reply_and_its_status_reach_the_crm_signed_valid_and_in_order(
 def test_a_receiver_that_fails_twice_acknowledges_each_event_once(local_stack, subscribe):
     receiver = Receiver(answers=[500, 500])
     subscription = subscribe(receiver, ["message.received"])
-    number = "+15551260002"
+    number = "+15551290002"
     inbound(local_stack, number, "First")
     customer_id = customer_of(local_stack, number)
     inbound(local_stack, number, "Second")
@@ -235,7 +235,7 @@ def test_a_receiver_that_fails_twice_acknowledges_each_event_once(local_stack, s
 def test_a_receiver_answering_410_is_disabled(local_stack, subscribe):
     receiver = Receiver(default=410)
     subscription = subscribe(receiver, ["message.received"])
-    number = "+15551260003"
+    number = "+15551290003"
     inbound(local_stack, number, "Hello?")
     customer_id = customer_of(local_stack, number)
 
@@ -264,7 +264,7 @@ def test_events_queued_while_the_delivery_worker_is_down_arrive_after_its_restar
     assert stopped.status_code == 200, stopped.text
     assert stopped.json()["state"] == "stopped"
     try:
-        number = "+15551260004"
+        number = "+15551290004"
         for text in ("one", "two", "three"):
             inbound(local_stack, number, text)
         customer_id = customer_of(local_stack, number)

@@ -500,11 +500,14 @@ def test_a_merge_writes_in_batches(customer, twilio_post, api_module, aws):
         result = Merger(api_module.store, batch_items=batch).merge(source, target)
     finally:
         client.meta.events.unregister("before-call.dynamodb.*", record)
-    assert result.state == "merged" and result.moved_items == moving
+    # The identity step takes the conversation(s) its hint names with it; under load
+    # a message may open a second conversation, so the sweep moves at most the rest.
+    assert result.state == "merged" and 0 < result.moved_items <= moving
+    assert [i["sk"]["S"] for i in partition(aws, source)] == ["PROFILE"]
     counts = Counter(calls)
     # begin + one identity (with its conversation) + the items in batches + finish
-    batches = -(-moving // batch)
-    assert batches < moving and batch <= BATCH_ITEMS
+    batches = -(-result.moved_items // batch)
+    assert batches < result.moved_items and batch <= BATCH_ITEMS
     assert counts["TransactWriteItems"] == 1 + 1 + batches + 1, counts
     assert counts["Query"] == 2, counts  # one page of items, then the pass that finds none
 

@@ -290,6 +290,7 @@ def test_a_customer_who_texted_calls_leaves_a_voicemail_and_it_all_lands_on_one_
             "filename": None,
             "caption": None,
             "provider_media_id": tv.RECORDING_SID,
+            "sha256": None,
         },
         {"type": "text", "text": tv.TRANSCRIPTION["TranscriptionText"]},
     ]
