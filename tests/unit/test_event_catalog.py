@@ -65,3 +65,11 @@ def test_documented_examples_validate_against_the_committed_schemas(example):
     validator.validate(example["detail"])
     assert example["detail"]["type"] == example["detail-type"]
     assert example["source"] == "threadline"
+
+
+def test_subscriptions_accept_exactly_the_published_types():
+    # The subscription API keeps its own list so the webhook workers need not import
+    # the event models at cold start; this keeps the two from drifting apart.
+    from threadline.subscriptions import KNOWN_EVENT_TYPES
+
+    assert set(KNOWN_EVENT_TYPES) == PUBLISHED
