@@ -35,14 +35,18 @@ from threadline import aws, consent
 from threadline.consent import ConsentRecord, ConsentSource, ConsentState, Purpose
 from threadline.errors import MalformedRequest, NotFound, StorageUnavailable, ThreadlineError
 from threadline.items import (
+    CONVERSATION_POINTER_SK,
     DEDUP_SK,
+    EXTERNAL_ID_SK,
     IDEMPOTENCY_SK,
     IDENT_SK,
     PROFILE_SK,
     blob_pk,
     blob_ref_sk,
+    conversation_pointer_pk,
     customer_pk,
     dedup_pk,
+    external_id_pk,
     from_item,
     idempotency_pk,
     identity_pk,
@@ -53,6 +57,7 @@ from threadline.items import (
     to_item,
 )
 from threadline.logs import logger
+from threadline.merge import MERGED
 from threadline.schema import Identity, StatusChange, utc_now
 from threadline.settings import required_env
 from threadline.store import TimelineStore, profile_from_item
@@ -666,6 +671,11 @@ class PrivacyService:
                 counts["identities"] += self._delete_if_ours(
                     identity_pk(parsed), IDENT_SK, customer_id
                 )
+        # CRM ids lead to the customer too (GET /v1/customers?external_id=...).
+        for system, external_id in sorted(((profile or {}).get("external_ids") or {}).items()):
+            counts["pointers"] += self._delete_if_ours(
+                external_id_pk(system, str(external_id)), EXTERNAL_ID_SK, customer_id
+            )
         total_done = 0
         # Messages may still have been written while the identities were going: repeat
         # until a pass finds nothing (at most a few passes).
@@ -687,6 +697,14 @@ class PrivacyService:
                     counts["messages"] += 1
                 elif kind == "conversation":
                     counts["conversations"] += 1
+                    if not anonymize:
+                        # The global conversation -> customer pointer; anonymized
+                        # conversations stay reachable by id, so theirs stays.
+                        counts["pointers"] += self._delete_if_ours(
+                            conversation_pointer_pk(str(item["conversation_id"])),
+                            CONVERSATION_POINTER_SK,
+                            customer_id,
+                        )
             kept: list[dict[str, Any]] = []
             if anonymize:
                 kept = [i for i in items if i.get("type") == "message"]
@@ -699,6 +717,10 @@ class PrivacyService:
             total_done += len(items) + len(kept)
             self._update_job(pk, sk, items_done=total_done)
         counts["exports"] = self._delete_exports(customer_id)
+        # Customers merged into this one left tombstone profiles that still hold their
+        # ids and identities as records: they go with the survivor, in either mode.
+        aliases = sorted(str(a) for a in (profile or {}).get("aliases") or [])
+        counts["merged_profiles"] = sum(self._delete_tombstone(alias) for alias in aliases)
         if anonymize and profile is not None:
             self.dynamodb.put_item(
                 TableName=self.table, Item=to_item(_anonymized_profile_item(profile, started))
@@ -732,6 +754,23 @@ class PrivacyService:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return 0  # gone already, or a fresh customer owns it now
+            raise
+        return 1
+
+    def _delete_tombstone(self, customer_id: str) -> int:
+        """Delete a merged customer's tombstone PROFILE (only if merged); 1 if it was."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.dynamodb.delete_item(
+                TableName=self.table,
+                Key=to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
+                ConditionExpression="merge_state = :merged",
+                ExpressionAttributeValues=to_item({":merged": MERGED}),
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return 0
             raise
         return 1
 
