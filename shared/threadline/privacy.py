@@ -671,6 +671,8 @@ class PrivacyService:
                 counts["identities"] += self._delete_if_ours(
                     identity_pk(parsed), IDENT_SK, customer_id
                 )
+        aliases = sorted(str(a) for a in (profile or {}).get("aliases") or [])
+        owners = [customer_id, *aliases]
         # CRM ids lead to the customer too (GET /v1/customers?external_id=...).
         for system, external_id in sorted(((profile or {}).get("external_ids") or {}).items()):
             counts["pointers"] += self._delete_if_ours(
@@ -693,7 +695,7 @@ class PrivacyService:
             for item in items:
                 kind = item.get("type")
                 if kind == "message":
-                    self._erase_message_pointers(item, customer_id, counts)
+                    self._erase_message_pointers(item, owners, counts)
                     counts["messages"] += 1
                 elif kind == "conversation":
                     counts["conversations"] += 1
@@ -719,7 +721,6 @@ class PrivacyService:
         counts["exports"] = self._delete_exports(customer_id)
         # Customers merged into this one left tombstone profiles that still hold their
         # ids and identities as records: they go with the survivor, in either mode.
-        aliases = sorted(str(a) for a in (profile or {}).get("aliases") or [])
         counts["merged_profiles"] = sum(self._delete_tombstone(alias) for alias in aliases)
         if anonymize and profile is not None:
             self.dynamodb.put_item(
@@ -740,22 +741,33 @@ class PrivacyService:
         )
         logger.info("customer erased", extra={"customer_id": customer_id, **counts})
 
-    def _delete_if_ours(self, pk: str, sk: str, customer_id: str) -> int:
-        """Delete a pointer item if it still names this customer; 1 if it did."""
+    def _delete_if_ours(self, pk: str, sk: str, customer_id: str | list[str]) -> int:
+        """Delete a pointer item if it still names this customer; 1 if it did.
+
+        A list is the customer and the ids merged into it: pointers written before a
+        merge (DEDUP, IDEMPOTENCY) keep naming the absorbed customer.
+        """
         from botocore.exceptions import ClientError
 
-        try:
-            self.dynamodb.delete_item(
-                TableName=self.table,
-                Key=to_item({"pk": pk, "sk": sk}),
-                ConditionExpression="customer_id = :cid",
-                ExpressionAttributeValues=to_item({":cid": customer_id}),
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return 0  # gone already, or a fresh customer owns it now
-            raise
-        return 1
+        owners = [customer_id] if isinstance(customer_id, str) else customer_id
+        # IN takes at most 100 operands: one attempt per 100 owners.
+        for start in range(0, len(owners), 100):
+            chunk = owners[start : start + 100]
+            try:
+                self.dynamodb.delete_item(
+                    TableName=self.table,
+                    Key=to_item({"pk": pk, "sk": sk}),
+                    ConditionExpression="customer_id IN ("
+                    + ", ".join(f":c{i}" for i in range(len(chunk)))
+                    + ")",
+                    ExpressionAttributeValues=to_item({f":c{i}": c for i, c in enumerate(chunk)}),
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                    continue  # gone already, or a fresh customer owns it now
+                raise
+            return 1
+        return 0
 
     def _delete_tombstone(self, customer_id: str) -> int:
         """Delete a merged customer's tombstone PROFILE (only if merged); 1 if it was."""
@@ -775,20 +787,28 @@ class PrivacyService:
         return 1
 
     def _erase_message_pointers(
-        self, item: dict[str, Any], customer_id: str, counts: dict[str, int]
+        self, item: dict[str, Any], owners: list[str], counts: dict[str, int]
     ) -> None:
-        """The DEDUP and IDEMPOTENCY items and the S3 objects of one message."""
+        """The DEDUP and IDEMPOTENCY items and the S3 objects of one message.
+
+        ``owners``: the customer, then the ids merged into it (a moved message's
+        pointers still name, and an idempotency key is keyed by, the customer that
+        wrote it).
+        """
         message = message_from_item(item)
         if message.provider_message_id:
             counts["pointers"] += self._delete_if_ours(
-                dedup_pk(message.provider, message.provider_message_id), DEDUP_SK, customer_id
+                dedup_pk(message.provider, message.provider_message_id), DEDUP_SK, owners
             )
         if item.get("idempotency_key"):
-            counts["pointers"] += self._delete_if_ours(
-                idempotency_pk(customer_id, str(item["idempotency_key"])),
-                IDEMPOTENCY_SK,
-                customer_id,
-            )
+            writers = owners if item.get("merged_from") else owners[:1]
+            for writer in writers:
+                deleted = self._delete_if_ours(
+                    idempotency_pk(writer, str(item["idempotency_key"])), IDEMPOTENCY_SK, owners
+                )
+                counts["pointers"] += deleted
+                if deleted:
+                    break
         for bucket, key in stored_objects(message, self.store.settings.raw_bucket):
             counts["objects"] += self._release_object(bucket, key, message.id)
 

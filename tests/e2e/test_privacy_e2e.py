@@ -1,6 +1,9 @@
 """Export and erasure over HTTP against the local stack: the API starts the job, the
 stack's own queue poller runs the privacy worker, the presigned link downloads the zip
-from the embedded S3, and the publisher announces the erasure."""
+from the embedded S3, and the publisher announces the erasure.
+
+Numbers are +1555128xxxx: the e2e modules share one stack, and the conversations and
+webhooks modules write as +1555126xxxx (an export would hold their messages too)."""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ def job_done(stack: RunningStack, path: str) -> dict[str, Any] | None:
 
 
 def test_export_downloads_a_zip_of_the_customers_messages(local_stack):
-    number = "+15551260001"
+    number = "+15551280001"
     inbound(local_stack, number, "Where is parcel 4471?")
     inbound(local_stack, number, "It was due Monday")
     customer_id = customer_of(local_stack, number)
@@ -59,7 +62,7 @@ def test_export_downloads_a_zip_of_the_customers_messages(local_stack):
 
 
 def test_erasure_removes_the_customer_and_announces_it_without_personal_data(local_stack):
-    number = "+15551260002"
+    number = "+15551280002"
     inbound(local_stack, number, "Please delete my data, I am Quinn")
     customer_id = customer_of(local_stack, number)
 
