@@ -35,14 +35,18 @@ from threadline import aws, consent
 from threadline.consent import ConsentRecord, ConsentSource, ConsentState, Purpose
 from threadline.errors import MalformedRequest, NotFound, StorageUnavailable, ThreadlineError
 from threadline.items import (
+    CONVERSATION_POINTER_SK,
     DEDUP_SK,
+    EXTERNAL_ID_SK,
     IDEMPOTENCY_SK,
     IDENT_SK,
     PROFILE_SK,
     blob_pk,
     blob_ref_sk,
+    conversation_pointer_pk,
     customer_pk,
     dedup_pk,
+    external_id_pk,
     from_item,
     idempotency_pk,
     identity_pk,
@@ -53,6 +57,7 @@ from threadline.items import (
     to_item,
 )
 from threadline.logs import logger
+from threadline.merge import MERGED
 from threadline.schema import Identity, StatusChange, utc_now
 from threadline.settings import required_env
 from threadline.store import TimelineStore, profile_from_item
@@ -666,6 +671,13 @@ class PrivacyService:
                 counts["identities"] += self._delete_if_ours(
                     identity_pk(parsed), IDENT_SK, customer_id
                 )
+        aliases = sorted(str(a) for a in (profile or {}).get("aliases") or [])
+        owners = [customer_id, *aliases]
+        # CRM ids lead to the customer too (GET /v1/customers?external_id=...).
+        for system, external_id in sorted(((profile or {}).get("external_ids") or {}).items()):
+            counts["pointers"] += self._delete_if_ours(
+                external_id_pk(system, str(external_id)), EXTERNAL_ID_SK, customer_id
+            )
         total_done = 0
         # Messages may still have been written while the identities were going: repeat
         # until a pass finds nothing (at most a few passes).
@@ -683,10 +695,18 @@ class PrivacyService:
             for item in items:
                 kind = item.get("type")
                 if kind == "message":
-                    self._erase_message_pointers(item, customer_id, counts)
+                    self._erase_message_pointers(item, owners, counts)
                     counts["messages"] += 1
                 elif kind == "conversation":
                     counts["conversations"] += 1
+                    if not anonymize:
+                        # The global conversation -> customer pointer; anonymized
+                        # conversations stay reachable by id, so theirs stays.
+                        counts["pointers"] += self._delete_if_ours(
+                            conversation_pointer_pk(str(item["conversation_id"])),
+                            CONVERSATION_POINTER_SK,
+                            customer_id,
+                        )
             kept: list[dict[str, Any]] = []
             if anonymize:
                 kept = [i for i in items if i.get("type") == "message"]
@@ -699,6 +719,9 @@ class PrivacyService:
             total_done += len(items) + len(kept)
             self._update_job(pk, sk, items_done=total_done)
         counts["exports"] = self._delete_exports(customer_id)
+        # Customers merged into this one left tombstone profiles that still hold their
+        # ids and identities as records: they go with the survivor, in either mode.
+        counts["merged_profiles"] = sum(self._delete_tombstone(alias) for alias in aliases)
         if anonymize and profile is not None:
             self.dynamodb.put_item(
                 TableName=self.table, Item=to_item(_anonymized_profile_item(profile, started))
@@ -718,38 +741,74 @@ class PrivacyService:
         )
         logger.info("customer erased", extra={"customer_id": customer_id, **counts})
 
-    def _delete_if_ours(self, pk: str, sk: str, customer_id: str) -> int:
-        """Delete a pointer item if it still names this customer; 1 if it did."""
+    def _delete_if_ours(self, pk: str, sk: str, customer_id: str | list[str]) -> int:
+        """Delete a pointer item if it still names this customer; 1 if it did.
+
+        A list is the customer and the ids merged into it: pointers written before a
+        merge (DEDUP, IDEMPOTENCY) keep naming the absorbed customer.
+        """
+        from botocore.exceptions import ClientError
+
+        owners = [customer_id] if isinstance(customer_id, str) else customer_id
+        # IN takes at most 100 operands: one attempt per 100 owners.
+        for start in range(0, len(owners), 100):
+            chunk = owners[start : start + 100]
+            try:
+                self.dynamodb.delete_item(
+                    TableName=self.table,
+                    Key=to_item({"pk": pk, "sk": sk}),
+                    ConditionExpression="customer_id IN ("
+                    + ", ".join(f":c{i}" for i in range(len(chunk)))
+                    + ")",
+                    ExpressionAttributeValues=to_item({f":c{i}": c for i, c in enumerate(chunk)}),
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                    continue  # gone already, or a fresh customer owns it now
+                raise
+            return 1
+        return 0
+
+    def _delete_tombstone(self, customer_id: str) -> int:
+        """Delete a merged customer's tombstone PROFILE (only if merged); 1 if it was."""
         from botocore.exceptions import ClientError
 
         try:
             self.dynamodb.delete_item(
                 TableName=self.table,
-                Key=to_item({"pk": pk, "sk": sk}),
-                ConditionExpression="customer_id = :cid",
-                ExpressionAttributeValues=to_item({":cid": customer_id}),
+                Key=to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
+                ConditionExpression="merge_state = :merged",
+                ExpressionAttributeValues=to_item({":merged": MERGED}),
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return 0  # gone already, or a fresh customer owns it now
+                return 0
             raise
         return 1
 
     def _erase_message_pointers(
-        self, item: dict[str, Any], customer_id: str, counts: dict[str, int]
+        self, item: dict[str, Any], owners: list[str], counts: dict[str, int]
     ) -> None:
-        """The DEDUP and IDEMPOTENCY items and the S3 objects of one message."""
+        """The DEDUP and IDEMPOTENCY items and the S3 objects of one message.
+
+        ``owners``: the customer, then the ids merged into it (a moved message's
+        pointers still name, and an idempotency key is keyed by, the customer that
+        wrote it).
+        """
         message = message_from_item(item)
         if message.provider_message_id:
             counts["pointers"] += self._delete_if_ours(
-                dedup_pk(message.provider, message.provider_message_id), DEDUP_SK, customer_id
+                dedup_pk(message.provider, message.provider_message_id), DEDUP_SK, owners
             )
         if item.get("idempotency_key"):
-            counts["pointers"] += self._delete_if_ours(
-                idempotency_pk(customer_id, str(item["idempotency_key"])),
-                IDEMPOTENCY_SK,
-                customer_id,
-            )
+            writers = owners if item.get("merged_from") else owners[:1]
+            for writer in writers:
+                deleted = self._delete_if_ours(
+                    idempotency_pk(writer, str(item["idempotency_key"])), IDEMPOTENCY_SK, owners
+                )
+                counts["pointers"] += deleted
+                if deleted:
+                    break
         for bucket, key in stored_objects(message, self.store.settings.raw_bucket):
             counts["objects"] += self._release_object(bucket, key, message.id)
 

@@ -1,6 +1,9 @@
 """Export and erasure over HTTP against the local stack: the API starts the job, the
 stack's own queue poller runs the privacy worker, the presigned link downloads the zip
-from the embedded S3, and the publisher announces the erasure."""
+from the embedded S3, and the publisher announces the erasure.
+
+Numbers are +1555128xxxx: the e2e modules share one stack, and the conversations and
+webhooks modules write as +1555126xxxx (an export would hold their messages too)."""
 
 from __future__ import annotations
 
