@@ -66,10 +66,9 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if value is None or not value.strip():
         return None
     text = value.strip()
-    try:
-        return max(float(text), 0.0)
-    except ValueError:
-        pass
+    # delay-seconds is digits only; float() would also take "nan", "inf" and "-5".
+    if text.isascii() and text.replace(".", "", 1).isdigit():
+        return float(text)
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError):
