@@ -31,6 +31,12 @@ SAMPLE_PNG_BASE64 = (
 )
 
 
+def new_sid() -> str:
+    """A Twilio message SID of our own: a fixed one can be another module's (test_meta
+    used SMe1e1...), and the second delivery of a SID is a duplicate, stored nowhere."""
+    return "SM" + secrets.token_hex(16)
+
+
 def mail_with_file(sender: str, payload: bytes) -> bytes:
     """A mail from ``sender`` whose attachment is ``payload`` (unique to this test)."""
     raw = mail_from(sender, f"<{secrets.token_hex(6)}@x.example>")
@@ -139,7 +145,7 @@ def consent_of(api_call, customer_id: str) -> dict[tuple[str, str], dict]:
 
 def test_stop_withdraws_every_purpose_with_the_message_as_evidence(twilio_post, api_get, api_call):
     number = "+15551250001"
-    twilio_post(sms("SM" + "e1" * 16, sender=number))
+    twilio_post(sms(new_sid(), sender=number))
     customer_id = customer_for(api_get, number)
     identity = f"phone:{number}"
 
@@ -164,7 +170,7 @@ def test_stop_withdraws_every_purpose_with_the_message_as_evidence(twilio_post, 
     assert (granted["source"], granted["evidence"]) == ("api", "web-form-8841")
     assert api_call("POST", path, {"text": "20% off", "purpose": "marketing"})["statusCode"] == 202
 
-    twilio_post(sms("SM" + "e2" * 16, sender=number, body="STOP"))
+    twilio_post(sms(new_sid(), sender=number, body="STOP"))
     stop_id = next(
         m["id"] for m in timeline(api_get, customer_id) if m["parts"][0]["text"] == "STOP"
     )
@@ -178,7 +184,7 @@ def test_stop_withdraws_every_purpose_with_the_message_as_evidence(twilio_post, 
         assert (refused["statusCode"], refused["json"]["error"]["code"]) == (409, "opted_out")
 
     # START re-opens replies only: a keyword is not consent to marketing.
-    twilio_post(sms("SM" + "e3" * 16, sender=number, body="Start"))
+    twilio_post(sms(new_sid(), sender=number, body="Start"))
     assert api_call("POST", path, {"text": "welcome back"})["statusCode"] == 202
     refused = api_call("POST", path, {"text": "20% off", "purpose": "marketing"})
     assert refused["statusCode"] == 409
@@ -186,7 +192,7 @@ def test_stop_withdraws_every_purpose_with_the_message_as_evidence(twilio_post, 
 
 def test_consent_api_refuses_identities_of_others_and_bad_bodies(twilio_post, api_get, api_call):
     number = "+15551250002"
-    twilio_post(sms("SM" + "e4" * 16, sender=number))
+    twilio_post(sms(new_sid(), sender=number))
     customer_id = customer_for(api_get, number)
     path = f"/v1/customers/{customer_id}/consent"
     cases = [
@@ -205,7 +211,7 @@ def test_consent_withdrawn_after_queueing_fails_the_send_without_calling_the_pro
     twilio_post, api_get, api_call, pipeline, provider_sandbox
 ):
     number = "+15551250003"
-    twilio_post(sms("SM" + "e5" * 16, sender=number))
+    twilio_post(sms(new_sid(), sender=number))
     customer_id = customer_for(api_get, number)
     identity = f"phone:{number}"
     consent_path = f"/v1/customers/{customer_id}/consent"
@@ -421,7 +427,7 @@ def test_erasure_of_an_sms_customer_removes_dedup_and_idempotency_items(
     twilio_post, api_get, api_call, worker, aws, pipeline, api_module
 ):
     number = "+15551250009"
-    twilio_post(sms("SM" + "e9" * 16, sender=number, body="My name is Zed Example"))
+    twilio_post(sms(new_sid(), sender=number, body="My name is Zed Example"))
     customer_id = customer_for(api_get, number)
     event = http_api_event(
         "POST",
@@ -439,7 +445,7 @@ def test_erasure_of_an_sms_customer_removes_dedup_and_idempotency_items(
         f"ERASURE#{customer_id}"
     ]
     assert not [i for i in items if number in json.dumps(i) or "Zed" in json.dumps(i)]
-    twilio_post(sms("SM" + "ea" * 16, sender=number, body="hello again"))
+    twilio_post(sms(new_sid(), sender=number, body="hello again"))
     assert customer_for(api_get, number) != customer_id
 
 
@@ -452,7 +458,7 @@ def test_anonymizing_erasure_keeps_the_history_without_personal_data(
     twilio_post, api_get, api_call, worker, aws, pipeline
 ):
     number = "+15551250010"
-    twilio_post(sms("SM" + "eb" * 16, sender=number, body="I am Yara, call me at home"))
+    twilio_post(sms(new_sid(), sender=number, body="I am Yara, call me at home"))
     customer_id = customer_for(api_get, number)
     api_call("POST", f"/v1/customers/{customer_id}/messages", {"text": "Hi Yara, on it"})
     pipeline.run()  # the reply is sent: Twilio's id maps back to it (a DEDUP item)
@@ -483,7 +489,7 @@ def test_anonymizing_erasure_keeps_the_history_without_personal_data(
     events = [e for r in records for e in events_from_stream_record(r)]
     assert [(e.type, e.erasure.mode) for e in events] == [("customer.erased", "anonymize")]
 
-    twilio_post(sms("SM" + "ec" * 16, sender=number, body="new me"))
+    twilio_post(sms(new_sid(), sender=number, body="new me"))
     assert customer_for(api_get, number) != customer_id
 
 
@@ -491,8 +497,8 @@ def test_erasure_of_a_survivor_removes_its_crm_ids_conversations_and_merged_tomb
     twilio_post, api_get, api_call, worker, aws
 ):
     survivor_number, absorbed_number = "+15551250011", "+15551250012"
-    twilio_post(sms("SM" + "ed" * 16, sender=survivor_number, body="I am Xena"))
-    twilio_post(sms("SM" + "ee" * 16, sender=absorbed_number, body="Xena again, other phone"))
+    twilio_post(sms(new_sid(), sender=survivor_number, body="I am Xena"))
+    twilio_post(sms(new_sid(), sender=absorbed_number, body="Xena again, other phone"))
     survivor = customer_for(api_get, survivor_number)
     absorbed = customer_for(api_get, absorbed_number)
     crm_id = "003XENA" + secrets.token_hex(4)
