@@ -98,8 +98,11 @@ MAX_PAGE_SIZE = 100
 # A merged customer's id resolves to the survivor; merges of merges make a chain.
 MAX_ALIAS_HOPS = 8
 # Optimistic retries when a concurrent writer changed the identity or conversation
-# between our read and our transaction. Each retry re-reads, so it converges fast.
-_MAX_ATTEMPTS = 5
+# between our read and our transaction. Each round lets at least one writer through,
+# so N messages racing for one customer need up to N tries; a provider's burst of
+# retries (or a group chat) can reach that, and each failure costs the customer a
+# provider retry, so allow more than the bursts we see.
+_MAX_ATTEMPTS = 12
 
 
 @dataclass(frozen=True)
@@ -338,8 +341,8 @@ class TimelineStore(ConversationStore):
                     # Lost a race (new customer, another identity's message in the
                     # conversation, a close, a merge): re-read.
                     trust_hint = False
-                    # Jittered, so writers that collided do not collide again.
-                    time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))  # noqa: S311
+                    # Full jitter, growing, so writers that collided spread out.
+                    time.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))  # noqa: S311
                     continue
                 raise StorageUnavailable("the timeline could not be written") from exc
             except BotoCoreError as exc:
