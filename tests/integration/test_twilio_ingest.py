@@ -91,7 +91,17 @@ def test_concurrent_first_messages_from_a_new_number_make_one_customer(aws, twil
 
     with ThreadPoolExecutor(max_workers=count) as pool:
         statuses = list(pool.map(post, range(count)))
-    assert statuses == [200] * count
+    assert set(statuses) <= {200, 503}
+    # A writer that kept losing the race answers 503 rather than wait for ever, and
+    # Twilio retries it later (the URL carries #rc=3); the retry is filed once. moto
+    # copies the whole table for every transaction, so late in a session the race
+    # lasts long enough for that to happen.
+    retried = [
+        twilio_post(sms(f"SM{index:032d}", sender=sender))["statusCode"]
+        for index, status in enumerate(statuses)
+        if status == 503
+    ]
+    assert retried == [200] * len(retried)
 
     profiles = [i for i in items_with_prefix(aws, aws.table, "CUST#") if i["sk"]["S"] == "PROFILE"]
     identity_items = items_with_prefix(
