@@ -248,3 +248,14 @@ class ChannelAdapter(Protocol):
     def normalize(self, request: WebhookRequest) -> list[Normalized]: ...
 
     def acknowledge(self) -> Acknowledgement: ...
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A JSON webhook body that must be an object; MalformedRequest (400) otherwise."""
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedRequest("body is not JSON") from exc
+    if not isinstance(document, dict):
+        raise MalformedRequest("body is not a JSON object")
+    return document

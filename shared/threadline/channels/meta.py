@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -40,6 +39,7 @@ from threadline.channels.base import (
     StatusUpdate,
     WebhookRequest,
     build,
+    parse_json_object,
 )
 from threadline.errors import MalformedRequest, SignatureInvalid
 from threadline.identity import canonical_phone
@@ -131,16 +131,6 @@ def verify_handshake(request: WebhookRequest, verify_token: str) -> None:
 
 
 # ---------------------------------------------------------------------- parsing helpers
-
-
-def parse_body(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise MalformedRequest("body is not JSON") from exc
-    if not isinstance(document, dict):
-        raise MalformedRequest("body is not a JSON object")
-    return document
 
 
 def _str(document: Mapping[str, Any], key: str) -> str | None:
@@ -710,7 +700,7 @@ class MetaWebhook:
             if not challenge or len(challenge) > MAX_CHALLENGE_LENGTH:
                 raise MalformedRequest("hub.challenge is missing or too long")
             return [Acknowledgement(status=200, content_type="text/plain", body=challenge)]
-        return normalize_notification(parse_body(request.body))
+        return normalize_notification(parse_json_object(request.body))
 
     def acknowledge(self) -> Acknowledgement:
         return Acknowledgement(status=200, content_type="text/plain", body="EVENT_RECEIVED")

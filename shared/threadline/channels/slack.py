@@ -32,6 +32,7 @@ from threadline.channels.base import (
     SendResult,
     WebhookRequest,
     build,
+    parse_json_object,
 )
 from threadline.errors import MalformedRequest, SignatureInvalid
 from threadline.logs import logger
@@ -50,16 +51,6 @@ _MAPPED_FILE_FIELDS = frozenset({"id", "name", "mimetype", "size", "url_private"
 # that budget, so a slow lookup gives up and the message is filed without linking.
 DIRECTORY_TIMEOUT_SECONDS = 2
 DIRECTORY_CACHE_SIZE = 1024
-
-
-def parse_body(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise MalformedRequest("body is not JSON") from exc
-    if not isinstance(document, dict):
-        raise MalformedRequest("body is not a JSON object")
-    return document
 
 
 def verify_signature(request: WebhookRequest, signing_secret: str) -> None:
@@ -247,7 +238,7 @@ class SlackEvents:
         return Acknowledgement(status=200, content_type="application/json", body='{"ok":true}')
 
     def normalize(self, request: WebhookRequest) -> list[Normalized]:
-        envelope = parse_body(request.body)
+        envelope = parse_json_object(request.body)
         kind = envelope.get("type")
         if kind == "url_verification":
             challenge = envelope.get("challenge")

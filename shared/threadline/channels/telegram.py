@@ -33,6 +33,7 @@ from threadline.channels.base import (
     SendResult,
     WebhookRequest,
     build,
+    parse_json_object,
 )
 from threadline.errors import MalformedRequest, SignatureInvalid
 from threadline.identity import canonical_phone
@@ -85,16 +86,6 @@ _MAPPED_MESSAGE_FIELDS = frozenset(
 # member changes, polls, payments, reactions, business connections, ...) are no
 # message to a support team.
 _MESSAGE_UPDATES = ("message", "edited_message", "callback_query")
-
-
-def parse_body(body: bytes) -> dict[str, Any]:
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise MalformedRequest("body is not JSON") from exc
-    if not isinstance(document, dict):
-        raise MalformedRequest("body is not a JSON object")
-    return document
 
 
 def verify_secret_token(request: WebhookRequest, secret_token: str) -> None:
@@ -432,7 +423,7 @@ class TelegramWebhook:
         verify_secret_token(request, self._secret_token())
 
     def normalize(self, request: WebhookRequest) -> list[Normalized]:
-        return normalize_update(parse_body(request.body))
+        return normalize_update(parse_json_object(request.body))
 
     def acknowledge(self) -> Acknowledgement:
         return Acknowledgement(status=200, content_type="text/plain", body="")
