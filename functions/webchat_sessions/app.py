@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -22,6 +24,22 @@ sessions = WebchatSessions(
     token_secret=lambda: get_secret("WEBCHAT_TOKEN_SECRET"),
     identity_secret=lambda: get_secret("WEBCHAT_IDENTITY_SECRET"),
 )
+
+# The widget ships with this function and is served by it: no bucket or CDN to run
+# (docs/channels.md explains the choice). Browsers and any CDN cache it for 5 minutes.
+WIDGET = (Path(__file__).parent / "widget.js").read_bytes()
+WIDGET_ETAG = '"' + hashlib.sha256(WIDGET).hexdigest()[:32] + '"'
+
+
+def widget(headers: dict[str, str]) -> dict[str, Any]:
+    cache = {"ETag": WIDGET_ETAG, "Cache-Control": "public, max-age=300"}
+    if headers.get("if-none-match") == WIDGET_ETAG:
+        return {"statusCode": 304, "headers": cache, "body": ""}
+    return {
+        "statusCode": 200,
+        "headers": {"Content-Type": "text/javascript; charset=utf-8", **cache},
+        "body": WIDGET.decode("utf-8"),
+    }
 
 
 def _answer(status: int, document: Any, origin: str | None) -> dict[str, Any]:
@@ -48,6 +66,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     origin = headers.get("origin")
     method = ((event.get("requestContext") or {}).get("http") or {}).get("method", "POST")
+    if method == "GET":
+        return widget(headers)
     try:
         sessions.check_origin(origin)
         if method == "OPTIONS":

@@ -130,7 +130,7 @@ class WebchatSettings(BaseModel):
     token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
     socket_url: str = ""
     connections_url: str = ""
-    rate_limit_per_minute: int = Field(default=30, ge=1)
+    rate_limit_per_minute: int = Field(default=60, ge=1)
     email_delay_seconds: int = Field(default=300, ge=0, le=900)
     continuity_queue_url: str = ""
 
@@ -143,7 +143,7 @@ class WebchatSettings(BaseModel):
             token_ttl_seconds=int(os.environ.get("WEBCHAT_TOKEN_TTL_SECONDS", "3600")),
             socket_url=os.environ.get("WEBCHAT_SOCKET_URL", ""),
             connections_url=os.environ.get("WEBCHAT_CONNECTIONS_URL", ""),
-            rate_limit_per_minute=int(os.environ.get("WEBCHAT_RATE_LIMIT_PER_MINUTE", "30")),
+            rate_limit_per_minute=int(os.environ.get("WEBCHAT_RATE_LIMIT_PER_MINUTE", "60")),
             email_delay_seconds=int(os.environ.get("WEBCHAT_EMAIL_DELAY_SECONDS", "300")),
             continuity_queue_url=os.environ.get("WEBCHAT_CONTINUITY_QUEUE_URL", ""),
         )
@@ -834,11 +834,14 @@ class WebchatSender:
         from botocore.exceptions import BotoCoreError, ClientError
 
         visitor_id = message.recipient.value
-        frame = message_frame(message).encode("utf-8")
+        # What the visitor sees is the message as it arrives: delivered.
+        frame = message_frame(message.model_copy(update={"status": MessageStatus.DELIVERED}))
         pushed = 0
         for connection_id in open_connections(self.store, visitor_id):
             try:
-                self._management().post_to_connection(ConnectionId=connection_id, Data=frame)
+                self._management().post_to_connection(
+                    ConnectionId=connection_id, Data=frame.encode("utf-8")
+                )
                 pushed += 1
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
