@@ -686,12 +686,13 @@ class WebchatSocket:
         connection = self.connection(connection_id)
         if connection is None:
             raise FrameError("this connection has no session: reconnect", code="not_connected")
-        frame = parse_frame(body if isinstance(body, str | bytes) else None)
+        # Every frame counts, a malformed one too: the limit is what protects the rest.
         if not self._within_rate(connection.visitor_id, now):
             raise FrameError(
                 f"at most {self.settings.rate_limit_per_minute} frames a minute: slow down",
                 code="rate_limited",
             )
+        frame = parse_frame(body if isinstance(body, str | bytes) else None)
         if isinstance(frame, SendFrame):
             return socket_response(200, self.send(connection, frame, body, now))
         if isinstance(frame, ReadFrame):
