@@ -106,8 +106,14 @@ def local_websocket(
     the gateway's is), when the template has the web chat parameters to point at it."""
     if SOCKET_URL_PARAMETER not in template_parameters:
         return None
-    socket_port, http_port = (gateway_port + 1, gateway_port + 2) if gateway_port else (0, 0)
-    return WebSocketEmulator(socket_port=socket_port, http_port=http_port, log=log)
+    if gateway_port:
+        try:
+            return WebSocketEmulator(
+                socket_port=gateway_port + 1, http_port=gateway_port + 2, log=log
+            )
+        except OSError:
+            pass  # taken: any free ports will do, the banner prints them
+    return WebSocketEmulator(log=log)
 
 
 def websocket_apis(stack: StackResources, functions: Mapping[str, Any]) -> list[SocketApi]:
@@ -209,7 +215,11 @@ class WebSocketEmulator:
     ) -> None:
         self.host = host
         self._socket_listener = _listener(host, socket_port)
-        self._http_listener = _listener(host, http_port)
+        try:
+            self._http_listener = _listener(host, http_port)
+        except OSError:
+            self._socket_listener.close()
+            raise
         self.socket_port = int(self._socket_listener.getsockname()[1])
         self.http_port = int(self._http_listener.getsockname()[1])
         self.api: SocketApi | None = None
