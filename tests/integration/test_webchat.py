@@ -119,6 +119,17 @@ def email_from(store, address: str, text: str = "hello by mail") -> str:
     return store.ingest(inbound, raw).customer_id
 
 
+def verified_visitor(store, name: str, connection_id: str):
+    """A visitor verified by user_hash for a new address, connected: (address, session, socket)."""
+    address = f"{name}.{utc_now().timestamp()}@example.com"
+    granted = open_session(
+        store, {"email": address, "user_hash": user_hash(IDENTITY_SECRET, address)}
+    )
+    sock = socket(store)
+    connect(sock, granted.token, connection_id)
+    return address, granted, sock
+
+
 def test_a_visitor_connects_sends_and_a_resent_message_is_stored_once(store):
     granted = open_session(store, {"name": "Ada"})
     assert granted.websocket_url == "wss://chat.example/dev"
@@ -221,12 +232,7 @@ def test_a_verified_visitor_joins_the_customer_who_owns_the_email(store):
 
 
 def test_a_verified_visitor_first_then_an_email_lands_on_one_customer(store):
-    address = f"bea.{utc_now().timestamp()}@example.com"
-    granted = open_session(
-        store, {"email": address, "user_hash": user_hash(IDENTITY_SECRET, address)}
-    )
-    sock = socket(store)
-    connect(sock, granted.token, "conn-bea")
+    address, granted, sock = verified_visitor(store, "bea", "conn-bea")
     send(sock, "conn-bea", "c-1", "hello from the site")
     chat_customer = customer_of(store, granted.visitor_id)
     assert email_from(store, address) == chat_customer
@@ -310,12 +316,7 @@ def test_a_reply_is_pushed_to_the_open_socket_and_marked_delivered_then_read(sta
 
 
 def test_an_offline_verified_visitor_gets_the_reply_by_email_after_the_delay(stack, store):
-    address = f"dan.{utc_now().timestamp()}@example.com"
-    granted = open_session(
-        store, {"email": address, "user_hash": user_hash(IDENTITY_SECRET, address)}
-    )
-    sock = socket(store)
-    connect(sock, granted.token, "conn-dan")
+    address, granted, sock = verified_visitor(store, "dan", "conn-dan")
     send(sock, "conn-dan", "c-1", "call me back")
     sock.handle({"requestContext": {"routeKey": "$disconnect", "connectionId": "conn-dan"}})
     customer_id = customer_of(store, granted.visitor_id)
@@ -354,12 +355,7 @@ def test_an_anonymous_offline_visitor_is_not_emailed(store):
 
 
 def test_a_reply_seen_before_the_delay_is_not_emailed(store):
-    address = f"eli.{utc_now().timestamp()}@example.com"
-    granted = open_session(
-        store, {"email": address, "user_hash": user_hash(IDENTITY_SECRET, address)}
-    )
-    sock = socket(store)
-    connect(sock, granted.token, "conn-eli")
+    _, granted, sock = verified_visitor(store, "eli", "conn-eli")
     send(sock, "conn-eli", "c-1", "hi")
     customer_id = customer_of(store, granted.visitor_id)
     reply, _ = store.queue_message(customer_id, SendMessageRequest(text="hello"))
