@@ -29,8 +29,12 @@ def message_text(message: dict[str, Any]) -> str:
         if part.get("type") == "text":
             pieces.append(str(part.get("text", "")))
         else:
+            kind = part.get("content_type") or part.get("type")
             caption = part.get("caption")
-            pieces.append(f"[{part.get('type')}{': ' + caption if caption else ''}]")
+            pieces.append(f"[{kind}{': ' + caption if caption else ''}]")
+    call = (message.get("channel_data") or {}).get("call")
+    if isinstance(call, dict) and not pieces:
+        pieces.append(f"[{call.get('outcome') or call.get('status')} call]")
     if message.get("deleted_at"):
         pieces.append("[deleted]")
     return "\n".join(pieces)
@@ -69,7 +73,9 @@ def timeline_table(customer: dict[str, Any], items: list[dict[str, Any]]) -> Tab
             if conversation is not None:
                 table.add_section()
             conversation = message.get("conversation_id")
-            table.add_row("", "", "", Text(f"conversation {conversation}", style="dim"), "")
+            table.add_row(
+                Text("conversation", style="dim"), "", "", Text(str(conversation), style="dim"), ""
+            )
         channel = str(message.get("channel"))
         table.add_row(
             short_time(message.get("received_at")),

@@ -31,16 +31,29 @@ class CliError(Exception):
 
 
 class Target:
-    """A threadline stack at ``base_url``, local (``make dev``) or deployed."""
+    """A threadline stack at ``base_url``: the local one (``make dev``) or a deployed one."""
 
-    def __init__(self, base_url: str, *, environ: Mapping[str, str] | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        deployed: bool = False,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        parts = urlsplit(base_url.rstrip("/"))
+        host = parts.hostname or ""
+        # Deployed (--at): secrets from the environment and no /_dev routes, whatever
+        # the host (a tunnel or a port-forward can be on 127.0.0.1 too).
+        self.local = not deployed
+        if host == "localhost" and parts.port:
+            # The local stack listens on 127.0.0.1 and checks Twilio signatures against
+            # its own URL (PublicBaseUrl), so sign for the URL it knows itself by.
+            parts = parts._replace(netloc=f"127.0.0.1:{parts.port}")
+        self.base_url = parts.geturl()
         self.environ = os.environ if environ is None else environ
-        host = urlsplit(self.base_url).hostname or ""
-        self.local = host in LOOPBACK_HOSTS
         self.session = requests.Session()
         # A developer's HTTP(S)_PROXY must not see loopback traffic.
-        self.session.trust_env = not self.local
+        self.session.trust_env = host not in LOOPBACK_HOSTS
         self._secrets: dict[str, str] | None = None
 
     @classmethod
@@ -49,7 +62,7 @@ class Target:
         if at:
             if urlsplit(at).scheme not in {"http", "https"}:
                 raise CliError(f"--at wants a URL such as https://abc.execute-api..., not {at!r}")
-            return cls(at, environ=environ)
+            return cls(at, deployed=True, environ=environ)
         url = environ.get("THREADLINE_URL")
         if url:
             return cls(url, environ=environ)
