@@ -37,6 +37,9 @@ KEPT_HEADERS = frozenset(
 )
 
 
+TELEGRAM_HEADER = "x-telegram-bot-api-secret-token"
+
+
 @dataclass
 class ReplayOutcome:
     description: str
@@ -68,6 +71,13 @@ def replay_message(target: Target, message_id: str) -> ReplayOutcome:
         if name.lower() in KEPT_HEADERS
     }
     notes = _sign_again(target, url, envelope["url"], body, headers)
+    if stored.get("provider") == "telegram" and not any(
+        name.lower() == TELEGRAM_HEADER for name in headers
+    ):
+        # Envelopes may leave out Telegram's token: it is a shared secret, not a
+        # signature of the request, so storing it would let an export forge webhooks.
+        headers[TELEGRAM_HEADER] = target.secret("TELEGRAM_SECRET_TOKEN")
+        notes.append("sent the local TELEGRAM_SECRET_TOKEN (the stored request has none)")
     answer = target.request(str(envelope.get("method") or "POST"), url, data=body, headers=headers)
     description = f"{stored.get('channel')} message {message_id} to {original.path}"
     if not answer.ok:

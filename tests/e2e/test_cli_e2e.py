@@ -234,6 +234,13 @@ def test_replay_keeps_a_valid_signature_and_re_signs_slack(local_stack):
     assert result.exit_code == 0, result.output
     assert "re-signed with the local SLACK_SIGNING_SECRET" in result.stdout
 
+    chat = "telegram:" + digits(9)
+    assert run(local_stack, "send", "telegram", "--from", chat, "replay telegram").exit_code == 0
+    [telegram] = timeline_json(local_stack, chat)["items"]
+    result = run(local_stack, "replay", telegram["id"])
+    assert result.exit_code == 0, result.output
+    assert "TELEGRAM_SECRET_TOKEN" in result.stdout or "kept the stored" in result.stdout
+
 
 # ---------------------------------------------------------------------- errors
 
