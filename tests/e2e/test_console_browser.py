@@ -109,12 +109,13 @@ def test_messages_sent_by_the_cli_appear_without_a_reload(local_stack, page):
     assert page.locator(".boundary").count() == 1  # one conversation
 
     # The reply box answers through the API; the outbox shows what the provider got.
-    page.fill("#reply-text", "It ships today.")
+    answer = f"It ships today ({secrets.token_hex(3)})."
+    page.fill("#reply-text", answer)
     page.click("#reply button")
-    reply = page.locator(".msg.outbound", has_text="It ships today.")
+    reply = page.locator(".msg.outbound", has_text=answer)
     reply.wait_for(timeout=WAIT_MS)
     page.locator(".msg.outbound .history", has_text="sent").wait_for(timeout=WAIT_MS)
-    page.locator("#outbox .entry", has_text="It ships today.").wait_for(timeout=WAIT_MS)
+    page.locator("#outbox .entry", has_text=answer).wait_for(timeout=WAIT_MS)
     page.locator("#events .entry[data-event-type='message.sent']").first.wait_for(timeout=WAIT_MS)
 
     assert page.evaluate("window.sameDocument") is True
