@@ -10,7 +10,8 @@ checks) and Telegram's secret-token header. E-mail goes through the local stack'
 
 Adding a channel: a ``send_<name>`` function and one entry in :data:`CHANNELS`.
 Web chat (``webchat:<visitor id>``) will be one: a session from
-``POST /webchat/v1/sessions``, then a ``send`` frame on its WebSocket.
+``POST /webchat/v1/sessions`` (the server assigns the visitor id), then a ``send``
+frame on the WebSocket it names, answered by an ``ack`` (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ class Delivery:
 @dataclass
 class SendRequest:
     target: Target
-    identity: str  # canonical kind:value
-    value: str  # the identity's value
+    value: str  # the sender identity's canonical value (+15551234567, T0123:U0123, ...)
     text: str
     name: str | None = None
     deliveries: list[Delivery] = field(default_factory=list)

@@ -84,7 +84,7 @@ def send(channel: str, text: str, sender: str, name: str | None, at: str | None)
             f"{channel} goes through the local stack's /_dev/email; deployed, send a real "
             "mail to the SES inbound address"
         )
-    request = SendRequest(target, identity, value, text, name=name)
+    request = SendRequest(target, value, text, name=name)
     chosen.send(request)
     console = _console()
     for delivery in request.deliveries:
@@ -246,7 +246,8 @@ def events(
             "events reads the local stack's /_dev/events; deployed, subscribe a URL with "
             "POST /v1/subscriptions"
         )
-    console = _console()
+    # Status lines on stderr: with --json, stdout is one event per line and nothing else.
+    console = _console(stderr=True)
     forwarder = None
     if forward:
         forwarder = Forwarder(target, forward, secret)
@@ -368,10 +369,10 @@ def list_channels() -> None:
         click.echo(f"{sender.name:15} --from {sender.identity_kind}:{sender.example}{local}")
 
 
-def _console() -> Any:
+def _console(*, stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(soft_wrap=True)
+    return Console(soft_wrap=True, stderr=stderr)
 
 
 def _shell_quote(text: str) -> str:

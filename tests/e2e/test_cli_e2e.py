@@ -214,7 +214,7 @@ def test_events_follow_forwards_new_events_signed(local_stack):
     event = Webhook(secret).verify(body, headers)  # raises unless signed with the secret
     assert event["type"] == "message.received"
     assert event["message"]["parts"] == [{"type": "text", "text": "forward me"}]
-    assert "message.received" in output and "→ " in output
+    assert "message.received" in output and "→ " in output  # stdout and stderr, merged
 
 
 def test_replay_keeps_a_valid_signature_and_re_signs_slack(local_stack):
