@@ -15,9 +15,7 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from standardwebhooks import Webhook
 
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import RunningStack, free_port
+from tests.e2e.test_webhooks_e2e import Receiver
 from threadline_cli.main import cli
 
 pytestmark = pytest.mark.e2e
@@ -144,28 +143,6 @@ def test_events_lists_a_customers_events(local_stack):
     assert {"message.received", "customer.created", "conversation.opened"} <= set(listed())
 
 
-class Receiver:
-    """A local URL for ``events --forward``: keeps what it is sent."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
-
-
 def console_script() -> list[str]:
     """The installed ``threadline`` script next to this Python, else ``-m``."""
     script = Path(sys.executable).parent / "threadline"
@@ -208,10 +185,12 @@ def test_events_follow_forwards_new_events_signed(local_stack):
     finally:
         follower.send_signal(signal.SIGINT)
         output, _ = follower.communicate(timeout=10)
-        receiver.server.shutdown()
+        receiver.close()
     assert receiver.received, output
-    headers, body = receiver.received[0]
-    event = Webhook(secret).verify(body, headers)  # raises unless signed with the secret
+    first = receiver.received[0]
+    event = Webhook(secret).verify(
+        first.body, first.headers
+    )  # raises unless signed with the secret
     assert event["type"] == "message.received"
     assert event["message"]["parts"] == [{"type": "text", "text": "forward me"}]
     assert "message.received" in output and "→ " in output  # stdout and stderr, merged
@@ -304,27 +283,11 @@ def test_a_deployed_target_signs_with_the_environments_secret(local_stack):
     """--at: secrets from the environment; a wrong one is refused by the webhook."""
     number = phone()
     at = ["--at", local_stack.base_url]
-    right = run(
-        local_stack,
-        "send",
-        "sms",
-        *at,
-        "--from",
-        number,
-        "at",
-        TWILIO_AUTH_TOKEN=local_stack.twilio_auth_token,
+    right, wrong = (
+        run(local_stack, "send", "sms", *at, "--from", number, "at", TWILIO_AUTH_TOKEN=token)
+        for token in (local_stack.twilio_auth_token, "not-" + local_stack.twilio_auth_token)
     )
     assert right.exit_code == 0, right.output
-    wrong = run(
-        local_stack,
-        "send",
-        "sms",
-        *at,
-        "--from",
-        number,
-        "at",
-        TWILIO_AUTH_TOKEN="not-" + local_stack.twilio_auth_token,
-    )
     assert wrong.exit_code == 1
     assert "answered 403" in one_line_error(wrong)
 
