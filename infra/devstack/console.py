@@ -160,6 +160,15 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
         if stack.api_token
         else "open; set THREADLINE_API_TOKEN to require a bearer token"
     )
+    _say(
+        out,
+        f"  console       {stack.console_url}  (customers, timelines, outbox and events, live)",
+    )
+    _say(
+        out,
+        '  cli           .venv/bin/threadline send sms --from +15551234567 "Where is my order?"'
+        f"  (THREADLINE_URL={stack.base_url} if not on port 3000)",
+    )
     _say(out, f"  API           {stack.base_url}  (IAM-protected routes: {auth})")
     for route in routes:
         if not route.path.startswith(WEBHOOK_PREFIX):

@@ -39,6 +39,7 @@ from devstack.gateway import WsgiApp
 from devstack.maildrop import EmbeddedSesOutbox, MailDrop
 from devstack.sandbox import ProviderSandbox
 from devstack.sesfeedback import FeedbackError, SesFeedback
+from devstack.webconsole import WebConsole
 
 PREFIX = "/_dev"
 SANDBOX_PREFIX = f"{PREFIX}/sandbox"
@@ -65,11 +66,13 @@ class DevRoutes:
         self.sent_mail: EmbeddedSesOutbox | None = None
         self.feedback: SesFeedback | None = None
         self.functions: FunctionControl | None = None
+        # The console page at "/" and the routes the threadline CLI reads.
+        self.console: WebConsole | None = None
         self._log = log
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO") or "")
-        if path != PREFIX and not path.startswith(PREFIX + "/"):
+        if path != PREFIX and not path.startswith(PREFIX + "/") and path != "/":
             if self.api is None:
                 return _json(503, {"message": "Service Unavailable"})(environ, start_response)
             return self.api(environ, start_response)
@@ -141,6 +144,9 @@ class DevRoutes:
             return _json(202, self.mail.deliver(raw))
         if path == f"{PREFIX}/email/feedback":
             return self._feedback(request, method)
+        answer = self.console.answer(request, path, method) if self.console else None
+        if answer is not None:
+            return answer
         return _json(404, {"message": "Not Found"})
 
     def _feedback(self, request: Request, method: str) -> Response:

@@ -37,6 +37,7 @@ from devstack.schedules import schedule_pollers
 from devstack.secrets import ProvisionedSecret, provision_secrets, put_secret, secret_location
 from devstack.sesfeedback import SesFeedback, async_retries, sns_pollers
 from devstack.template import Template, load_template
+from devstack.webconsole import RawRequests, WebConsole
 from devstack.websocket import WebSocketEmulator, local_websocket, websocket_apis
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -360,6 +361,7 @@ class LocalStack:
         for poller in pollers:
             self.pollers.append(poller.start())
         dev.functions = FunctionControl(self.runtime, self.pollers)
+        dev.console = WebConsole(self.aws.secrets, self._raw_requests())
         socket_apis = websocket_apis(self.aws.resources, functions)
         if self.websocket is not None and socket_apis:
             self.websocket.start(socket_apis[0], self.runtime.invoke, gateway_url=self.base_url)
@@ -449,6 +451,19 @@ class LocalStack:
     @property
     def email_url(self) -> str:
         return self.base_url + "/_dev/email"
+
+    @property
+    def console_url(self) -> str:
+        return self.base_url + "/"
+
+    def _raw_requests(self) -> RawRequests:
+        assert self.aws is not None
+        tables = [
+            self.resources.physical_id(logical_id)
+            for logical_id in self.resources
+            if self.resources[logical_id].type == "AWS::DynamoDB::Table"
+        ]
+        return RawRequests(self.aws.client("dynamodb"), self.aws.client("s3"), tables)
 
     def _logical_names(self) -> dict[str, str]:
         """ARN -> logical id of every resource, for console lines people can read."""

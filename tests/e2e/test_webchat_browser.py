@@ -1,4 +1,7 @@
-"""The web chat widget in a real browser (headless Chromium) on the local stack's demo page."""
+"""The web chat widget in a real browser (headless Chromium) on the local stack's demo page.
+
+A screenshot is kept under ``artifacts/`` (git-ignored) for a human to look at.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,9 @@ import time
 import pytest
 import requests
 
-from tests.e2e.browser import artifacts, browser  # noqa: F401 (fixtures)
+# Debian's chromium through Playwright, installed with apt-get when missing: the
+# console's browser test has the fixture.
+from tests.e2e.test_console_browser import ARTIFACTS, browser  # noqa: F401 (fixture)
 from tests.e2e.test_webchat_e2e import api, customer_id_of, demo_url
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +41,7 @@ def visitor_id(page, stack) -> str:
     return json.loads(saved)["visitor_id"]
 
 
-def test_a_live_conversation_in_the_browser(local_stack, browser, artifacts):  # noqa: F811
+def test_a_live_conversation_in_the_browser(local_stack, browser):  # noqa: F811
     context = browser.new_context()
     page = context.new_page()
     dialogs: list[str] = []
@@ -95,7 +100,8 @@ def test_a_live_conversation_in_the_browser(local_stack, browser, artifacts):  #
         XSS,
     ]
     assert page.locator("#threadline-chat-log img").count() == 0
-    page.screenshot(path=str(artifacts / "webchat-browser.png"), full_page=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "webchat-browser.png"), full_page=True)
     context.close()
 
 
