@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -54,7 +53,7 @@ if TYPE_CHECKING:
     from threadline.http import HttpClient
 
 PROVIDER = "telegram"
-API_URL = "https://api.telegram.org/"
+API_URL = "https://api.telegram.org"
 SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105 (a header name)
 # sendMessage takes 1-4096 characters of text.
 MAX_TEXT = 4096
@@ -432,11 +431,6 @@ class TelegramWebhook:
 # ---------------------------------------------------------------- outbound
 
 
-def api_base_url(sandbox_url: str | None) -> str:
-    """The Bot API, or the local stack's sandbox standing in for it."""
-    return f"{sandbox_url.rstrip('/')}/telegram/" if sandbox_url else API_URL
-
-
 def _chat_argument(chat_id: str) -> int | str:
     # Numeric ids go as numbers (as Telegram returns them); @channelusername as text.
     digits = chat_id.removeprefix("-")
@@ -468,12 +462,12 @@ class TelegramSender:
         self,
         *,
         bot_token: Callable[[], str],
-        sandbox_url: str | None = None,
+        api_base_url: str = API_URL,
         client: HttpClient | None = None,
         timeout: float = SEND_TIMEOUT_SECONDS,
     ) -> None:
         self._bot_token = bot_token
-        self.base_url = api_base_url(sandbox_url)
+        self.base_url = api_base_url.rstrip("/") + "/"
         self._client = client
         self.timeout = timeout
 
@@ -561,8 +555,9 @@ def _send_failed(
 def sender_from_env() -> TelegramSender:
     """The sender as template.yaml configures it for the dispatcher."""
     from threadline.secrets import get_secret
+    from threadline.settings import api_base_url
 
     return TelegramSender(
         bot_token=lambda: get_secret("TELEGRAM_BOT_TOKEN"),
-        sandbox_url=os.environ.get("PROVIDER_SANDBOX_URL") or None,
+        api_base_url=api_base_url("TELEGRAM_API_BASE_URL", API_URL),
     )
