@@ -24,6 +24,7 @@ from threadline.channels.base import (
     WebhookRequest,
     build,
 )
+from threadline.channels.whatsapp import PROVIDER_KEY as WHATSAPP_PROVIDER_KEY
 from threadline.errors import MalformedRequest, SignatureInvalid
 from threadline.identity import canonical_phone
 from threadline.schema import (
@@ -215,7 +216,7 @@ def normalize_form(form: Mapping[str, str]) -> InboundMessage:
         consent_keyword=form.get("OptOutType") or None,
         # Replies on WhatsApp go back through the provider the customer last used
         # (the same number may also reach us through Meta's Cloud API).
-        reply_to={"whatsapp_provider": PROVIDER} if channel is Channel.WHATSAPP else None,
+        reply_to={WHATSAPP_PROVIDER_KEY: PROVIDER} if channel is Channel.WHATSAPP else None,
     )
 
 

@@ -22,6 +22,7 @@ from threadline.channels.meta.payload import (
     string_at,
     unix_seconds,
 )
+from threadline.channels.whatsapp import PROVIDER_KEY as WHATSAPP_PROVIDER_KEY
 from threadline.errors import MalformedRequest
 from threadline.schema import (
     Channel,
@@ -172,7 +173,7 @@ def _whatsapp_message(
         channel_data["voice"] = media["voice"]
     if isinstance(media, dict) and isinstance(media.get("animated"), bool):
         channel_data["animated"] = media["animated"]
-    reply_to = {"whatsapp_provider": PROVIDER}
+    reply_to = {WHATSAPP_PROVIDER_KEY: PROVIDER}
     if phone_number_id:
         reply_to["phone_number_id"] = phone_number_id
     return build(
