@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from threadline.channels.base import Sender, SendFailed
 from threadline.channels.registry import (
-    channel_identity_kinds,
     channel_providers,
     channel_spec,
     sender_factory,
@@ -59,7 +58,6 @@ from threadline.schema import (
     Channel,
     Direction,
     Identity,
-    IdentityKind,
     MediaPart,
     Message,
     MessageStatus,
@@ -70,8 +68,8 @@ from threadline.schema import (
 )
 from threadline.store import Profile, TimelineStore
 
-# Derived from the channel registry (declare channels there, not here).
-CHANNEL_IDENTITY_KIND: Mapping[Channel, IdentityKind] = channel_identity_kinds()
+# Who carries replies on each channel by default, derived from the channel registry
+# (declare channels there, not here).
 CHANNEL_PROVIDER: Mapping[Channel, str] = channel_providers()
 MAX_DISPATCH_ATTEMPTS = 5
 _QUEUE_ATTEMPTS = 3

@@ -346,11 +346,6 @@ def identity_rule(kind: IdentityKind | str) -> IdentityRule:
     return IDENTITY_RULES[IdentityKind(kind)]
 
 
-def channel_identity_kinds() -> dict[Channel, IdentityKind]:
-    """Which identity kind reaches a customer on each channel."""
-    return {spec.channel: spec.identity_kind for spec in CHANNELS}
-
-
 def channel_providers() -> dict[Channel, str]:
     """Who carries replies on each channel by default."""
     return {spec.channel: spec.provider for spec in CHANNELS}
