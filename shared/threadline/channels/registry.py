@@ -1,9 +1,10 @@
 """Every channel threadline speaks, declared once: the registry the rest of the code reads.
 
-Adding a channel is one entry here (its ``Channel`` and ``IdentityKind`` values and
-its :class:`ChannelSpec`) beside its own module under ``threadline.channels``; the
-dispatcher, outbound rules, identity canonicalization, the API's media route, the
-template checks and the local stack all derive from what is written below, and
+Adding a channel is one entry here (its ``Channel`` and ``IdentityKind`` values, its
+identity rule and its :class:`ChannelSpec`) beside its own module under
+``threadline.channels``; the dispatcher, the outbound rules (identity, provider,
+send window, where a reply to a call goes), identity canonicalization, the API's
+media route and the template checks all derive from what is written below, and
 ``tests/unit/test_channel_registry.py`` fails when another module lists channels by
 hand. docs/channels.md ("Adding a channel") walks through it.
 
