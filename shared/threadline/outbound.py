@@ -16,13 +16,21 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from threadline.channels.base import Sender, SendFailed, SendResult, StatusUpdate
+from threadline.channels.registry import (
+    channel_providers,
+    channel_spec,
+    sender_factory,
+    tagged_channels,
+    template_channels,
+)
+from threadline.channels.whatsapp import ProviderChoice
 from threadline.consent import Purpose
 from threadline.email_feedback import email_block
 from threadline.errors import NotFound, StorageUnavailable, ThreadlineError
@@ -50,7 +58,6 @@ from threadline.schema import (
     Channel,
     Direction,
     Identity,
-    IdentityKind,
     MediaPart,
     Message,
     MessageStatus,
@@ -61,32 +68,9 @@ from threadline.schema import (
 )
 from threadline.store import Profile, TimelineStore
 
-# Which identity kind reaches a customer on each channel.
-CHANNEL_IDENTITY_KIND: dict[Channel, IdentityKind] = {
-    Channel.SMS: IdentityKind.PHONE,
-    Channel.WHATSAPP: IdentityKind.PHONE,
-    Channel.VOICE: IdentityKind.PHONE,
-    Channel.EMAIL: IdentityKind.EMAIL,
-    Channel.SLACK: IdentityKind.SLACK,
-    Channel.MESSENGER: IdentityKind.MESSENGER,
-    Channel.INSTAGRAM: IdentityKind.INSTAGRAM,
-    Channel.TELEGRAM: IdentityKind.TELEGRAM,
-    Channel.WEBCHAT: IdentityKind.WEBCHAT,
-}
-CHANNEL_PROVIDER: dict[Channel, str] = {
-    Channel.SMS: "twilio",
-    Channel.WHATSAPP: "twilio",
-    Channel.VOICE: "twilio",
-    Channel.EMAIL: "ses",
-    Channel.SLACK: "slack",
-    Channel.MESSENGER: "meta",
-    Channel.INSTAGRAM: "meta",
-    Channel.TELEGRAM: "telegram",
-    Channel.WEBCHAT: "webchat",
-}
-# WhatsApp accepts free-form business messages only within 24 hours of the
-# customer's last message to us; outside it only approved templates.
-WHATSAPP_WINDOW = timedelta(hours=24)
+# Who carries replies on each channel by default, derived from the channel registry
+# (declare channels there, not here).
+CHANNEL_PROVIDER: Mapping[Channel, str] = channel_providers()
 MAX_DISPATCH_ATTEMPTS = 5
 _QUEUE_ATTEMPTS = 3
 _CONFLICTS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
@@ -204,20 +188,17 @@ class SendMessageRequest(BaseModel):
 
 
 def identity_for(profile: Profile, channel: Channel) -> Identity | None:
-    kind = CHANNEL_IDENTITY_KIND[channel]
+    kind = channel_spec(channel).identity_kind
     return next((i for i in profile.customer.identities if i.kind is kind), None)
 
 
-# Channels a customer reaches us on but that carry no written reply: a reply to
-# the customer's latest call goes out as an SMS to the number that called.
-REPLY_CHANNEL: dict[Channel, Channel] = {Channel.VOICE: Channel.SMS}
-
-
 def latest_inbound_channel(profile: Profile) -> Channel | None:
+    """The channel the customer last wrote on, or where a reply to it goes when that
+    channel carries no written reply (a call: an SMS to the number that called)."""
     if not profile.last_inbound:
         return None
     latest = max(profile.last_inbound.items(), key=lambda item: item[1])[0]
-    return REPLY_CHANNEL.get(latest, latest)
+    return channel_spec(latest).reply_channel or latest
 
 
 def choose_channel(
@@ -241,18 +222,13 @@ def choose_channel(
     return channel, identity
 
 
-def within_whatsapp_window(profile: Profile, now: datetime) -> bool:
-    last = profile.last_inbound.get(Channel.WHATSAPP)
-    return last is not None and now - last < WHATSAPP_WINDOW
-
-
-# ---------------------------------------------------------------- Meta send rules
-# Messenger and Instagram take free-form replies for 24 hours after the customer's
-# last message; the HUMAN_AGENT tag stretches that to 7 days; Messenger's other tags
-# are not time-bound (Meta polices what they are used for).
-MESSAGING_WINDOW = timedelta(hours=24)
-HUMAN_AGENT_WINDOW = timedelta(days=7)
-WINDOWED_CHANNELS = frozenset({Channel.WHATSAPP, Channel.MESSENGER, Channel.INSTAGRAM})
+def within_window(profile: Profile, channel: Channel, now: datetime) -> bool:
+    """Whether ``channel`` takes a free-form reply now (its send window, if it has one)."""
+    window = channel_spec(channel).window
+    if window is None:
+        return True
+    last = profile.last_inbound.get(channel)
+    return last is not None and now - last < window.free_for
 
 
 class SendOptionNotSupported(ThreadlineError):
@@ -261,85 +237,43 @@ class SendOptionNotSupported(ThreadlineError):
 
 
 def meta_send_options(request: SendMessageRequest, channel: Channel) -> dict[str, Any]:
-    """The template / message tag a reply carries in channel_data, checked against its channel."""
+    """The template / message tag a reply carries in channel_data, checked against the
+    channel's send window in the registry (which channels take templates, which tags)."""
     options: dict[str, Any] = {}
+    window = channel_spec(channel).window
     if request.template is not None:
-        if channel is not Channel.WHATSAPP:
-            raise SendOptionNotSupported(f"a template is sent on whatsapp, not {channel.value}")
+        if window is None or not window.templates:
+            names = " and ".join(c.value for c in template_channels())
+            raise SendOptionNotSupported(f"a template is sent on {names}, not {channel.value}")
         options["template"] = request.template.model_dump(exclude_defaults=True)
     if request.message_tag is not None:
-        if channel not in (Channel.MESSENGER, Channel.INSTAGRAM):
-            raise SendOptionNotSupported(
-                f"message tags are for messenger and instagram, not {channel.value}"
-            )
-        if channel is Channel.INSTAGRAM and request.message_tag != "HUMAN_AGENT":
-            raise SendOptionNotSupported("instagram takes only the HUMAN_AGENT message tag")
+        if window is None or not window.tags:
+            names = " and ".join(c.value for c in tagged_channels())
+            raise SendOptionNotSupported(f"message tags are for {names}, not {channel.value}")
+        if request.message_tag not in window.tags:
+            allowed = ", ".join(window.tags)
+            raise SendOptionNotSupported(f"{channel.value} takes only the {allowed} message tag")
         options["message_tag"] = request.message_tag
     return options
 
 
 def provider_for(channel: Channel, channel_data: Mapping[str, Any]) -> str:
-    """Who is expected to carry a reply: for WhatsApp, the provider the customer last
-    wrote through (Twilio or Meta's Cloud API); the dispatcher has the last word."""
-    if channel is Channel.WHATSAPP:
-        reply_to = channel_data.get("reply_to") or {}
-        if reply_to.get("whatsapp_provider"):
-            return str(reply_to["whatsapp_provider"])
-    return CHANNEL_PROVIDER[channel]
+    """Who is expected to carry a reply: on a channel several providers carry
+    (WhatsApp: Twilio or Meta's Cloud API), the one the customer last wrote through;
+    the dispatcher has the last word."""
+    reply_to = channel_data.get("reply_to") or {}
+    chosen = reply_to.get(f"{channel.value}_provider")
+    return str(chosen) if chosen else channel_spec(channel).provider
 
 
 def window_closed(profile: Profile, message: Message, now: datetime) -> tuple[str, str] | None:
     """(error code, reason) when the channel's messaging window bars this message, else None."""
-    channel = message.channel
-    if channel not in WINDOWED_CHANNELS:
+    window = channel_spec(message.channel).window
+    if window is None:
         return None
-    last = profile.last_inbound.get(channel)
-    if channel is Channel.WHATSAPP:
-        if message.channel_data.get("template") or within_whatsapp_window(profile, now):
-            return None
-        return (
-            "whatsapp_window_closed",
-            "more than 24 hours since the customer's last WhatsApp message: "
-            "only a template can be sent",
-        )
-    tag = message.channel_data.get("message_tag")
-    if tag and tag != "HUMAN_AGENT":
-        return None
-    window = HUMAN_AGENT_WINDOW if tag == "HUMAN_AGENT" else MESSAGING_WINDOW
-    if last is not None and now - last < window:
-        return None
-    hours = int(window.total_seconds() // 3600)
-    return (
-        f"{channel.value}_window_closed",
-        f"more than {hours} hours since the customer's last {channel.value} message: "
-        + ("too late even for HUMAN_AGENT" if tag else "send with a message_tag"),
+    return window.refusal(
+        message.channel, profile.last_inbound.get(message.channel), message.channel_data, now
     )
-
-
-class ProviderChoice:
-    """Several providers carry one channel (WhatsApp: Twilio and Meta's Cloud API).
-
-    A reply goes through the provider the customer last wrote through on the channel
-    (``reply_to["whatsapp_provider"]``, recorded on their identity by every
-    inbound WhatsApp message); a template needs Meta; else the default provider.
-    """
-
-    def __init__(self, senders: Mapping[str, Sender], default: str) -> None:
-        if default not in senders:
-            raise ValueError(f"default provider {default} has no sender")
-        self.senders = dict(senders)
-        self.default = default
-        self.provider = default
-
-    def pick(self, message: Message) -> Sender:
-        reply_to = message.channel_data.get("reply_to") or {}
-        wanted = reply_to.get("whatsapp_provider")
-        if message.channel_data.get("template") and "meta" in self.senders:
-            wanted = "meta"
-        return self.senders.get(str(wanted), self.senders[self.default])
-
-    def send(self, message: Message) -> SendResult:
-        return self.pick(message).send(message)
 
 
 class DispatchState(StrEnum):
@@ -736,18 +670,31 @@ def backoff_seconds(attempt: int, retry_after: float | None = None) -> float:
 
 
 class Dispatcher:
-    """Sends one queued message through its channel's sender."""
+    """Sends one queued message through its channel's sender.
+
+    Senders come from the channel registry and are built on a channel's first
+    reply (so a cold start imports no provider SDK); ``senders`` replaces them
+    (tests, or a deployment that wires its own).
+    """
 
     def __init__(
         self,
         store: OutboundStore,
-        senders: Mapping[Channel, Sender],
+        senders: Mapping[Channel, Sender] | None = None,
         *,
         max_attempts: int = MAX_DISPATCH_ATTEMPTS,
     ) -> None:
         self.store = store
-        self.senders = senders
+        self.senders: dict[Channel, Sender | None] = dict(senders or {})
+        self._given = senders is not None
         self.max_attempts = max_attempts
+
+    def sender_for(self, channel: Channel) -> Sender | None:
+        """The channel's sender, built from its registry entry the first time."""
+        if channel not in self.senders and not self._given:
+            factory = sender_factory(channel)
+            self.senders[channel] = factory() if factory is not None else None
+        return self.senders.get(channel)
 
     def dispatch(
         self, customer_id: str, message_id: str, *, attempt: int = 1, now: datetime | None = None
@@ -780,12 +727,12 @@ class Dispatcher:
             if rerouted is None:
                 return self._fail(message, *closed, now)
             message = rerouted
-        if message.channel is Channel.EMAIL and message.recipient is not None:
+        if channel_spec(message.channel).feedback_blocks and message.recipient is not None:
             # A bounce or complaint may have arrived after the reply was queued.
             blocked = self.store.email_block(message.recipient)
             if blocked is not None:
                 return self._fail(message, blocked[0], blocked[1], now)
-        sender = self.senders.get(message.channel)
+        sender = self.sender_for(message.channel)
         if isinstance(sender, ProviderChoice):
             sender = sender.pick(message)
         if sender is None:
@@ -806,7 +753,9 @@ class Dispatcher:
                 raise RetryLater(backoff_seconds(attempt, error.retry_after), error.code) from error
             return self._fail(message, error.code, error.message, now)
         self.store.record_sent(message, result.provider_message_id, now, result.aliases)
-        if result.delivered:  # registry(webchat): a push to an open socket is delivered
+        # A sender that hands the message to the customer itself (a web chat push to an
+        # open socket) knows it was delivered; no status callback will say so.
+        if result.delivered:
             self.store.apply_status(
                 StatusUpdate(
                     provider=message.provider,
@@ -839,7 +788,7 @@ class Dispatcher:
                 update={
                     "channel": channel,
                     "recipient": identity,
-                    "provider": CHANNEL_PROVIDER[channel],
+                    "provider": channel_spec(channel).provider,
                 }
             )
         return None
