@@ -27,7 +27,7 @@ from threadline.items import (
 )
 from threadline.logs import logger
 from threadline.merge import MERGED, Merger, MergeResult
-from threadline.outbound import OutboundStore
+from threadline.outbound_store import OutboundStore
 from threadline.schema import Customer, Identity, utc_now
 from threadline.store import Profile
 
