@@ -213,6 +213,18 @@ def external_id_pk(system: str, value: str) -> str:
     return f"EXTID#{system}#{value}"
 
 
+def external_id_item(system: str, value: str, customer_id: str) -> dict[str, Any]:
+    """``EXTID#<system>#<id>``: which customer holds an external CRM id."""
+    return {
+        "pk": external_id_pk(system, value),
+        "sk": EXTERNAL_ID_SK,
+        "type": "external_id",
+        "system": system,
+        "external_id": value,
+        "customer_id": customer_id,
+    }
+
+
 # ---------------------------------------------------------------- builders
 # One builder per item type: whoever writes an item of that type writes this shape.
 
