@@ -117,6 +117,9 @@ class TableAccess(Protocol):
     def write(self, writes: Sequence[Write]) -> None:
         """All of ``writes`` or none (one write goes as a single request)."""
 
+    def delete_all(self, keys: Sequence[Key]) -> None:
+        """Delete many items (no conditions), in as few requests as the table allows."""
+
     def update_returning(self, update: Update) -> dict[str, Any]:
         """Apply one update and return the item's new attributes."""
 
@@ -128,6 +131,7 @@ class TableAccess(Protocol):
         limit: int,
         cursor: str | None = None,
         attributes: Sequence[str] = (),
+        consistent: bool = False,
     ) -> Page:
         """One page of the items under ``pk`` whose sk starts with ``prefix``."""
 

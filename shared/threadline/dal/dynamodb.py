@@ -68,10 +68,12 @@ class DynamoTable:
         limit: int,
         cursor: str | None = None,
         attributes: Sequence[str] = (),
+        consistent: bool = False,
     ) -> Page:
         """One page newest first; the cursor is the codec of ``threadline.items``."""
         query: dict[str, Any] = {
             "TableName": self.table,
+            "ConsistentRead": consistent,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
             "ExpressionAttributeValues": to_item({":pk": pk, ":prefix": prefix}),
             "ScanIndexForward": False,
@@ -157,6 +159,20 @@ class DynamoTable:
                     [code if code != "None" else None for code in codes],
                     [from_item(dict(old)) if old else None for old in olds],
                 ) from exc
+
+    def delete_all(self, keys: Sequence[Key]) -> None:
+        """Delete many items, 25 to a batch, without conditions."""
+        for start in range(0, len(keys), 25):
+            requests = [{"DeleteRequest": {"Key": _key(key)}} for key in keys[start : start + 25]]
+            pending: dict[str, Any] = {self.table: requests}
+            for _ in range(10):
+                with _unavailable("the table could not be written"):
+                    response = self.dynamodb.batch_write_item(RequestItems=pending)
+                pending = dict(response.get("UnprocessedItems") or {})
+                if not pending:
+                    break
+            else:
+                raise StorageUnavailable("DynamoDB kept items unprocessed; the job is retried")
 
     def update_returning(self, update: Update) -> dict[str, Any]:
         response = self._write_one(update, returning=True)
