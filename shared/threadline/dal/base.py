@@ -9,7 +9,7 @@ logic against an in-memory fake of :class:`TableAccess`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -144,6 +144,17 @@ class TableAccess(Protocol):
         attributes: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
         """Every item under ``pk`` (sk starting with ``prefix``), oldest first."""
+
+    def query_pages(
+        self,
+        pk: str,
+        prefix: str = "",
+        *,
+        page_size: int | None = None,
+        consistent: bool = False,
+        attributes: Sequence[str] = (),
+    ) -> Iterator[list[dict[str, Any]]]:
+        """query_all page by page, for sweeps that write as they read."""
 
     def query_index(
         self, index: str, condition: str, values: dict[str, Any]

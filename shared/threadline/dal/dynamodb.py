@@ -98,40 +98,56 @@ class DynamoTable:
         consistent: bool = False,
         attributes: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
+        return [
+            item
+            for page in self.query_pages(pk, prefix, consistent=consistent, attributes=attributes)
+            for item in page
+        ]
+
+    def query_pages(
+        self,
+        pk: str,
+        prefix: str = "",
+        *,
+        page_size: int | None = None,
+        consistent: bool = False,
+        attributes: Sequence[str] = (),
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The items under ``pk`` (sk starting with ``prefix``) page by page, oldest
+        first; each page is read when the one before it has been used."""
         condition = "pk = :pk AND begins_with(sk, :prefix)" if prefix else "pk = :pk"
         values = {":pk": pk, ":prefix": prefix} if prefix else {":pk": pk}
-        return self._all_pages(
-            {
-                "TableName": self.table,
-                "KeyConditionExpression": condition,
-                "ExpressionAttributeValues": to_item(values),
-                "ConsistentRead": consistent,
-                **_projection(attributes),
-            }
-        )
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": to_item(values),
+            "ConsistentRead": consistent,
+            **_projection(attributes),
+        }
+        if page_size:
+            query["Limit"] = page_size
+        return self._pages(query)
 
     def query_index(
         self, index: str, condition: str, values: dict[str, Any]
     ) -> list[dict[str, Any]]:
         """Every item of a secondary index matching a key condition."""
-        return self._all_pages(
-            {
-                "TableName": self.table,
-                "IndexName": index,
-                "KeyConditionExpression": condition,
-                "ExpressionAttributeValues": to_item(values),
-            }
-        )
+        query = {
+            "TableName": self.table,
+            "IndexName": index,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": to_item(values),
+        }
+        return [item for page in self._pages(query) for item in page]
 
-    def _all_pages(self, query: dict[str, Any]) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        with _unavailable("the table could not be read"):
-            while True:
+    def _pages(self, query: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+        while True:
+            with _unavailable("the table could not be read"):
                 response = self.dynamodb.query(**query)
-                found += [from_item(raw) for raw in response.get("Items", [])]
-                if "LastEvaluatedKey" not in response:
-                    return found
-                query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            yield [from_item(raw) for raw in response.get("Items", [])]
+            if "LastEvaluatedKey" not in response:
+                return
+            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     # ----------------------------------------------------------------- writes
 
