@@ -190,19 +190,6 @@ def message_from_item(item: dict[str, Any]) -> Message:
     return Message.model_validate(document)
 
 
-def cancellation_reasons(exc: Exception) -> list[dict[str, Any]]:
-    response = getattr(exc, "response", None) or {}
-    reasons = response.get("CancellationReasons")
-    return list(reasons) if reasons else []
-
-
-def is_conflict(exc: Exception) -> bool:
-    """A cancellation caused by a concurrent writer, which a re-read resolves."""
-    reasons = cancellation_reasons(exc)
-    codes = {reason.get("Code") for reason in reasons}
-    return bool(codes & {"ConditionalCheckFailed", "TransactionConflict"})
-
-
 # ---------------------------------------------------------------- customer profiles
 
 EXTERNAL_ID_SK = "EXTID"

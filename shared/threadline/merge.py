@@ -69,7 +69,7 @@ from threadline.merge_plans import (
 from threadline.schema import Identity, utc_now
 
 if TYPE_CHECKING:
-    from threadline.dal.dynamodb import DynamoTable
+    from threadline.dal.base import TableAccess
     from threadline.store import TimelineStore
 
 __all__ = [
@@ -139,7 +139,7 @@ class Merger:
         self.pause = pause
 
     @property
-    def data(self) -> DynamoTable:
+    def data(self) -> TableAccess:
         return self.store.data
 
     def merge(

@@ -22,7 +22,7 @@ from threadline.settings import required_env
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from threadline.dal.dynamodb import DynamoTable
+    from threadline.dal.base import TableAccess
     from threadline.store import TimelineStore
 
 EXPORT_SK_PREFIX = "EXPORT#"
@@ -177,7 +177,7 @@ class JobRunner:
         return self._sqs
 
     @property
-    def data(self) -> DynamoTable:
+    def data(self) -> TableAccess:
         return self.store.data
 
     def _enqueue(self, job: PrivacyJob) -> None:

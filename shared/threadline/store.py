@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
+    from threadline.dal.base import TableAccess
+
 __all__ = [
     "CONVERSATION_QUIET_PERIOD",
     "MAX_PAGE_SIZE",
@@ -137,7 +139,7 @@ class Profile:
 class TimelineStore(IngestStore, MessageChanges):
     """Reads and writes customers, identities and timelines in the threadline table."""
 
-    data: DynamoTable
+    data: TableAccess
 
     def __init__(
         self,
@@ -146,9 +148,12 @@ class TimelineStore(IngestStore, MessageChanges):
         dynamodb: DynamoDBClient | None = None,
         s3: S3Client | None = None,
         conversation_quiet_period: timedelta | None = None,
+        data: TableAccess | None = None,
     ) -> None:
+        """``data`` replaces the DynamoDB table (the unit tests' in-memory fake)."""
         self.settings = settings
-        self.data = DynamoTable(settings.table_name, dynamodb=dynamodb)
+        self._table = DynamoTable(settings.table_name, dynamodb=dynamodb)
+        self.data = data or self._table
         self._s3 = s3
         self.quiet_period = conversation_quiet_period or quiet_period_from_env()
 
@@ -158,7 +163,7 @@ class TimelineStore(IngestStore, MessageChanges):
 
     @property
     def dynamodb(self) -> DynamoDBClient:
-        return self.data.dynamodb
+        return self._table.dynamodb
 
     @property
     def s3(self) -> S3Client:

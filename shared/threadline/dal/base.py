@@ -114,6 +114,11 @@ class TableAccess(Protocol):
         self, key: Key, *, consistent: bool = False, attributes: Sequence[str] = ()
     ) -> dict[str, Any] | None: ...
 
+    def get_many(
+        self, keys: Sequence[Key], *, consistent: bool = False, attributes: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """The items of the keys that exist (up to 100 keys; no order)."""
+
     def write(self, writes: Sequence[Write]) -> None:
         """All of ``writes`` or none (one write goes as a single request)."""
 

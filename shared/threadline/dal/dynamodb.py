@@ -60,6 +60,19 @@ class DynamoTable:
             response = self.dynamodb.get_item(**request)
         return from_item(response["Item"]) if "Item" in response else None
 
+    def get_many(
+        self, keys: Sequence[Key], *, consistent: bool = False, attributes: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """The items of up to 100 keys that exist, in one BatchGetItem (no order)."""
+        request: dict[str, Any] = {
+            "Keys": [_key(key) for key in keys],
+            "ConsistentRead": consistent,
+            **_projection(attributes),
+        }
+        with _unavailable("the table could not be read"):
+            response = self.dynamodb.batch_get_item(RequestItems={self.table: request})  # type: ignore[dict-item]
+        return [from_item(raw) for raw in response.get("Responses", {}).get(self.table, [])]
+
     def newest_first(
         self,
         pk: str,
