@@ -327,32 +327,6 @@ class ConversationStore:
     quiet_period: timedelta
     data: TableAccess
 
-    def plan_inbound(
-        self,
-        customer_id: str,
-        known: KnownConversation | None,
-        channel: str,
-        role: AuthorRole,
-        now: datetime,
-        message_id: str,
-        new_conversation_id: str,
-    ) -> ConversationPlan:
-        return plan_inbound(
-            customer_id,
-            known,
-            channel,
-            role,
-            now,
-            message_id,
-            new_conversation_id,
-            self.quiet_period,
-        )
-
-    def outbound_operation(
-        self, customer_id: str, conversation_id: str, role: AuthorRole, now: datetime
-    ) -> Update:
-        return reply_write(customer_id, conversation_id, role, now, self.quiet_period)
-
     # ------------------------------------------------------------- reads
 
     def read_latest_conversation(self, customer_id: str) -> KnownConversation | None:

@@ -26,6 +26,7 @@ from threadline.conversations import (
     ConversationStore,
     KnownConversation,
     open_writes,
+    plan_inbound,
 )
 from threadline.dal.base import Put, Update, Write, WriteCancelled, put_once
 from threadline.errors import StorageUnavailable
@@ -508,7 +509,7 @@ class IngestStore(ConversationStore):
         known = (
             record.conversation if trust_hint else self.read_latest_conversation(record.customer_id)
         )
-        return self.plan_inbound(
+        return plan_inbound(
             record.customer_id,
             known,
             inbound.channel.value,
@@ -516,6 +517,7 @@ class IngestStore(ConversationStore):
             arrival.now,
             arrival.message_id,
             new_id(arrival.now),
+            self.quiet_period,
         )
 
     def _verified_owner(self, inbound: InboundMessage) -> IdentityRecord | None:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from threadline.channels.base import SendFailed
+from threadline.conversations import reply_write
 from threadline.dal.base import ConditionCheck, Put, Update, Write, WriteCancelled, put_once
 from threadline.email_feedback import email_block
 from threadline.errors import NotFound, StorageUnavailable
@@ -169,7 +170,9 @@ class OutboundStore(TimelineStore):
         if open_conversation:
             # Last, so the other items keep their places in the cancellation reasons.
             writes.append(
-                self.outbound_operation(customer_id, open_conversation, message.author_role, now)
+                reply_write(
+                    customer_id, open_conversation, message.author_role, now, self.quiet_period
+                )
             )
         try:
             self.data.write(writes)

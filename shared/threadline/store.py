@@ -37,6 +37,7 @@ from threadline.schema import (
     Message,
     RawPayloadRef,
     TimelinePage,
+    utc_now,
 )
 from threadline.settings import StoreSettings
 
@@ -58,6 +59,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "identity_pk",
+    "utc_now",
 ]
 
 MAX_PAGE_SIZE = 100
