@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -32,48 +32,26 @@ from threadline.channels.registry import (
 )
 from threadline.channels.whatsapp import ProviderChoice
 from threadline.consent import Purpose
-from threadline.email_feedback import email_block
-from threadline.errors import NotFound, StorageUnavailable, ThreadlineError
-from threadline.items import (
-    DEDUP_SK,
-    IDEMPOTENCY_SK,
-    IDENT_SK,
-    PROFILE_SK,
-    cancellation_reasons,
-    customer_pk,
-    dedup_pk,
-    expires_at,
-    from_item,
-    idempotency_pk,
-    identity_pk,
-    message_from_item,
-    message_item,
-    message_sk,
-    new_id,
-    to_item,
-)
+from threadline.errors import ThreadlineError
 from threadline.logs import logger
 from threadline.schema import (
-    AuthorRole,
     Channel,
-    Direction,
     Identity,
     MediaPart,
     Message,
-    MessageStatus,
     Part,
-    StatusChange,
     TextPart,
     utc_now,
 )
-from threadline.store import Profile, TimelineStore
+from threadline.store import Profile
+
+if TYPE_CHECKING:
+    from threadline.outbound_store import OutboundStore as OutboundStore
 
 # Who carries replies on each channel by default, derived from the channel registry
 # (declare channels there, not here).
 CHANNEL_PROVIDER: Mapping[Channel, str] = channel_providers()
 MAX_DISPATCH_ATTEMPTS = 5
-_QUEUE_ATTEMPTS = 3
-_CONFLICTS = frozenset({"ConditionalCheckFailed", "TransactionConflict"})
 # An Idempotency-Key is remembered for a week (DynamoDB TTL): retries come within
 # minutes, and the item must not outlive the customer's data for long.
 IDEMPOTENCY_RETENTION_DAYS = 7
@@ -282,370 +260,13 @@ class DispatchState(StrEnum):
     DONE = "done"
 
 
-class OutboundStore(TimelineStore):
-    """The timeline store plus the writes outbound messages go through."""
+def __getattr__(name: str) -> Any:
+    """``OutboundStore`` lives in threadline.outbound_store (it imports this module)."""
+    if name == "OutboundStore":
+        from threadline.outbound_store import OutboundStore
 
-    def queue_message(
-        self,
-        customer_id: str,
-        request: SendMessageRequest,
-        *,
-        idempotency_key: str | None = None,
-        now: datetime | None = None,
-    ) -> tuple[Message, bool]:
-        """Write a reply as ``queued``; (message, created). Same key twice: the first."""
-        now = now or utc_now()
-        for _ in range(_QUEUE_ATTEMPTS):
-            queued = self._queue_once(customer_id, request, idempotency_key, now)
-            if queued is not None:
-                return queued
-        raise StorageUnavailable("the conversation kept changing under us; retry")
-
-    def _queue_once(
-        self,
-        customer_id: str,
-        request: SendMessageRequest,
-        idempotency_key: str | None,
-        now: datetime,
-    ) -> tuple[Message, bool] | None:
-        """One try of queue_message; None when the open conversation closed meanwhile."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        profile = self.get_profile(customer_id, consistent=True)
-        if profile is None:
-            raise NotFound("no such customer")
-        if profile.merged_into is not None:
-            # The id of a customer a merge absorbed: the reply goes to the survivor.
-            return self.queue_message(
-                profile.merged_into, request, idempotency_key=idempotency_key, now=now
-            )
-        channel, recipient = choose_channel(profile, request.channel, request.purpose)
-        identity_item = self.get_item(identity_pk(recipient), IDENT_SK) or {}
-        if channel is Channel.EMAIL:
-            blocked = email_block(identity_item)
-            if blocked is not None:
-                raise EmailBlocked(blocked[1], code=blocked[0])
-        # A reply joins the customer's open conversation. With none open it opens
-        # none (conversations open with a customer's message) and carries the id of
-        # the last conversation it answers.
-        open_conversation = profile.open_conversation_id
-        conversation_id = (
-            open_conversation or str(identity_item.get("conversation_id") or "") or new_id(now)
-        )
-        # Dispatch instructions ride in channel_data (as fallback and reply_to do).
-        channel_data: dict[str, Any] = {"purpose": request.purpose.value}
-        if request.fallback:
-            channel_data["fallback"] = [c.value for c in request.fallback]
-        if identity_item.get("reply_to"):
-            # Where the customer last wrote from on this channel (Slack: conversation
-            # and thread), so the reply lands beside their message.
-            channel_data["reply_to"] = dict(identity_item["reply_to"])
-        channel_data.update(meta_send_options(request, channel))
-        message = Message(
-            id=new_id(now),
-            customer_id=customer_id,
-            conversation_id=conversation_id,
-            channel=channel,
-            direction=Direction.OUTBOUND,
-            provider=provider_for(channel, channel_data),
-            author_role=AuthorRole(request.author_role),
-            author_id=request.author_id,
-            recipient=recipient,
-            received_at=now,
-            parts=request.parts(),
-            status=MessageStatus.QUEUED,
-            status_history=[StatusChange(status=MessageStatus.QUEUED, at=now)],
-            channel_data=channel_data,
-        )
-        item = message_item(message)
-        item["expires_at"] = expires_at(now, self.settings.message_retention_days)
-        # Erasure finds the customer's IDEMPOTENCY item through its message.
-        item["idempotency_key"] = idempotency_key
-        operations: list[Any] = [{"Put": {"TableName": self.table, "Item": to_item(item)}}]
-        if idempotency_key:
-            operations.append(
-                {
-                    "Put": {
-                        "TableName": self.table,
-                        "Item": to_item(
-                            {
-                                "pk": idempotency_pk(customer_id, idempotency_key),
-                                "sk": IDEMPOTENCY_SK,
-                                "type": "idempotency",
-                                "message_id": message.id,
-                                "fingerprint": request.fingerprint(),
-                                "created_at": now.isoformat(),
-                                "customer_id": customer_id,
-                                "expires_at": expires_at(now, IDEMPOTENCY_RETENTION_DAYS),
-                            }
-                        ),
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                    }
-                }
-            )
-        # A merge that began after our read would leave the reply behind on the
-        # absorbed customer: the profile must still be its own.
-        profile_check = len(operations)
-        operations.append(
-            {
-                "ConditionCheck": {
-                    "TableName": self.table,
-                    "Key": to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
-                    "ConditionExpression": (
-                        "attribute_exists(pk) AND attribute_not_exists(merge_state)"
-                    ),
-                }
-            }
-        )
-        if open_conversation:
-            # Last, so the other items keep their places in the cancellation reasons.
-            operations.append(
-                self.outbound_operation(customer_id, open_conversation, message.author_role, now)
-            )
-        try:
-            self.dynamodb.transact_write_items(TransactItems=operations)
-        except ClientError as exc:
-            reasons = cancellation_reasons(exc)
-            if (
-                idempotency_key
-                and len(reasons) > 1
-                and reasons[1].get("Code") == "ConditionalCheckFailed"
-            ):
-                return self._replay(
-                    customer_id, idempotency_key, request, reasons[1].get("Item")
-                ), False
-            if (
-                len(reasons) > profile_check
-                and reasons[profile_check].get("Code") == "ConditionalCheckFailed"
-            ):
-                survivor = self.surviving_customer_id(customer_id)
-                if survivor and survivor != customer_id:
-                    return self.queue_message(
-                        survivor, request, idempotency_key=idempotency_key, now=now
-                    )
-            if open_conversation and reasons and reasons[-1].get("Code") in _CONFLICTS:
-                return None  # closed (or busy) meanwhile: read the profile again
-            raise StorageUnavailable("the message could not be queued") from exc
-        except BotoCoreError as exc:
-            raise StorageUnavailable("the message could not be queued") from exc
-        logger.info(
-            "outbound message queued",
-            extra={"customer_id": customer_id, "message_id": message.id, "channel": channel.value},
-        )
-        return message, True
-
-    def _replay(self, customer_id: str, key: str, request: SendMessageRequest, old: Any) -> Message:
-        record = (
-            from_item(old)
-            if old
-            else self.get_item(idempotency_pk(customer_id, key), IDEMPOTENCY_SK, consistent=True)
-        ) or {}
-        if record.get("fingerprint") != request.fingerprint():
-            raise IdempotencyKeyReused("this Idempotency-Key was used for a different message")
-        message = self.get_message(customer_id, str(record["message_id"]))
-        if message is None:
-            raise StorageUnavailable("the original message could not be read")
-        return message
-
-    # ----------------------------------------------------------------- dispatch
-
-    def _update_message(
-        self, customer_id: str, message_id: str, **kwargs: Any
-    ) -> dict[str, Any] | None:
-        """One conditional update of a message item; None when the condition failed."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            response = self.dynamodb.update_item(
-                TableName=self.table,
-                Key=to_item({"pk": customer_pk(customer_id), "sk": message_sk(message_id)}),
-                **kwargs,
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return None
-            raise StorageUnavailable("the message could not be updated") from exc
-        except BotoCoreError as exc:
-            raise StorageUnavailable("the message could not be updated") from exc
-        return dict(response)
-
-    def claim(self, customer_id: str, message_id: str, now: datetime) -> Message | None:
-        """Take a queued message for sending; None when it is in flight or done."""
-        response = self._update_message(
-            customer_id,
-            message_id,
-            UpdateExpression=(
-                "SET dispatch_state = :sending, dispatch_started_at = :now, "
-                "dispatch_attempts = if_not_exists(dispatch_attempts, :zero) + :one"
-            ),
-            ConditionExpression=(
-                "#status = :queued AND "
-                "(attribute_not_exists(dispatch_state) OR dispatch_state = :retry)"
-            ),
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=to_item(
-                {
-                    ":sending": DispatchState.SENDING.value,
-                    ":retry": DispatchState.RETRY.value,
-                    ":queued": MessageStatus.QUEUED.value,
-                    ":now": now.isoformat(),
-                    ":zero": 0,
-                    ":one": 1,
-                }
-            ),
-            ReturnValues="ALL_NEW",
-        )
-        if response is None:
-            return None
-        return message_from_item(from_item(response["Attributes"]))
-
-    def release_for_retry(self, customer_id: str, message_id: str, error: SendFailed) -> None:
-        self._update_message(
-            customer_id,
-            message_id,
-            UpdateExpression="SET dispatch_state = :retry, last_error = :error",
-            ConditionExpression="dispatch_state = :sending",
-            ExpressionAttributeValues=to_item(
-                {
-                    ":retry": DispatchState.RETRY.value,
-                    ":sending": DispatchState.SENDING.value,
-                    ":error": {"code": error.code, "message": error.message},
-                }
-            ),
-        )
-
-    def reroute(
-        self, customer_id: str, message_id: str, channel: Channel, recipient: Identity
-    ) -> None:
-        self._update_message(
-            customer_id,
-            message_id,
-            UpdateExpression="SET channel = :channel, recipient = :recipient, provider = :provider",
-            ConditionExpression="dispatch_state = :sending",
-            ExpressionAttributeValues=to_item(
-                {
-                    ":channel": channel.value,
-                    ":recipient": str(recipient),
-                    ":provider": CHANNEL_PROVIDER[channel],
-                    ":sending": DispatchState.SENDING.value,
-                }
-            ),
-        )
-
-    def email_block(self, recipient: Identity) -> tuple[str, str] | None:
-        """Why SES feedback stopped e-mail to ``recipient`` (code, reason), or None."""
-        return email_block(self.get_item(identity_pk(recipient), IDENT_SK, consistent=True))
-
-    def record_failed(
-        self, customer_id: str, message_id: str, code: str, reason: str, now: datetime
-    ) -> None:
-        change = StatusChange(
-            status=MessageStatus.FAILED, at=now, error_code=code, error_message=reason
-        )
-        self._update_message(
-            customer_id,
-            message_id,
-            UpdateExpression=(
-                "SET #status = :failed, status_history = list_append(status_history, :change), "
-                "dispatch_state = :done"
-            ),
-            ConditionExpression="#status = :queued",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues=to_item(
-                {
-                    ":failed": MessageStatus.FAILED.value,
-                    ":queued": MessageStatus.QUEUED.value,
-                    ":done": DispatchState.DONE.value,
-                    ":change": [change.model_dump(mode="json", exclude_none=True)],
-                }
-            ),
-        )
-
-    def record_sent(
-        self,
-        message: Message,
-        provider_message_id: str,
-        now: datetime,
-        aliases: tuple[str, ...] = (),
-    ) -> None:
-        """Mark a message sent and map the provider's id back to it for callbacks.
-
-        ``aliases`` (the Message-ID of an e-mail reply) map to it the same way, so an
-        inbound reply naming one is threaded onto this message's conversation.
-        """
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        change = StatusChange(status=MessageStatus.SENT, at=now)
-        key = to_item({"pk": customer_pk(message.customer_id), "sk": message_sk(message.id)})
-        dedups = [
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": to_item(
-                        {
-                            "pk": dedup_pk(message.provider, provider_id),
-                            "sk": DEDUP_SK,
-                            "type": "dedup",
-                            "customer_id": message.customer_id,
-                            "message_id": message.id,
-                            "conversation_id": message.conversation_id,
-                            "created_at": now.isoformat(),
-                        }
-                    ),
-                }
-            }
-            for provider_id in dict.fromkeys((provider_message_id, *aliases))
-        ]
-        sent = {
-            "Update": {
-                "TableName": self.table,
-                "Key": key,
-                "UpdateExpression": (
-                    "SET #status = :sent, status_history = list_append(status_history, :change), "
-                    "provider_message_id = :pmid, dispatch_state = :done, provider = :provider"
-                ),
-                # A fast delivery callback may have moved it on already: then only
-                # the provider id and the dispatch state are recorded (below).
-                "ConditionExpression": "#status = :queued",
-                "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": to_item(
-                    {
-                        ":sent": MessageStatus.SENT.value,
-                        ":queued": MessageStatus.QUEUED.value,
-                        ":pmid": provider_message_id,
-                        ":done": DispatchState.DONE.value,
-                        ":change": [change.model_dump(mode="json", exclude_none=True)],
-                        ":provider": message.provider,
-                    }
-                ),
-            }
-        }
-        try:
-            self.dynamodb.transact_write_items(TransactItems=[sent, *dedups])  # type: ignore[list-item]
-            return
-        except ClientError as exc:
-            reasons = cancellation_reasons(exc)
-            if not reasons or reasons[0].get("Code") != "ConditionalCheckFailed":
-                raise StorageUnavailable("the sent status could not be written") from exc
-        except BotoCoreError as exc:
-            raise StorageUnavailable("the sent status could not be written") from exc
-        self._update_message(
-            message.customer_id,
-            message.id,
-            UpdateExpression=(
-                "SET provider_message_id = :pmid, dispatch_state = :done, provider = :provider"
-            ),
-            ExpressionAttributeValues=to_item(
-                {
-                    ":pmid": provider_message_id,
-                    ":done": DispatchState.DONE.value,
-                    ":provider": message.provider,
-                }
-            ),
-        )
-        for dedup in dedups:
-            self.dynamodb.put_item(**dedup["Put"])  # type: ignore[arg-type]
+        return OutboundStore
+    raise AttributeError(name)
 
 
 class DispatchOutcome(StrEnum):
