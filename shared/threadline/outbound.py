@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from threadline.channels.base import Sender, SendFailed, SendResult, StatusUpdate
+from threadline.channels.base import Sender, SendFailed, StatusUpdate
 from threadline.channels.registry import (
     channel_providers,
     channel_spec,
@@ -39,6 +39,7 @@ from threadline.schema import (
     Identity,
     MediaPart,
     Message,
+    MessageStatus,
     Part,
     TextPart,
     utc_now,
