@@ -60,6 +60,7 @@ from threadline.schema import (
     utc_now,
 )
 from threadline.store import Profile, TimelineStore
+from threadline.telemetry import MESSAGES_FAILED, MESSAGES_SENT, count_message
 
 # Which identity kind reaches a customer on each channel.
 CHANNEL_IDENTITY_KIND: dict[Channel, IdentityKind] = {
@@ -806,6 +807,7 @@ class Dispatcher:
                 raise RetryLater(backoff_seconds(attempt, error.retry_after), error.code) from error
             return self._fail(message, error.code, error.message, now)
         self.store.record_sent(message, result.provider_message_id, now, result.aliases)
+        count_message(MESSAGES_SENT, message.channel.value)
         logger.info(
             "message sent",
             extra={"message_id": message_id, "provider_message_id": result.provider_message_id},
@@ -837,6 +839,7 @@ class Dispatcher:
     def _fail(self, message: Message, code: str, reason: str, now: datetime) -> DispatchOutcome:
         self.store.record_failed(message.customer_id, message.id, code, reason, now)
         logger.warning("message failed", extra={"message_id": message.id, "code": code})
+        count_message(MESSAGES_FAILED, message.channel.value)
         return DispatchOutcome.FAILED
 
 
