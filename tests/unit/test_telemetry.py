@@ -8,7 +8,6 @@ from dataclasses import replace
 from tests.unit import twilio_payloads as tw
 from tests.unit.webhook_events import AUTH_TOKEN, RecordingStore, signed_event
 from threadline.channels.twilio import TwilioMessaging
-from threadline.store import IngestResult
 from threadline.telemetry import MESSAGES_RECEIVED, count_message, traced
 from threadline.webhook import handle_webhook
 
