@@ -23,19 +23,26 @@ LAYER_DIR  := .aws-sam/layer
 # The lock records a digest of what it was compiled from; `make lock-check` compares.
 LOCK_INPUT_SHA = $(shell { cat shared/requirements.txt; echo $(LAYER_NOT_SHIPPED); } | sha256sum | cut -c1-64)
 
+# pip's output goes to $(VENV)/install.log, shown only when a step fails.
+INSTALL_LOG := $(VENV)/install.log
 $(STAMP): pyproject.toml shared/requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $@
+	@test -x $(PY) || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> installing dependencies into $(VENV) (about 2 minutes; log: $(INSTALL_LOG))"
+	@{ $(PY) -m pip install --upgrade pip && $(PY) -m pip install -e '.[dev]'; } \
+	    > $(INSTALL_LOG) 2>&1 || { tail -n 40 $(INSTALL_LOG); echo "==> install failed; full log: $(INSTALL_LOG)"; exit 1; }
+	@touch $@
+	@echo "==> dependencies installed"
 
 $(CHECKOV): | $(STAMP)
-	test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
-	$(VENV)/checkov/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
-	touch $@
+	@echo "==> installing checkov into $(VENV)/checkov (about 30 s; log: $(INSTALL_LOG))"
+	@test -x $(VENV)/checkov/bin/python || $(PYTHON) -m venv $(VENV)/checkov
+	@$(VENV)/checkov/bin/python -m pip install 'checkov==$(CHECKOV_VERSION)' >> $(INSTALL_LOG) 2>&1 \
+	    || { tail -n 40 $(INSTALL_LOG); echo "==> checkov install failed; full log: $(INSTALL_LOG)"; exit 1; }
+	@touch $@
 
 dev: $(STAMP)
-	$(PY) -m devstack
+	@echo "==> starting the local stack"
+	@$(PY) -m devstack
 
 test: lint
 	$(PY) -m pytest
@@ -81,6 +88,13 @@ $(LAYER_DIR)/.built: $(LAYER_LOCK) shared/Makefile
 
 schemas: $(STAMP)
 	$(PY) -m threadline.schema_export infra/schemas
+
+# A convenience: the first deploy of an environment asks for every parameter and
+# saves the answers to samconfig.toml (docs/deployment.md). ENV=prod for production.
+ENV ?= dev
+deploy: lock-check
+	sam build --config-env $(ENV)
+	sam deploy --guided --config-env $(ENV)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
