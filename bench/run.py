@@ -38,7 +38,8 @@ sys.path.insert(0, str(REPO_ROOT))
 from tests.conftest import load_handler_module, load_template, serverless_functions  # noqa: E402
 from threadline.schema import Identity  # noqa: E402
 
-IMPORT_RUNS = 5
+# Fewer on a busy machine: BENCH_IMPORT_RUNS=3 make bench.
+IMPORT_RUNS = int(os.environ.get("BENCH_IMPORT_RUNS", "5"))
 WARM_MESSAGES = 30
 HOST = "bench.example.test"
 TWILIO_PATH = "/webhooks/twilio/messaging"
@@ -108,10 +109,7 @@ def bench_cold_imports(function_env: Callable[[str], dict[str, str]]) -> list[tu
         ("powertools Metrics (EMF)", "from aws_lambda_powertools.metrics import single_metric"),
         ("powertools Tracer, built", "from threadline import telemetry; telemetry.tracer()"),
     ):
-        seconds, base, ratio = _alternated_ratio(
-            lambda s=statement: _import_seconds(s, env, shared),
-            baseline,  # type: ignore[misc]
-        )
+        seconds, base, ratio = _alternated_ratio((statement, env, shared), baseline)
         print(f"  {label:<34} {seconds * 1000:7.1f} ms  ratio {ratio:4.2f} of `import boto3`")
 
     print(
