@@ -995,6 +995,8 @@ def main() -> int:
             os.environ.update(embedded.function_environment(function))
         # Logs would dominate the terminal and the timing; benchmarks measure the work.
         os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+        # The same for the metric lines (threadline.telemetry): one per message.
+        os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
         module = load_handler_module("functions/twilio_messaging")
         embedded.put_secret("TelegramSecretTokenParameterName", TELEGRAM_SECRET)
         for function in ("TelegramWebhookFunction", "TwilioVoiceFunction"):

@@ -32,7 +32,13 @@ _DEFAULT_NAMESPACE = "threadline"
 
 
 def count_message(metric: str, channel: str) -> None:
-    """Add one to ``metric`` for ``channel`` (an EMF line on stdout)."""
+    """Add one to ``metric`` for ``channel`` (an EMF line on stdout).
+
+    ``POWERTOOLS_METRICS_DISABLED=true`` turns it off, as it does Powertools' Metrics
+    (whose single_metric does not read it).
+    """
+    if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true"):
+        return
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or _DEFAULT_NAMESPACE

@@ -55,3 +55,9 @@ def test_traced_keeps_the_handler_and_its_answer():
 
     assert lambda_handler.__name__ == "lambda_handler"
     assert lambda_handler({"a": 1}, None) == {"echo": {"a": 1}}
+
+
+def test_metrics_can_be_turned_off(capsys, monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    count_message(MESSAGES_RECEIVED, "sms")
+    assert _metric_lines(capsys.readouterr().out) == []
