@@ -974,6 +974,10 @@ def main() -> int:
         with EmbeddedAws.start() as embedded:
             ratios = bench_cold_imports(embedded.function_environment)
         return 0 if all(ratio <= 1.5 for _, ratio in ratios) else 1
+    if sys.argv[1:] == ["latency"]:
+        # Only the end-to-end latency on the local stack: `python bench/run.py latency`.
+        bench_webhook_latency()
+        return 0
     if sys.argv[1:] == ["webhooks"]:
         # Only section 5: `python bench/run.py webhooks`.
         with EmbeddedAws.start() as embedded:
