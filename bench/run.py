@@ -3,7 +3,10 @@
 Everything is measured against a baseline taken in the same run on the same
 machine, so the numbers compare across machines; nothing here asserts a time.
 
-1. Cold import of each handler module / `import boto3` alone (target <= 1.5).
+1. Cold import of each handler module / `import boto3` alone (target <= 1.5), each
+   handler run in turn with its baseline; Powertools Metrics and the built Tracer; the
+   first call (import + Tracer + first DynamoDB client) / `import boto3` + one client;
+   the Lambda layer's size (`make layer`, target <= 30 MB).
 2. AWS calls per inbound message: new customer, known customer, large raw payload
    (targets: <= 3 for a known customer; floor 2).
 3. Warm handler time per message / the same DynamoDB calls made bare with boto3
@@ -13,7 +16,11 @@ machine, so the numbers compare across machines; nothing here asserts a time.
 5. CRM webhooks: events per second through the fan-out and delivery workers
    (against moto, receiver on 127.0.0.1) / the same signed POSTs made bare; and, on
    the whole local stack, the latency from a Twilio webhook POST to the CRM
-   receiver (median, p99).
+   receiver (median, p99; target p99 < 1 s).
+6. DynamoDB write and read units per inbound message (docs/cost.md prices them), and
+   the run's peak memory.
+
+Sections alone: `python bench/run.py imports|webhooks|latency`.
 """
 
 from __future__ import annotations
