@@ -37,9 +37,11 @@ def count_message(metric: str, channel: str) -> None:
     ``POWERTOOLS_METRICS_DISABLED=true`` turns it off, as it does Powertools' Metrics
     (whose single_metric does not read it).
     """
-    if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true"):
-        return
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
+    from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+    if is_metrics_disabled():
+        return
 
     namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or _DEFAULT_NAMESPACE
     with single_metric(
