@@ -167,13 +167,24 @@ def _variables(properties: dict[str, Any]) -> dict[str, Any]:
     return dict((properties.get("Environment") or {}).get("Variables") or {})
 
 
+def _parameter_named(value: Any) -> str | None:
+    """The template parameter behind a secret location: ``!Ref P``, or the
+    ``!If [HasP, !Ref P, !Sub '/threadline/${Stage}/...']`` that defaults it by stage."""
+    if isinstance(value, dict) and "Ref" in value:
+        return str(value["Ref"])
+    if isinstance(value, dict) and "Fn::If" in value:
+        return _parameter_named(value["Fn::If"][1])
+    return None
+
+
 def _secret_parameters(properties: dict[str, Any]) -> dict[str, str]:
     """``<NAME>_PARAM`` variable -> the template parameter that names its location."""
-    return {
-        name: value["Ref"]
-        for name, value in _variables(properties).items()
-        if name.endswith("_PARAM") and isinstance(value, dict) and "Ref" in value
-    }
+    found = {}
+    for name, value in _variables(properties).items():
+        parameter = _parameter_named(value)
+        if name.endswith("_PARAM") and parameter is not None:
+            found[name] = parameter
+    return found
 
 
 def test_the_kms_key_policy_covers_every_function_role():

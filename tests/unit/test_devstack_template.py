@@ -388,6 +388,7 @@ def test_function_environment_is_the_template_plus_what_lambda_sets(template, mo
         "AWS_CONFIG_FILE",
         "AWS_SHARED_CREDENTIALS_FILE",
         "AWS_EC2_METADATA_DISABLED",
+        "POWERTOOLS_TRACE_DISABLED",  # no X-Ray daemon locally
     }
     assert set(env) == set(spec.variables) | lambda_set
     assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:4566"
