@@ -21,15 +21,13 @@ import os
 import queue
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -37,9 +35,11 @@ import requests
 from twilio.request_validator import RequestValidator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-READY_LINE = "threadline local stack ready on "
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.e2e.conftest import free_port, launch_local_stack  # noqa: E402
+
 TWILIO_PATH = "/webhooks/twilio/messaging"
-START_TIMEOUT_SECONDS = 120
 WINDOW = 1000
 
 
@@ -48,13 +48,6 @@ class Stack:
     process: subprocess.Popen[str]
     base_url: str
     twilio_auth_token: str
-    output: list[str] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_stack() -> Stack:
@@ -66,40 +59,11 @@ def start_stack() -> Stack:
         "THREADLINE_API_TOKEN": secrets.token_hex(16),
         "PYTHONUNBUFFERED": "1",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devstack"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    stack = Stack(process, "", token)
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if len(stack.output) < 5000:  # the console logs every request; keep the start
-                stack.output.append(line)
-            if not stack.base_url:
-                lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline and not stack.base_url:
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            if process.poll() is not None:
-                break
-            continue
-        if READY_LINE in line:
-            stack.base_url = line.split(READY_LINE, 1)[1].strip()
-    if not stack.base_url:
-        process.kill()
-        raise SystemExit("local stack did not start:\n" + "".join(stack.output[-40:]))
-    return stack
+    try:
+        process, _, base_url = launch_local_stack(env)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    return Stack(process, base_url, token)
 
 
 def stop_stack(stack: Stack) -> None:

@@ -30,23 +30,21 @@ def moto() -> Iterator[MotoServer]:
         server.stop()
 
 
+def _client(moto: MotoServer, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=moto.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 class Table:
     def __init__(self, moto: MotoServer, name: str) -> None:
         self.name = name
-        self.client = boto3.client(
-            "dynamodb",
-            endpoint_url=moto.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        self.streams = boto3.client(
-            "dynamodbstreams",
-            endpoint_url=moto.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        self.client = _client(moto, "dynamodb")
+        self.streams = _client(moto, "dynamodbstreams")
         keys = [("pk", "HASH"), ("sk", "RANGE")]
         description = self.client.create_table(
             TableName=name,
