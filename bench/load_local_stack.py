@@ -4,8 +4,10 @@ Starts `python -m devstack` on a free port of 127.0.0.1 (its own moto, nothing
 outside), sends N signed SMS to the Twilio messaging webhook from S threads (each
 sender its own phone number, so each is one customer), and reports per 1000
 messages: latency (median, p95, max), throughput, the answers that were not 2xx,
-and the memory (RSS) of the stack process (moto, gateway, pollers) and of its
-function workers. Ends with a summary line and, with --json, writes the figures.
+the memory (RSS) of the stack process (moto, gateway, pollers) and of its
+function workers, and how many invocations the stack killed past their Timeout
+(each is a 500: on a machine busier than its CPUs, a sign of load, not of a bug).
+Ends with a summary line and, with --json, writes the figures.
 
 What to hold (issue 16): per-message latency flat from the first 1000 to the last,
 the stack process under 1 GB, and 0 answers 5xx.
@@ -48,6 +50,11 @@ class Stack:
     process: subprocess.Popen[str]
     base_url: str
     twilio_auth_token: str
+    console: list[str]  # its lines so far, read on by a thread
+
+    def timeouts(self) -> int:
+        """Invocations the stack killed past their function's Timeout (a 500 each)."""
+        return sum("Task timed out" in line for line in list(self.console))
 
 
 def start_stack() -> Stack:
@@ -60,10 +67,10 @@ def start_stack() -> Stack:
         "PYTHONUNBUFFERED": "1",
     }
     try:
-        process, _, base_url = launch_local_stack(env)
+        process, console, base_url = launch_local_stack(env)
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from None
-    return Stack(process, base_url, token)
+    return Stack(process, base_url, token, console)
 
 
 def stop_stack(stack: Stack) -> None:
@@ -170,6 +177,7 @@ def run(messages: int, senders: int) -> dict[str, object]:
             print(json.dumps(windows[-1]), flush=True)
     finally:
         stop_stack(stack)
+    timeouts = stack.timeouts()
     server_errors = sum(count for status, count in statuses.items() if status >= 500 or status == 0)
     latencies = [float(w["median_ms"]) for w in windows if w["messages"] == WINDOW]  # type: ignore[arg-type]
     return {
@@ -178,6 +186,7 @@ def run(messages: int, senders: int) -> dict[str, object]:
         "seconds": round(time.monotonic() - started, 1),
         "statuses": {str(status): count for status, count in sorted(statuses.items())},
         "5xx_or_no_answer": server_errors,
+        "function_timeouts": timeouts,
         "peak_stack_rss_mb": max((float(w["stack_rss_mb"]) for w in windows), default=None),  # type: ignore[arg-type]
         "median_ms_first_window": latencies[0] if latencies else None,
         "median_ms_last_window": latencies[-1] if latencies else None,
@@ -199,6 +208,7 @@ def summarize(window: list[Result], window_started: float, stack: Stack) -> dict
         "max_ms": round(seconds[-1] * 1000, 1),
         "per_second": round(len(window) / elapsed, 1) if elapsed else None,
         "not_2xx": {str(s): n for s, n in statuses.items() if not 200 <= s < 300},
+        "function_timeouts_so_far": stack.timeouts(),
         "stack_rss_mb": round(rss_mb(stack.process.pid), 1),
         "workers": len(workers),
         "workers_rss_mb": round(sum(rss_mb(pid) for pid in workers), 1),
