@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import __version__
 from threadline import privacy as privacy_consent
+from threadline.api_body import refuse_unreadable_body
 from threadline.customers import (
     CustomerStore,
     MergeRequest,
@@ -543,4 +544,8 @@ def openapi() -> dict[str, Any]:
 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Bodies no handler could store (too deep, lone surrogates, 1e400) answer 400 here.
+    refused = refuse_unreadable_body(event)
+    if refused is not None:
+        return refused
     return app.resolve(event, context)
