@@ -14,6 +14,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from threadline.channels.base import (
     Acknowledgement,
     ChannelAdapter,
@@ -83,9 +85,10 @@ def process_request(
     statuses = [item for item in normalized if isinstance(item, StatusUpdate)]
     edits = [item for item in normalized if isinstance(item, MessageEdit)]
     answers = [item for item in normalized if isinstance(item, Acknowledgement)]
-    if messages or edits:
-        stored: list[InboundMessage | MessageEdit] = [*messages, *edits]
-        oversized = [item for item in stored if stored_size(item) > MAX_MESSAGE_BYTES]
+    kept: list[InboundMessage | MessageEdit | StatusUpdate] = [*messages, *edits, *statuses]
+    oversized = [item for item in kept if stored_size(item) > MAX_MESSAGE_BYTES]
+    raw: KeptRaw | None = None
+    if messages or edits or oversized:
         raw = store.keep_raw(
             RawPayload(
                 envelope=request.envelope(channel.provider),
@@ -97,31 +100,37 @@ def process_request(
             # refused request is kept in S3 too, for audit.
             may_inline=len(messages) == 1 and not edits and not oversized,
         )
-        if oversized:
-            # No provider's documented limits come near (docs/channels.md): only a
-            # forged or broken request gets here. It can never fit an item, so it is
-            # refused for good (413) rather than answered 503 on every retry.
-            logger.warning(
-                "webhook message too large to store",
-                extra={"provider": channel.provider, "raw": raw.ref.key, "size": raw.ref.size},
-            )
-            raise PayloadTooLarge(f"a message is larger than {MAX_MESSAGE_BYTES} bytes")
-        try:
-            for message in messages:
-                logger.set_correlation_id(message.provider_message_id)
-                store.ingest(message, raw, received_at=request.received_at)
-            for edit in edits:
-                logger.set_correlation_id(edit.provider_message_id)
-                store.apply_edit(edit, raw)
-        except StorageUnavailable as error:
-            if _refused_as_invalid(error):
-                # DynamoDB refused the item itself (too large, too deep): a retry gets
-                # the same answer, so the provider must not be asked to retry.
-                raise PayloadTooLarge("the message cannot be stored as sent") from error
-            raise
-    for update in statuses:
-        logger.set_correlation_id(update.provider_message_id)
-        store.apply_status(update)
+    if oversized:
+        # No provider's documented limits come near (docs/channels.md, "Message
+        # size"): only a forged or broken request gets here. It can never fit an
+        # item, so it is refused for good (413) rather than answered 503 on every
+        # retry; the request itself is kept in the raw bucket for audit.
+        logger.warning(
+            "webhook content too large to store",
+            extra={
+                "provider": channel.provider,
+                "raw_key": raw.ref.key if raw else None,
+                "size": max(stored_size(item) for item in oversized),
+            },
+        )
+        raise PayloadTooLarge(f"the content is larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        for message in messages:
+            assert raw is not None
+            logger.set_correlation_id(message.provider_message_id)
+            store.ingest(message, raw, received_at=request.received_at)
+        for edit in edits:
+            logger.set_correlation_id(edit.provider_message_id)
+            store.apply_edit(edit, raw)
+        for update in statuses:
+            logger.set_correlation_id(update.provider_message_id)
+            store.apply_status(update)
+    except StorageUnavailable as error:
+        if _refused_as_invalid(error):
+            # DynamoDB refused the item itself (too large, too deep): a retry gets
+            # the same answer, so the provider must not be asked to retry.
+            raise PayloadTooLarge("the content cannot be stored as sent") from error
+        raise
     # A request that needs its own answer (a handshake) says so itself.
     return answers[0] if answers else channel.acknowledge()
 
@@ -157,7 +166,7 @@ def normalize_request(request: WebhookRequest, channel: ChannelAdapter) -> list[
         raise MalformedRequest("the body does not have the provider's shape") from exc
 
 
-def stored_size(item: InboundMessage | MessageEdit) -> int:
+def stored_size(item: BaseModel) -> int:
     """Bytes of ``item`` as JSON: what its message item and event will carry."""
     return len(item.model_dump_json().encode("utf-8"))
 
