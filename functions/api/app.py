@@ -289,9 +289,17 @@ allow_private_webhook_targets = required_env("WEBHOOK_ALLOW_PRIVATE_TARGETS") ==
 )
 def create_subscription(
     request: Annotated[SubscriptionRequest, Body()],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="idempotency-key",
+            max_length=255,
+            description="retrying with the same key returns the first answer, secret included",
+        ),
+    ] = None,
 ) -> Response[CreatedSubscription]:
     check_target(request.url, allow_private=allow_private_webhook_targets)
-    created = subscriptions.create(request)
+    created = subscriptions.create(request, idempotency_key=idempotency_key)
     logger.info("webhook subscription created", extra={"subscription_id": created.id})
     return Response(201, "application/json", created)
 
