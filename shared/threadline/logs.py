@@ -23,7 +23,12 @@ _CONTENT_KEYS = frozenset({"body", "Body", "text", "caption", "message_body", "r
 # more, or a run of 8 to 15 digits (the shortest mobile numbers with their country
 # code). Not inside a word or id (``wamid.HBgL...``), and not a run followed by
 # ``.digits`` (Slack's ``1700000000.000100`` timestamps).
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d(?:[ ().\-]{0,2}\d){6,}|\d{8,15})(?!\w)(?!\.\d)")
+_PHONE = re.compile(
+    r"(?<![\w+])\+\d(?:[ ().\-]{0,2}\d){6,}(?!\w)(?!\.\d)"
+    # Without the +: not after ":" or "-" and not before "-" (an ARN's account id, a
+    # request id's or a date's digit group).
+    r"|(?<![\w+:\-])\d{8,15}(?![\w\-])(?!\.\d)"
+)
 # The local part allows every RFC 5322 "atext" character, not just the common ones.
 _EMAIL = re.compile(
     r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-])[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]*"

@@ -89,7 +89,9 @@ def fuzz_route(
         status = send(sessions.session, base_url, request)
         counts[status // 100] += 1
         if status >= 500:
-            failures.append(f"seed {seed} #{index} -> {status}: {request.shape}")
+            failure = f"seed {seed} #{index} -> {status}: {request.shape}"
+            failures.append(failure)
+            print(f"  5xx {route}: {failure}", file=sys.stderr, flush=True)
 
     stream: Iterator[tuple[int, FuzzRequest]] = enumerate(
         requests_for(route, base_url, secrets, bodies, seed=seed)
@@ -118,7 +120,7 @@ def main() -> int:
             meta_app_secret=meta_app_secret,
             telegram_secret_token=stack.telegram_secret_token,
         )
-        # One well-formed request per route first: a cold start on a busy machine can
+        # One request per route first, not counted: a cold start on a busy machine can
         # outlast the function timeout, which is the local stack's speed, not a parser.
         session = requests.Session()
         for route in args.routes.split(","):
