@@ -235,7 +235,10 @@ def _twilio_sms(rng: random.Random) -> dict[str, str]:
     return {
         "MessageSid": "SM" + f"{rng.getrandbits(128):032x}",
         "AccountSid": "AC" + "0" * 32,
-        "From": rng.choice(["+15551230000", "whatsapp:+15551230001", "+447700900123"]),
+        # Many senders, as in life: one customer taking every message would measure
+        # moto's per-customer cost, not the parsers.
+        "From": rng.choice(["+1555123", "whatsapp:+1555124", "+4477009"])
+        + f"{rng.randrange(10**4):04d}",
         "To": "+15557650000",
         "Body": "Where is my parcel?",
         "NumMedia": "0",
@@ -248,7 +251,7 @@ def _twilio_status(rng: random.Random) -> dict[str, str]:
         "MessageSid": "SM" + f"{rng.getrandbits(128):032x}",
         "MessageStatus": rng.choice(["sent", "delivered", "failed", "undelivered", "read"]),
         "AccountSid": "AC" + "0" * 32,
-        "To": "+15551230000",
+        "To": f"+1555126{rng.randrange(10**4):04d}",
         "From": "+15557650000",
         "ErrorCode": "30003",
     }
@@ -258,7 +261,7 @@ def _twilio_voice(rng: random.Random) -> dict[str, str]:
     return {
         "CallSid": "CA" + f"{rng.getrandbits(128):032x}",
         "AccountSid": "AC" + "0" * 32,
-        "From": "+15551230002",
+        "From": f"+1555125{rng.randrange(10**4):04d}",
         "To": "+15557650000",
         "CallStatus": rng.choice(["ringing", "completed", "no-answer", "busy"]),
         "Direction": "inbound",
@@ -315,8 +318,19 @@ class Route:
     sign: Callable[[str, bytes, Secrets], dict[str, str]]
 
 
+def _another_sender(seed: dict[str, Any], sender: str, rng: random.Random) -> dict[str, Any]:
+    """``seed`` written by one of many senders instead of the payloads' one customer."""
+    # Digits for digits, the first never 0 (a JSON number cannot start with one).
+    replacement = "".join(
+        str(rng.randrange(1 if i == 0 else 0, 10)) if c.isdigit() else c
+        for i, c in enumerate(sender)
+    )
+    document: dict[str, Any] = json.loads(json.dumps(seed).replace(sender, replacement))
+    return document
+
+
 def _slack_seed(rng: random.Random) -> dict[str, Any]:
-    seed = copy.deepcopy(rng.choice(list(sp.ALL.values())))
+    seed = _another_sender(rng.choice(list(sp.ALL.values())), sp.CUSTOMER, rng)
     seed["event_id"] = f"Ev{rng.getrandbits(30):010d}"
     if isinstance(seed.get("event"), dict) and "ts" in seed["event"]:
         seed["event"]["ts"] = f"{int(time.time())}.{rng.getrandbits(20):06d}"
@@ -324,7 +338,9 @@ def _slack_seed(rng: random.Random) -> dict[str, Any]:
 
 
 def _telegram_seed(rng: random.Random) -> dict[str, Any]:
-    seed = copy.deepcopy(rng.choice([*tp.STORED.values(), *tp.SKIPPED.values()]))
+    seed = _another_sender(
+        rng.choice([*tp.STORED.values(), *tp.SKIPPED.values()]), str(tp.USER_ID), rng
+    )
     seed["update_id"] = rng.getrandbits(31)
     return seed
 
@@ -334,7 +350,7 @@ def _meta_seed(rng: random.Random) -> dict[str, Any]:
     message["id"] = f"wamid.fuzz{rng.getrandbits(60):020d}"
     return rng.choice(
         [
-            mp.whatsapp_envelope(mp.whatsapp_value(message)),
+            _another_sender(mp.whatsapp_envelope(mp.whatsapp_value(message)), mp.WA_ID, rng),
             mp.page_envelope(copy.deepcopy(mp.MESSENGER_TEXT)),
             mp.instagram_envelope(copy.deepcopy(mp.INSTAGRAM_TEXT)),
             mp.whatsapp_envelope(mp.status_value(mp.wa_status("delivered")), field="messages"),
