@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import __version__
 from threadline import privacy as privacy_consent
+from threadline.api_body import refuse_unreadable_body
 from threadline.customers import (
     CustomerStore,
     MergeRequest,
@@ -289,9 +290,17 @@ allow_private_webhook_targets = required_env("WEBHOOK_ALLOW_PRIVATE_TARGETS") ==
 )
 def create_subscription(
     request: Annotated[SubscriptionRequest, Body()],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="idempotency-key",
+            max_length=255,
+            description="retrying with the same key returns the first answer, secret included",
+        ),
+    ] = None,
 ) -> Response[CreatedSubscription]:
     check_target(request.url, allow_private=allow_private_webhook_targets)
-    created = subscriptions.create(request)
+    created = subscriptions.create(request, idempotency_key=idempotency_key)
     logger.info("webhook subscription created", extra={"subscription_id": created.id})
     return Response(201, "application/json", created)
 
@@ -545,4 +554,8 @@ def openapi() -> dict[str, Any]:
 @traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Bodies no handler could store (too deep, lone surrogates, 1e400) answer 400 here.
+    refused = refuse_unreadable_body(event)
+    if refused is not None:
+        return refused
     return app.resolve(event, context)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -84,6 +85,13 @@ def launch_local_stack(
 
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[RunningStack]:
+    with running_stack() as stack:
+        yield stack
+
+
+@contextmanager
+def running_stack(extra_env: dict[str, str] | None = None) -> Iterator[RunningStack]:
+    """`make dev` on a free port with fresh secrets (and ``extra_env``), until exit."""
     port = free_port()
     token = secrets.token_hex(16)
     api_token = secrets.token_hex(16)
@@ -99,6 +107,7 @@ def local_stack() -> Iterator[RunningStack]:
         "TELEGRAM_SECRET_TOKEN": telegram_secret_token,
         "TELEGRAM_BOT_TOKEN": telegram_bot_token,
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
     try:
         process, output, base_url = launch_local_stack(env)
