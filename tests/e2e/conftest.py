@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -40,24 +41,13 @@ class RunningStack:
     telegram_bot_token: str = ""
 
 
-@pytest.fixture(scope="session")
-def local_stack() -> Iterator[RunningStack]:
-    port = free_port()
-    token = secrets.token_hex(16)
-    api_token = secrets.token_hex(16)
-    slack_signing_secret = secrets.token_hex(16)
-    telegram_secret_token = secrets.token_urlsafe(24)
-    telegram_bot_token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)[:35]}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-        "THREADLINE_PORT": str(port),
-        "TWILIO_AUTH_TOKEN": token,
-        "THREADLINE_API_TOKEN": api_token,
-        "SLACK_SIGNING_SECRET": slack_signing_secret,
-        "TELEGRAM_SECRET_TOKEN": telegram_secret_token,
-        "TELEGRAM_BOT_TOKEN": telegram_bot_token,
-        "PYTHONUNBUFFERED": "1",
-    }
+def launch_local_stack(
+    env: dict[str, str], timeout: float = START_TIMEOUT_SECONDS
+) -> tuple[subprocess.Popen[str], list[str], str]:
+    """``python -m devstack`` with ``env``: the process, its console lines, its base URL.
+
+    The console keeps being read (into the list) so the stack never blocks on it.
+    """
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack"],
         cwd=REPO_ROOT,
@@ -76,7 +66,7 @@ def local_stack() -> Iterator[RunningStack]:
             lines.put(line)
 
     threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
     base_url = None
     while time.monotonic() < deadline and base_url is None:
         try:
@@ -89,7 +79,40 @@ def local_stack() -> Iterator[RunningStack]:
             base_url = line.split(READY_LINE, 1)[1].strip()
     if base_url is None:
         process.kill()
-        pytest.fail("local stack did not become ready:\n" + "".join(output[-60:]))
+        raise RuntimeError("local stack did not become ready:\n" + "".join(output[-60:]))
+    return process, output, base_url
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[RunningStack]:
+    with running_stack() as stack:
+        yield stack
+
+
+@contextmanager
+def running_stack(extra_env: dict[str, str] | None = None) -> Iterator[RunningStack]:
+    """`make dev` on a free port with fresh secrets (and ``extra_env``), until exit."""
+    port = free_port()
+    token = secrets.token_hex(16)
+    api_token = secrets.token_hex(16)
+    slack_signing_secret = secrets.token_hex(16)
+    telegram_secret_token = secrets.token_urlsafe(24)
+    telegram_bot_token = f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(26)[:35]}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "THREADLINE_PORT": str(port),
+        "TWILIO_AUTH_TOKEN": token,
+        "THREADLINE_API_TOKEN": api_token,
+        "SLACK_SIGNING_SECRET": slack_signing_secret,
+        "TELEGRAM_SECRET_TOKEN": telegram_secret_token,
+        "TELEGRAM_BOT_TOKEN": telegram_bot_token,
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
+    try:
+        process, output, base_url = launch_local_stack(env)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     stack = RunningStack(
         base_url,
         token,

@@ -38,6 +38,19 @@ def _sms(sid_suffix: str, number: str, body: str) -> dict[str, str]:
     }
 
 
+def _drained(stack: RunningStack, number: str) -> None:
+    """Queue one more fallback message from ``number`` and wait until it is filed.
+
+    The drain takes the queue in order, so what was queued before it has been handled.
+    """
+    marker = _sms(f"d{number[-1]}", number, "drained")
+    assert signed_twilio_post(stack, marker, path=FALLBACK_PATH).status_code == 200
+    deadline = time.monotonic() + 30
+    while not any(item["parts"][0]["text"] == "drained" for item in _timeline(stack, number)):
+        assert time.monotonic() < deadline, "the fallback queue was not drained"
+        time.sleep(0.25)
+
+
 def test_a_fallback_request_is_queued_then_filed_through_the_normal_path(local_stack):
     number = "+15551238801"
     response = signed_twilio_post(
@@ -60,8 +73,9 @@ def test_a_message_that_came_both_ways_is_stored_once(local_stack):
     params = _sms("02", number, "twice")
     assert signed_twilio_post(local_stack, params).status_code == 200
     assert signed_twilio_post(local_stack, params, path=FALLBACK_PATH).status_code == 200
-    time.sleep(3)  # the drain's poll interval, several times over
-    assert len(_timeline(local_stack, number)) == 1
+    _drained(local_stack, number)
+    texts = [item["parts"][0]["text"] for item in _timeline(local_stack, number)]
+    assert sorted(texts) == ["drained", "twice"]
 
 
 def test_a_forged_fallback_request_is_dropped_not_filed(local_stack):
@@ -71,7 +85,8 @@ def test_a_forged_fallback_request_is_dropped_not_filed(local_stack):
     )
     # Queued (the gateway cannot check Twilio's signature) but never filed.
     assert forged.status_code == 200
-    assert _timeline(local_stack, number, wait=3.0) == []
+    _drained(local_stack, "+15551238804")
+    assert _timeline(local_stack, number, wait=0) == []
 
 
 def test_a_fallback_request_without_a_signature_is_refused_at_the_gateway(local_stack):
@@ -81,6 +96,16 @@ def test_a_fallback_request_without_a_signature_is_refused_at_the_gateway(local_
         headers={"Content-Type": "application/x-www-form-urlencoded"},
         timeout=10,
     )
-    # SQS refuses the empty Signature attribute, so API Gateway answers 500 and
-    # nothing is queued.
-    assert response.status_code == 500
+    # SQS refuses the empty Signature attribute with a 400, which the integration
+    # hands back: nothing is queued, and the answer says the request was at fault.
+    assert response.status_code == 400
+    assert response.json()["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_a_fallback_body_sqs_cannot_carry_is_a_400(local_stack):
+    response = signed_twilio_post(
+        local_stack, _sms("05", "+15551238805", "x" * 1_100_000), path=FALLBACK_PATH
+    )
+    # Over the queue's message size (1 MiB at most): refused by SQS (400), not an
+    # integration failure (500).
+    assert response.status_code == 400
