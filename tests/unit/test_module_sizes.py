@@ -21,7 +21,7 @@ CHANNELS = REPO_ROOT / "shared" / "threadline" / "channels"
 # Path relative to the repository -> why it may be longer.
 ALLOWED: dict[str, str] = {
     "shared/threadline/channels/slack.py": (
-        "505 lines, 1% over the channel limit (inbound events, sender and user directory"
+        "a few lines over the channel limit (inbound events, sender and user directory"
         " in one module); split its sender out as email/ and telegram/ did when it grows"
     ),
 }
