@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 CHECKOV := $(VENV)/checkov/bin/checkov
 
-.PHONY: dev test lint unit integration e2e bench schemas clean
+.PHONY: dev test lint unit integration e2e bench schemas report clean
 
 $(STAMP): pyproject.toml shared/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ e2e: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+
+# Every analytics metric over the local stack's lake (.threadline/lake), printed and
+# written to .threadline/report.html; FROM=YYYY-MM-DD TO=YYYY-MM-DD narrow the period.
+report: $(STAMP)
+	$(PY) -m threadline_analytics $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO))
 
 schemas: $(STAMP)
 	$(PY) -m threadline.schema_export infra/schemas
