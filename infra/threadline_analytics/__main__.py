@@ -10,9 +10,9 @@ from datetime import date
 from pathlib import Path
 
 from threadline_analytics.html_report import render_html
+from threadline_analytics.lake import DEFAULT_LAKE
 from threadline_analytics.report import compute, render_text
 
-DEFAULT_LAKE = Path(".threadline/lake")
 DEFAULT_HTML = Path(".threadline/report.html")
 
 

@@ -33,6 +33,8 @@ from typing import Any
 EVENTS_PREFIX = "events"
 PARTITION_KEY = "dt"
 FILE_SUFFIX = ".json.gz"
+# The local stack's lake (``make dev`` writes it, ``make report`` reads it); git-ignored.
+DEFAULT_LAKE = Path(".threadline/lake")
 
 # A column type: a Glue primitive name, a struct (field -> type) or an array ([type]).
 ColumnType = str | Mapping[str, "ColumnType"] | list["ColumnType"]

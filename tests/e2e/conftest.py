@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -38,11 +39,14 @@ class RunningStack:
     slack_signing_secret: str = ""
     telegram_secret_token: str = ""
     telegram_bot_token: str = ""
+    lake_dir: Path | None = None
 
 
 @pytest.fixture(scope="session")
-def local_stack() -> Iterator[RunningStack]:
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     port = free_port()
+    # The stack's analytics lake: the test run's own, never the developer's.
+    lake_dir = tmp_path_factory.mktemp("lake")
     token = secrets.token_hex(16)
     api_token = secrets.token_hex(16)
     slack_signing_secret = secrets.token_hex(16)
@@ -57,6 +61,7 @@ def local_stack() -> Iterator[RunningStack]:
         "TELEGRAM_SECRET_TOKEN": telegram_secret_token,
         "TELEGRAM_BOT_TOKEN": telegram_bot_token,
         "PYTHONUNBUFFERED": "1",
+        "THREADLINE_LAKE_DIR": str(lake_dir),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack"],
@@ -99,6 +104,7 @@ def local_stack() -> Iterator[RunningStack]:
         slack_signing_secret=slack_signing_secret,
         telegram_secret_token=telegram_secret_token,
         telegram_bot_token=telegram_bot_token,
+        lake_dir=lake_dir,
     )
     try:
         yield stack
