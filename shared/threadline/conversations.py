@@ -36,10 +36,12 @@ from threadline.items import (
 from threadline.logs import logger
 from threadline.schema import (
     AuthorRole,
+    ClosedBy,
     Conversation,
     ConversationMessageCounts,
     ConversationMetrics,
     ConversationPage,
+    Rating,
     utc_now,
 )
 
@@ -144,6 +146,12 @@ def conversation_from_item(item: dict[str, Any]) -> Conversation:
             time_to_close_seconds=(closed_at - opened_at).total_seconds() if closed_at else None,
             messages=counts,
         ),
+        # Outcomes and ratings (threadline.outcomes): absent until set.
+        resolution=item.get("resolution"),
+        closed_by=ClosedBy.model_validate(item["closed_by"]) if item.get("closed_by") else None,
+        previous_conversation_id=item.get("previous_conversation_id"),
+        repeat_conversation_id=item.get("repeat_conversation_id"),
+        rating=Rating.model_validate(item["rating"]) if item.get("rating") else None,
     )
 
 

@@ -51,9 +51,23 @@ def _message(kind: str, conversation: str, channel: str, at: datetime, role: str
             "channel": channel,
             "direction": "inbound" if inbound else "outbound",
             "author_role": role,
+            "provider": "ses" if channel == "email" else "twilio",
+            "provider_message_id": None,
+            "author_id": None if inbound else AGENT,
+            "sender": None,
+            "recipient": None,
+            "sent_at": None,
             "status": "received" if inbound else "queued",
             "received_at": _iso(at),
             "parts": [{"type": "text", "text": "..."}],
+            "in_reply_to": None,
+            "thread_id": None,
+            "status_history": [],
+            "raw": None,
+            "channel_data": {},
+            "edited_at": None,
+            "deleted_at": None,
+            "revisions": [],
         },
     )
 
@@ -78,12 +92,17 @@ def _conversation(
         "state": "closed",
         "opened_at": _iso(opened),
         "closed_at": _iso(closed),
+        "last_message_at": _iso(closed),
         "close_reason": close_reason,
+        "channels": sorted(channels),
+        "last_channel": channels[-1],
+        "message_count": 0,
+        "first_response_at": _iso(opened + timedelta(seconds=first_response)),
         "resolution": resolution,
         "closed_by": closed_by,
         "previous_conversation_id": previous,
-        "channels": channels,
-        "last_channel": channels[-1],
+        "repeat_conversation_id": None,
+        "rating": None,
         "metrics": {
             "channels_used": sorted(channels),
             "channel_switches": switches,
@@ -94,11 +113,29 @@ def _conversation(
     }
 
 
-def _rating(cid: str, channel: str, score: int, at: datetime) -> dict[str, Any]:
+def _opened(conversation: dict[str, Any]) -> dict[str, Any]:
+    """The conversation as conversation.opened shows it: open, no outcome yet."""
+    metrics = {**conversation["metrics"], "time_to_close_seconds": None}
+    return {
+        **conversation,
+        "state": "open",
+        "closed_at": None,
+        "close_reason": None,
+        "resolution": None,
+        "closed_by": None,
+        "metrics": metrics,
+    }
+
+
+def _rating(conversation: dict[str, Any], channel: str, score: int, at: datetime) -> dict:
+    rating = {
+        "conversation_id": conversation["id"],
+        "score": score,
+        "channel": channel,
+        "rated_at": _iso(at),
+    }
     return _event(
-        "conversation.rated",
-        at,
-        rating={"conversation_id": cid, "score": score, "channel": channel, "rated_at": _iso(at)},
+        "conversation.rated", at, conversation={**conversation, "rating": rating}, rating=rating
     )
 
 
@@ -145,7 +182,7 @@ def scenario_events() -> list[dict[str, Any]]:
     minute = timedelta(minutes=1)
     events = [
         # A: SMS, an answer, then e-mail (a switch), an answer, closed resolved, rated 5.
-        _event("conversation.opened", a_open, conversation={**a, "state": "open"}),
+        _event("conversation.opened", a_open, conversation=_opened(a)),
         _message("message.received", "convA", "sms", a_open, "customer"),
         _message("message.queued", "convA", "sms", a_open + 2 * minute, "agent"),
         _message("message.received", "convA", "sms", a_open + 5 * minute, "customer"),
@@ -162,19 +199,24 @@ def scenario_events() -> list[dict[str, Any]]:
         _event("conversation.closed", a_open + timedelta(hours=1), conversation=a),
         _message("message.queued", "convA", "email", a_open + 61 * minute, "system"),
         _message("message.received", "convA", "email", a_open + 70 * minute, "customer"),
-        _rating("convA", "email", 5, a_open + 70 * minute),
+        _rating(a, "email", 5, a_open + 70 * minute),
         # B: e-mail the next day, answered, closed resolved, rated 2.
-        _event("conversation.opened", b_open, conversation={**b, "state": "open"}),
+        _event("conversation.opened", b_open, conversation=_opened(b)),
         _message("message.received", "convB", "email", b_open, "customer"),
         _message("message.queued", "convB", "email", b_open + 10 * minute, "agent"),
         _event("conversation.closed", b_open + 30 * minute, conversation=b),
         _message("message.queued", "convB", "email", b_open + 31 * minute, "system"),
         _message("message.received", "convB", "email", b_open + 45 * minute, "customer"),
-        _rating("convB", "email", 2, b_open + 45 * minute),
+        _rating(b, "email", 2, b_open + 45 * minute),
         # C: WhatsApp within 72 h of B's resolved close: B is reopened; C goes quiet
         # with the customer's message last: abandoned.
-        _event("conversation.opened", c_open, conversation={**c, "state": "open"}),
-        _event("conversation.reopened", c_open, conversation=b, repeat_conversation_id="convC"),
+        _event("conversation.opened", c_open, conversation=_opened(c)),
+        _event(
+            "conversation.reopened",
+            c_open,
+            conversation={**b, "repeat_conversation_id": "convC"},
+            repeat_conversation_id="convC",
+        ),
         _message("message.received", "convC", "whatsapp", c_open, "customer"),
         _message("message.queued", "convC", "whatsapp", c_open + timedelta(seconds=30), "agent"),
         _message("message.received", "convC", "whatsapp", c_last, "customer"),

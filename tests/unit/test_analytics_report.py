@@ -4,10 +4,13 @@ worked out by hand from the scenario's story, not by running SQL."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
+import jsonschema
 import pytest
 
+from tests.conftest import REPO_ROOT
 from tests.unit.analytics_scenario import scenario_events
 from threadline_analytics.html_report import render_html
 from threadline_analytics.lake import LakeWriter
@@ -26,6 +29,14 @@ def lake(tmp_path):
 
 def _results(lake, **period):
     return {r.metric.name: r.records() for r in compute(lake, **period)}
+
+
+def test_the_scenario_is_made_of_events_as_published():
+    # Every line validates against the committed schema of its type (infra/schemas).
+    for event in scenario_events():
+        path = REPO_ROOT / "infra" / "schemas" / f"event.{event['type']}.v1.json"
+        schema = json.loads(path.read_text(encoding="utf-8"))
+        jsonschema.validators.validator_for(schema)(schema).validate(event)
 
 
 def test_the_lake_is_partitioned_by_the_events_day(lake):
