@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import aws
-from threadline.channels import email, meta, slack, telegram, twilio
+from threadline.channels import email, meta, slack, telegram, twilio, webchat
 from threadline.logs import logger
 from threadline.outbound import (
     Dispatcher,
@@ -45,6 +45,7 @@ dispatcher = Dispatcher(
         Channel.TELEGRAM: telegram.sender_from_env(),
         Channel.MESSENGER: meta.messenger_sender_from_env(Channel.MESSENGER),
         Channel.INSTAGRAM: meta.messenger_sender_from_env(Channel.INSTAGRAM),
+        Channel.WEBCHAT: webchat.build_sender(),  # registry(webchat)
     },
 )
 queue_url = required_env("DISPATCH_QUEUE_URL")

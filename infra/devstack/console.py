@@ -166,6 +166,10 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
             f"  events        {stack.events_url}  (events on {', '.join(stack.event_log.buses)}; "
             "?type=message.sent)",
         )
+    if stack.websocket is not None and stack.websocket.api is not None:
+        _say(out, f"  websocket     {stack.websocket.socket_base_url}  (WebSocket API, ?token=)")
+        _say(out, f"  web chat      {stack.websocket.demo_url}  (demo page: the widget, live)")
+        _say(out, f"  widget        {stack.base_url}/webchat/v1/widget.js")
     auth = (
         "bearer token required (THREADLINE_API_TOKEN)"
         if stack.api_token

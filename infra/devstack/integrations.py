@@ -135,6 +135,9 @@ def service_routes(stack: StackResources) -> list[Route]:
         if resource.type != "AWS::ApiGatewayV2::Route":
             continue
         properties = stack.template.properties(logical_id)
+        api_ref = properties.get("ApiId")
+        if isinstance(api_ref, Mapping) and _is_websocket_api(stack, api_ref.get("Ref")):
+            continue  # served by devstack.websocket
         integration_id = _target_integration(logical_id, properties.get("Target"))
         integration = stack.template.properties(integration_id)
         subtype = integration.get("IntegrationSubtype")
@@ -162,6 +165,13 @@ def service_routes(stack: StackResources) -> list[Route]:
             )
         )
     return found
+
+
+def _is_websocket_api(stack: StackResources, logical_id: Any) -> bool:
+    if not isinstance(logical_id, str) or logical_id not in stack:
+        return False
+    protocol = stack.template.properties(logical_id).get("ProtocolType")
+    return str(protocol).upper() == "WEBSOCKET"
 
 
 def _target_integration(route: str, target: Any) -> str:

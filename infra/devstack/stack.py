@@ -38,6 +38,7 @@ from devstack.secrets import ProvisionedSecret, provision_secrets, put_secret, s
 from devstack.sesfeedback import SesFeedback, async_retries, sns_pollers
 from devstack.template import Template, load_template
 from devstack.webconsole import RawRequests, WebConsole
+from devstack.websocket import WebSocketEmulator, local_websocket, websocket_apis
 from threadline_analytics.lake import LakeWriter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -272,6 +273,7 @@ class LocalStack:
         self.sandbox = ProviderSandbox()
         self.event_log: EventLog | None = None
         self.pollers: list[Poller] = []
+        self.websocket: WebSocketEmulator | None = None
         # Lines for the console: event sources read but not (fully) emulated.
         self.poller_notes: list[str] = []
         # The parameters the local stack chose itself (see local_parameter_defaults).
@@ -294,6 +296,15 @@ class LocalStack:
         self.parameter_defaults = local_parameter_defaults(
             self.template, self.server.base_url, self.parameters
         )
+        # The WebSocket API's emulator, bound now: its URLs are template parameters too.
+        self.websocket = local_websocket(self.template.parameters, self.port, self.log)
+        if self.websocket is not None:
+            given = self.parameters or {}
+            self.parameter_defaults |= {
+                name: value
+                for name, value in self.websocket.parameter_defaults().items()
+                if name in self.template.parameters and name not in given
+            }
         self.aws = EmbeddedAws.create(
             self.template,
             environ=self.environ,
@@ -360,6 +371,9 @@ class LocalStack:
             self.pollers.append(poller.start())
         dev.functions = FunctionControl(self.runtime, self.pollers)
         dev.console = WebConsole(self.aws.secrets, self._raw_requests())
+        socket_apis = websocket_apis(self.aws.resources, functions)
+        if self.websocket is not None and socket_apis:
+            self.websocket.start(socket_apis[0], self.runtime.invoke, gateway_url=self.base_url)
         self.server.start()
 
     def stop(self) -> None:
@@ -369,6 +383,8 @@ class LocalStack:
         self._running = False
         if self.server is not None:
             self.server.stop()
+        if self.websocket is not None:
+            self.websocket.stop()
         for poller in self.pollers:
             poller.signal_stop()
         # Closing the workers ends an invocation a poller is waiting on; its poller

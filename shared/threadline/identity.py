@@ -15,6 +15,8 @@ _SLACK_ID = re.compile(r"^[A-Z0-9]+:[A-Z0-9]+$")
 _TELEGRAM_ID = re.compile(r"^[1-9][0-9]{0,15}$")
 # Page-scoped (Messenger PSID) and Instagram-scoped (IGSID) user ids are decimal digits.
 _META_SCOPED_ID = re.compile(r"^[0-9]{1,64}$")
+# registry(webchat): visitor ids are what POST /webchat/v1/sessions hands out.
+_WEBCHAT_VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
 def canonical_phone(value: str) -> str:
@@ -77,6 +79,8 @@ def canonical_identity_value(kind: str, value: str) -> str:
         raise ValueError("telegram identities are the user's numeric id, e.g. 123456789")
     if kind in ("messenger", "instagram") and not _META_SCOPED_ID.match(text):
         raise ValueError(f"{kind} identities are Meta's numeric scoped user ids")
+    if kind == "webchat" and not _WEBCHAT_VISITOR_ID.match(text):  # registry(webchat)
+        raise ValueError("webchat identities are visitor ids (8-64 of A-Z a-z 0-9 _ -)")
     if not text:
         raise ValueError("empty identity")
     return text

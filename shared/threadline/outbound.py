@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from threadline.channels.base import Sender, SendFailed, SendResult
+from threadline.channels.base import Sender, SendFailed, SendResult, StatusUpdate
 from threadline.consent import Purpose
 from threadline.email_feedback import email_block
 from threadline.errors import NotFound, StorageUnavailable, ThreadlineError
@@ -806,6 +806,16 @@ class Dispatcher:
                 raise RetryLater(backoff_seconds(attempt, error.retry_after), error.code) from error
             return self._fail(message, error.code, error.message, now)
         self.store.record_sent(message, result.provider_message_id, now, result.aliases)
+        if result.delivered:  # registry(webchat): a push to an open socket is delivered
+            self.store.apply_status(
+                StatusUpdate(
+                    provider=message.provider,
+                    provider_message_id=result.provider_message_id,
+                    status=MessageStatus.DELIVERED,
+                    customer_id=message.customer_id,
+                    message_id=message.id,
+                )
+            )
         logger.info(
             "message sent",
             extra={"message_id": message_id, "provider_message_id": result.provider_message_id},

@@ -169,7 +169,9 @@ def test_linking_refuses_an_identity_that_is_not_canonicalisable(customer, api):
         "POST", f"/v1/customers/{ana}/identities", {"kind": "fax", "value": "+15551234567"}
     )
     assert status == 400, body
-    status, body = api("POST", "/v1/customers/NOPE/identities", {"kind": "webchat", "value": "w1"})
+    status, body = api(
+        "POST", "/v1/customers/NOPE/identities", {"kind": "webchat", "value": "v_visitor01"}
+    )
     assert status == 404, body
 
 

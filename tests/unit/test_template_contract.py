@@ -131,16 +131,45 @@ def test_only_webhook_routes_skip_iam_auth():
                 continue
             authorizer = (event["Properties"].get("Auth") or {}).get("Authorizer")
             if authorizer == "NONE":
-                assert event["Properties"]["Path"].startswith("/webhooks/"), logical_id
+                # Webhooks verify their provider's signature; web chat sessions are the
+                # visitor's own (CORS allowlist, signed token, user_hash).
+                path = event["Properties"]["Path"]
+                assert path.startswith(("/webhooks/", "/webchat/v1/")), logical_id
 
 
 def test_service_integration_routes_are_webhooks_only():
     # Routes declared as raw ApiGatewayV2 resources bypass SAM's default authorizer,
     # so each must be a webhook that verifies its provider's signature downstream.
     resources = load_template()["Resources"]
-    routes = {k: r for k, r in resources.items() if r["Type"] == "AWS::ApiGatewayV2::Route"}
+    websocket_apis = {
+        k
+        for k, r in resources.items()
+        if r["Type"] == "AWS::ApiGatewayV2::Api" and r["Properties"]["ProtocolType"] == "WEBSOCKET"
+    }
+    routes = {
+        k: r
+        for k, r in resources.items()
+        if r["Type"] == "AWS::ApiGatewayV2::Route"
+        and r["Properties"]["ApiId"].get("Ref") not in websocket_apis
+    }
     assert routes, "the Twilio fallback route is declared as a raw route"
     for logical_id, route in routes.items():
         _method, path = route["Properties"]["RouteKey"].split(" ", 1)
         assert path.startswith("/webhooks/"), logical_id
         assert route["Properties"].get("AuthorizationType", "NONE") == "NONE", logical_id
+
+
+def test_websocket_routes_reach_only_the_web_chat_function():
+    # The WebSocket API's routes are open to any client: $connect checks the signed
+    # session token itself, so every route must land on that one function.
+    resources = load_template()["Resources"]
+    routes = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::ApiGatewayV2::Route"
+        and r["Properties"]["ApiId"].get("Ref") == "WebchatSocketApi"
+    ]
+    assert {r["RouteKey"] for r in routes} == {"$connect", "$disconnect", "$default"}
+    integration = resources["WebchatSocketIntegration"]["Properties"]
+    assert "WebchatSocketFunction.Arn" in str(integration["IntegrationUri"])
+    assert all("WebchatSocketIntegration" in str(r["Target"]) for r in routes)

@@ -211,6 +211,9 @@ class SendResult:
     """Other ids the provider's messages will use for this one (e-mail: the
     Message-ID header we wrote), mapped to the message like the provider id, so a
     customer's reply that names one can be threaded."""
+    delivered: bool = False
+    """The provider handed it to the customer's device while we waited (web chat's
+    push to an open socket): the dispatcher records ``delivered`` right away."""
 
 
 class SendFailed(Exception):
