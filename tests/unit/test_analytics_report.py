@@ -139,3 +139,18 @@ def test_text_and_html_carry_every_metric(lake):
         assert result.metric.title in page
     assert page.count("<svg") == 5  # volume, outcomes, switches, times, CSAT
     assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_threadline_report_prints_the_period_and_writes_the_page(lake, tmp_path):
+    from click.testing import CliRunner
+
+    from threadline_cli.main import cli
+
+    page = tmp_path / "out" / "report.html"
+    arguments = ["report", "--lake", str(lake), "--from", "2026-11-24", "--to", "2026-11-24"]
+    result = CliRunner().invoke(cli, [*arguments, "--html", str(page)])
+    assert result.exit_code == 0, result.output
+    # On the 24th: B closed resolved (reopened the same day), 2 e-mail and 2 WhatsApp in.
+    assert "2026-11-24  email     2        2" in result.output
+    assert "2026-11-23" not in result.output
+    assert "Period: 2026-11-24 to 2026-11-24" in page.read_text(encoding="utf-8")
