@@ -4,12 +4,10 @@ scenario's figures. A screenshot is kept under ``artifacts/`` (git-ignored)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
-from tests.e2e.test_console_browser import ARTIFACTS, LAUNCH_FLAGS, ensure_chromium
+# The console's browser test has the fixture (Debian's chromium, installed if missing).
+from tests.e2e.test_console_browser import ARTIFACTS, browser  # noqa: F401 (fixture)
 from tests.unit.analytics_scenario import scenario_events
 from threadline_analytics.__main__ import main as report_main
 from threadline_analytics.lake import LakeWriter
@@ -17,22 +15,7 @@ from threadline_analytics.lake import LakeWriter
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    executable = ensure_chromium()
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=LAUNCH_FLAGS
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-def test_the_report_page_draws_every_chart_offline(chromium, tmp_path, capsys):
+def test_the_report_page_draws_every_chart_offline(browser, tmp_path, capsys):  # noqa: F811
     lake = tmp_path / "lake"
     LakeWriter(lake).write(scenario_events())
     page_path = tmp_path / "report.html"
@@ -40,7 +23,7 @@ def test_the_report_page_draws_every_chart_offline(chromium, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "First contact resolution" in printed and str(page_path) in printed
 
-    page = chromium.new_page(viewport={"width": 1100, "height": 2400})
+    page = browser.new_page(viewport={"width": 1100, "height": 2400})
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     page.goto(page_path.as_uri())
