@@ -34,9 +34,9 @@ from threadline.items import (
     to_item,
 )
 from threadline.logs import logger
+from threadline.outcomes import outcome_of
 from threadline.schema import (
     AuthorRole,
-    ClosedBy,
     Conversation,
     ConversationMessageCounts,
     ConversationMetrics,
@@ -122,6 +122,7 @@ def conversation_from_item(item: dict[str, Any]) -> Conversation:
         datetime.fromisoformat(item["first_response_at"]) if item.get("first_response_at") else None
     )
     channels = sorted(item.get("channels") or [])
+    resolution, closed_by = outcome_of(item)
     counts = ConversationMessageCounts(
         **{role.value: int(item.get(role_counter(role), 0)) for role in AuthorRole}
     )
@@ -147,8 +148,8 @@ def conversation_from_item(item: dict[str, Any]) -> Conversation:
             messages=counts,
         ),
         # Outcomes and ratings (threadline.outcomes): absent until set.
-        resolution=item.get("resolution"),
-        closed_by=ClosedBy.model_validate(item["closed_by"]) if item.get("closed_by") else None,
+        resolution=resolution,
+        closed_by=closed_by,
         previous_conversation_id=item.get("previous_conversation_id"),
         repeat_conversation_id=item.get("repeat_conversation_id"),
         rating=Rating.model_validate(item["rating"]) if item.get("rating") else None,

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from threadline.schema import AuthorRole, ClosedBy, Resolution
 
@@ -56,6 +58,21 @@ def quiet_period_outcome(last_author_role: AuthorRole | str | None) -> tuple[Res
     if last_author_role is None or AuthorRole(last_author_role) is AuthorRole.CUSTOMER:
         return "abandoned", SYSTEM
     return "resolved", SYSTEM
+
+
+def outcome_of(item: Mapping[str, Any]) -> tuple[Resolution | None, ClosedBy | None]:
+    """A conversation item's outcome: as recorded by an API close, or derived for a
+    quiet-period close from ``last_author_role`` (frozen once closed: a closed
+    conversation takes no more messages). None while open, and for conversations
+    closed before outcomes were recorded."""
+    if item.get("state") != "closed":
+        return None, None
+    if item.get("resolution"):
+        closed_by = item.get("closed_by")
+        return item["resolution"], ClosedBy.model_validate(closed_by) if closed_by else None
+    if item.get("close_reason") == "quiet_period" and item.get("last_author_role"):
+        return quiet_period_outcome(item["last_author_role"])
+    return None, None
 
 
 def is_repeat_contact(

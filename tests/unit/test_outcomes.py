@@ -82,3 +82,23 @@ def test_the_window_is_configurable(monkeypatch):
 )
 def test_only_a_bare_score_is_a_rating(text, score):
     assert parse_rating(text) == score
+
+
+def test_the_outcome_of_an_item_is_recorded_or_derived_from_who_wrote_last():
+    from threadline.outcomes import outcome_of
+
+    closed = {"state": "closed", "close_reason": "quiet_period"}
+    assert outcome_of({**closed, "last_author_role": "customer"}) == (
+        "abandoned",
+        ClosedBy(role="system"),
+    )
+    assert outcome_of({**closed, "last_author_role": "agent"})[0] == "resolved"
+    by_agent = {"role": "agent", "id": "agent-7"}
+    recorded = {"state": "closed", "close_reason": "api", "resolution": "unresolved"}
+    assert outcome_of({**recorded, "closed_by": by_agent}) == (
+        "unresolved",
+        ClosedBy(role="agent", id="agent-7"),
+    )
+    # Open, or closed before outcomes were recorded: no outcome.
+    assert outcome_of({"state": "open", "last_author_role": "customer"}) == (None, None)
+    assert outcome_of(closed) == (None, None)
