@@ -35,7 +35,7 @@ from urllib.parse import urlencode
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.conftest import load_handler_module, serverless_functions  # noqa: E402
+from tests.conftest import load_handler_module, load_template, serverless_functions  # noqa: E402
 from threadline.schema import Identity  # noqa: E402
 
 IMPORT_RUNS = 9
@@ -783,7 +783,7 @@ def _start_sandbox() -> Any:
 def main() -> int:
     import secrets
 
-    from devstack.stack import EmbeddedAws
+    from devstack.stack import EmbeddedAws, sandbox_parameters
 
     if sys.argv[1:] == ["imports"]:
         # Only section 1: `python bench/run.py imports`.
@@ -800,7 +800,10 @@ def main() -> int:
         return 0
     token = secrets.token_hex(16)
     sandbox = _start_sandbox()
-    parameters = {"ProviderSandboxUrl": sandbox.url, "PublicBaseUrl": f"https://{HOST}"}
+    parameters = {
+        **sandbox_parameters(load_template()["Parameters"], sandbox.url),
+        "PublicBaseUrl": f"https://{HOST}",
+    }
     with EmbeddedAws.start(parameters=parameters) as embedded:
         embedded.put_secret("TwilioAuthTokenParameterName", token)
         embedded.put_secret("TwilioAccountSidParameterName", "AC" + "0" * 32)

@@ -246,11 +246,11 @@ def close_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
 
 @cache
 def media_fetchers() -> dict[str, MediaFetcher]:
-    # The Graph client (and urllib3 under it) only for the first media request: the
-    # API's other routes should not pay for it at cold start.
-    from threadline.channels import meta
+    # Built from the channel registry on the first media request (the Graph client and
+    # urllib3 under it): the API's other routes should not pay for it at cold start.
+    from threadline.channels import registry
 
-    return {"meta": meta.media_client_from_env()}
+    return registry.media_fetchers()
 
 
 @app.get(

@@ -14,40 +14,14 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import aws
-from threadline.channels import email, meta, slack, telegram, twilio, webchat
 from threadline.logs import logger
-from threadline.outbound import (
-    Dispatcher,
-    OutboundStore,
-    ProviderChoice,
-    RetryLater,
-    job_from_queue_body,
-)
-from threadline.schema import Channel
+from threadline.outbound import Dispatcher, OutboundStore, RetryLater, job_from_queue_body
 from threadline.settings import required_env, store_settings
 
 # Report every failed record, even when all failed, so Lambda retries just those.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-twilio_sender = twilio.sender_from_env()
-# WhatsApp: the provider the customer last wrote through, else Twilio when its
-# WhatsApp sender is configured, else Meta's Cloud API (docs/outbound.md).
-whatsapp = ProviderChoice(
-    {"twilio": twilio_sender, "meta": meta.whatsapp_sender_from_env()},
-    default="twilio" if twilio_sender.whatsapp_from else "meta",
-)
-dispatcher = Dispatcher(
-    OutboundStore(store_settings()),
-    senders={
-        Channel.SMS: twilio_sender,
-        Channel.WHATSAPP: whatsapp,
-        Channel.SLACK: slack.sender_from_env(),
-        Channel.EMAIL: email.sender_from_env(),
-        Channel.TELEGRAM: telegram.sender_from_env(),
-        Channel.MESSENGER: meta.messenger_sender_from_env(Channel.MESSENGER),
-        Channel.INSTAGRAM: meta.messenger_sender_from_env(Channel.INSTAGRAM),
-        Channel.WEBCHAT: webchat.build_sender(),  # registry(webchat)
-    },
-)
+# Each channel's sender is built from the channel registry on its first reply.
+dispatcher = Dispatcher(OutboundStore(store_settings()))
 queue_url = required_env("DISPATCH_QUEUE_URL")
 
 

@@ -1,6 +1,6 @@
 """The local-only ``/_dev`` routes, in front of the HTTP API on the gateway's port.
 
-* ``/_dev/sandbox/...`` is the provider sandbox (``PROVIDER_SANDBOX_URL`` points
+* ``/_dev/sandbox/...`` is the provider sandbox (each ``<Provider>ApiBaseUrl`` points
   the functions' provider SDKs here): Twilio's Messages API, ``/faults/<provider>``
   and ``/outbox``.
 * ``GET /_dev/outbox`` (``?provider=twilio&to=+1555...``) lists what the sandbox

@@ -1,7 +1,8 @@
 """The provider sandbox: stands in for provider APIs on the local stack.
 
-The dispatcher uses the providers' real SDKs; with ``PROVIDER_SANDBOX_URL`` set they
-send their HTTP requests here instead of to the provider. The sandbox records each
+The dispatcher uses the providers' real SDKs; the local stack sets each provider's
+API root (template parameter ``<Provider>ApiBaseUrl``) to ``/_dev/sandbox/<provider>``,
+so they send their HTTP requests here instead of to the provider. The sandbox records each
 request (``GET /_dev/outbox`` lists them) and answers as the provider's API would,
 so nothing leaves the machine. Tests can program faults: the next answers for a
 provider, e.g. ``[429, 429]`` then the normal success.

@@ -15,7 +15,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
@@ -47,7 +47,9 @@ DEFAULT_PORT = 3000
 HEALTH_PATH = "/v1/health"
 # Template parameters the local stack fills in with its own URLs unless told otherwise.
 PUBLIC_BASE_URL_PARAMETER = "PublicBaseUrl"
-SANDBOX_URL_PARAMETER = "ProviderSandboxUrl"
+# Every <Provider>ApiBaseUrl parameter (the provider API's root, the real API by
+# default) points at the sandbox's /<provider> routes locally.
+API_BASE_URL_SUFFIX = "ApiBaseUrl"
 EMAIL_FROM_PARAMETER = "EmailFromAddress"
 WEBHOOK_PRIVATE_TARGETS_PARAMETER = "AllowPrivateWebhookTargets"
 WEBHOOK_RETRY_BASE_PARAMETER = "WebhookRetryBaseSeconds"
@@ -61,13 +63,13 @@ def local_parameter_defaults(
     """Parameter values that make the template's URLs point at the local stack.
 
     ``PublicBaseUrl`` becomes the gateway's base URL (Twilio signature URLs and the
-    StatusCallback URLs the dispatcher hands out then name the local stack) and
-    ``ProviderSandboxUrl`` its sandbox; a parameter the template lacks, or that
-    the caller sets itself, is left alone.
+    StatusCallback URLs the dispatcher hands out then name the local stack) and every
+    ``<Provider>ApiBaseUrl`` its sandbox (:func:`sandbox_parameters`); a parameter
+    the template lacks, or that the caller sets itself, is left alone.
     """
     wanted = {
         PUBLIC_BASE_URL_PARAMETER: base_url,
-        SANDBOX_URL_PARAMETER: base_url + SANDBOX_PREFIX,
+        **sandbox_parameters(template.parameters, base_url + SANDBOX_PREFIX),
         EMAIL_FROM_PARAMETER: LOCAL_EMAIL_FROM,
         # Tests run CRM webhook receivers on http://127.0.0.1, and wait seconds, not
         # minutes, for a retry.
@@ -79,6 +81,16 @@ def local_parameter_defaults(
         name: value
         for name, value in wanted.items()
         if name in template.parameters and name not in given
+    }
+
+
+def sandbox_parameters(parameter_names: Iterable[str], sandbox_url: str) -> dict[str, str]:
+    """``<Provider>ApiBaseUrl`` -> ``<sandbox_url>/<provider>`` for each such template
+    parameter: the functions then call the sandbox instead of the provider."""
+    return {
+        name: f"{sandbox_url.rstrip('/')}/{name.removesuffix(API_BASE_URL_SUFFIX).lower()}"
+        for name in parameter_names
+        if name.endswith(API_BASE_URL_SUFFIX)
     }
 
 

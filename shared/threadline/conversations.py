@@ -18,20 +18,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from threadline.dal.base import TableAccess, Update, Write, WriteCancelled, put_once
 from threadline.errors import StorageUnavailable
 from threadline.items import (
     CONVERSATION_POINTER_SK,
     PROFILE_SK,
-    cancellation_reasons,
+    close_bucket,
+    conversation_item,
+    conversation_pointer_item,
     conversation_pointer_pk,
     conversation_sk,
     customer_pk,
-    decode_cursor,
-    encode_cursor,
-    from_item,
-    to_item,
+    due_key,
+    role_counter,
 )
 from threadline.logs import logger
 from threadline.outcomes import outcome_of
@@ -45,9 +46,7 @@ from threadline.schema import (
     utc_now,
 )
 
-if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+__all__ = ["close_bucket", "due_key", "role_counter"]
 
 CONVERSATION_QUIET_PERIOD = timedelta(hours=24)
 # The sweeper looks this far back for conversations whose quiet period ended: one
@@ -67,20 +66,6 @@ def quiet_period_from_env() -> timedelta:
     """``CONVERSATION_QUIET_MINUTES`` (template parameter ConversationQuietMinutes)."""
     minutes = os.environ.get("CONVERSATION_QUIET_MINUTES")
     return timedelta(minutes=int(minutes)) if minutes else CONVERSATION_QUIET_PERIOD
-
-
-def role_counter(role: AuthorRole | str) -> str:
-    return f"messages_{AuthorRole(role).value}"
-
-
-def due_key(due: datetime) -> str:
-    """Fixed-width UTC text, so the index's sort key orders as time does."""
-    return due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def close_bucket(due: datetime) -> str:
-    """The index partition of conversations whose quiet period ends in that UTC hour."""
-    return "CLOSEDUE#" + due.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
 @dataclass(frozen=True)
@@ -108,7 +93,7 @@ class ConversationPlan:
     """The conversation part of an inbound message's transaction."""
 
     conversation_id: str
-    operations: list[TransactWriteItemTypeDef]
+    writes: list[Write]
     profile_condition: str | None = None
     profile_values: dict[str, Any] = field(default_factory=dict)
     opened: bool = False
@@ -156,236 +141,211 @@ def conversation_from_item(item: dict[str, Any]) -> Conversation:
     )
 
 
-class ConversationStore:
-    """Conversation reads and writes; TimelineStore mixes this in."""
+# ------------------------------------------------------------- plans (no I/O)
 
-    quiet_period: timedelta
 
-    @property
-    def table(self) -> str:
-        raise NotImplementedError
+def open_writes(
+    customer_id: str,
+    conversation_id: str,
+    channel: str,
+    role: AuthorRole,
+    now: datetime,
+    quiet_period: timedelta,
+) -> list[Write]:
+    """A new open conversation and the pointer that finds its customer by id."""
+    item = conversation_item(customer_id, conversation_id, channel, role, now, now + quiet_period)
+    return [put_once(item), put_once(conversation_pointer_item(conversation_id, customer_id))]
 
-    @property
-    def dynamodb(self) -> DynamoDBClient:
-        raise NotImplementedError
 
-    # ------------------------------------------------------------- transaction items
+def close_expired_write(
+    customer_id: str, known: KnownConversation, quiet_period: timedelta
+) -> Update:
+    """Close a conversation whose quiet period passed, if nobody has yet.
 
-    def _new_conversation_operations(
-        self,
-        customer_id: str,
-        conversation_id: str,
-        channel: str,
-        role: AuthorRole,
-        now: datetime,
-    ) -> list[TransactWriteItemTypeDef]:
-        stamp = now.isoformat()
-        due = now + self.quiet_period
-        return [
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": to_item(
-                        {
-                            "pk": customer_pk(customer_id),
-                            "sk": conversation_sk(conversation_id),
-                            "type": "conversation",
-                            "conversation_id": conversation_id,
-                            "customer_id": customer_id,
-                            "state": OPEN,
-                            "opened_at": stamp,
-                            "last_message_at": stamp,
-                            "channels": {channel},
-                            "last_inbound_channel": channel,
-                            "channel_switches": 0,
-                            "message_count": 1,
-                            role_counter(role): 1,
-                            "close_due_at": due_key(due),
-                            "close_bucket": close_bucket(due),
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": to_item(
-                        {
-                            "pk": conversation_pointer_pk(conversation_id),
-                            "sk": CONVERSATION_POINTER_SK,
-                            "type": "conversation_pointer",
-                            "conversation_id": conversation_id,
-                            "customer_id": customer_id,
-                        }
-                    ),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            },
-        ]
+    Conditioned on the last message we know of: a message written meanwhile (from
+    another identity, or a reply) makes it fail and the writer re-reads. Already
+    closed (sweeper, API), it changes nothing, so it makes no stream record.
+    """
+    closed_at = datetime.fromisoformat(known.last_message_at) + quiet_period
+    return Update(
+        key=(customer_pk(customer_id), conversation_sk(known.id)),
+        expression=(
+            "SET #state = :closed, closed_at = if_not_exists(closed_at, :closed_at), "
+            "close_reason = if_not_exists(close_reason, :reason) "
+            "REMOVE close_bucket, close_due_at"
+        ),
+        condition="last_message_at = :seen",
+        names={"#state": "state"},
+        values={
+            ":closed": CLOSED,
+            ":closed_at": closed_at.isoformat(),
+            ":reason": QUIET_PERIOD_REASON,
+            ":seen": known.last_message_at,
+        },
+    )
 
-    def _close_expired_operation(
-        self, customer_id: str, known: KnownConversation
-    ) -> TransactWriteItemTypeDef:
-        """Close a conversation whose quiet period passed, if nobody has yet.
 
-        Conditioned on the last message we know of: a message written meanwhile (from
-        another identity, or a reply) makes it fail and the writer re-reads. Already
-        closed (sweeper, API), it changes nothing, so it makes no stream record.
-        """
-        closed_at = datetime.fromisoformat(known.last_message_at) + self.quiet_period
-        return {
-            "Update": {
-                "TableName": self.table,
-                "Key": to_item({"pk": customer_pk(customer_id), "sk": conversation_sk(known.id)}),
-                "UpdateExpression": (
-                    "SET #state = :closed, closed_at = if_not_exists(closed_at, :closed_at), "
-                    "close_reason = if_not_exists(close_reason, :reason) "
-                    "REMOVE close_bucket, close_due_at"
-                ),
-                "ConditionExpression": "last_message_at = :seen",
-                "ExpressionAttributeNames": {"#state": "state"},
-                "ExpressionAttributeValues": to_item(
-                    {
-                        ":closed": CLOSED,
-                        ":closed_at": closed_at.isoformat(),
-                        ":reason": QUIET_PERIOD_REASON,
-                        ":seen": known.last_message_at,
-                    }
-                ),
-            }
+def continue_write(
+    customer_id: str,
+    known: KnownConversation,
+    channel: str,
+    role: AuthorRole,
+    now: datetime,
+    message_id: str,
+    quiet_period: timedelta,
+) -> Update:
+    """An inbound message joins the open conversation (a channel switch is counted)."""
+    due = now + quiet_period
+    values: dict[str, Any] = {
+        ":now": now.isoformat(),
+        ":due": due_key(due),
+        ":bucket": close_bucket(due),
+        ":channel": channel,
+        ":channels": {channel},
+        ":one": 1,
+        ":open": OPEN,
+    }
+    update = (
+        "SET last_message_at = :now, close_due_at = :due, close_bucket = :bucket, "
+        "last_inbound_channel = :channel"
+    )
+    add = f" ADD message_count :one, channels :channels, {role_counter(role)} :one"
+    if known.last_channel is not None and known.last_channel != channel:
+        update += ", last_switch = :switch"
+        add += ", channel_switches :one"
+        values[":switch"] = {
+            "from": known.last_channel,
+            "to": channel,
+            "message_id": message_id,
+            "at": now.isoformat(),
         }
+    if known.last_channel is None:
+        condition = "#state = :open AND attribute_not_exists(last_inbound_channel)"
+    else:
+        # The channel switch is decided from this belief: it must be true.
+        condition = "#state = :open AND last_inbound_channel = :previous"
+        values[":previous"] = known.last_channel
+    return Update(
+        key=(customer_pk(customer_id), conversation_sk(known.id)),
+        expression=update + add,
+        condition=condition,
+        names={"#state": "state"},
+        values=values,
+    )
 
-    def _continue_operation(
-        self,
-        customer_id: str,
-        known: KnownConversation,
-        channel: str,
-        role: AuthorRole,
-        now: datetime,
-        message_id: str,
-    ) -> TransactWriteItemTypeDef:
-        due = now + self.quiet_period
-        values: dict[str, Any] = {
+
+def plan_inbound(
+    customer_id: str,
+    known: KnownConversation | None,
+    channel: str,
+    role: AuthorRole,
+    now: datetime,
+    message_id: str,
+    new_conversation_id: str,
+    quiet_period: timedelta,
+) -> ConversationPlan:
+    """Continue the open conversation, or close the expired one and open another."""
+    if known is not None and not known.expired(now, quiet_period):
+        write = continue_write(customer_id, known, channel, role, now, message_id, quiet_period)
+        return ConversationPlan(conversation_id=known.id, writes=[write])
+    writes = open_writes(customer_id, new_conversation_id, channel, role, now, quiet_period)
+    if known is None:
+        return ConversationPlan(
+            conversation_id=new_conversation_id,
+            writes=writes,
+            profile_condition="attribute_not_exists(open_conversation_id)",
+            opened=True,
+        )
+    return ConversationPlan(
+        conversation_id=new_conversation_id,
+        writes=[close_expired_write(customer_id, known, quiet_period), *writes],
+        profile_condition=(
+            "(attribute_not_exists(open_conversation_id) "
+            "OR open_conversation_id = :previous_conversation)"
+        ),
+        profile_values={":previous_conversation": known.id},
+        opened=True,
+    )
+
+
+def reply_write(
+    customer_id: str, conversation_id: str, role: AuthorRole, now: datetime, quiet_period: timedelta
+) -> Update:
+    """A reply written into the open conversation: first response, counts, quiet period."""
+    due = now + quiet_period
+    return Update(
+        key=(customer_pk(customer_id), conversation_sk(conversation_id)),
+        expression=(
+            "SET last_message_at = :now, close_due_at = :due, close_bucket = :bucket, "
+            "first_response_at = if_not_exists(first_response_at, :now) "
+            f"ADD message_count :one, {role_counter(role)} :one"
+        ),
+        condition="#state = :open",
+        names={"#state": "state"},
+        values={
             ":now": now.isoformat(),
             ":due": due_key(due),
             ":bucket": close_bucket(due),
-            ":channel": channel,
-            ":channels": {channel},
             ":one": 1,
             ":open": OPEN,
-        }
-        update = (
-            "SET last_message_at = :now, close_due_at = :due, close_bucket = :bucket, "
-            "last_inbound_channel = :channel"
-        )
-        add = f" ADD message_count :one, channels :channels, {role_counter(role)} :one"
-        if known.last_channel is not None and known.last_channel != channel:
-            update += ", last_switch = :switch"
-            add += ", channel_switches :one"
-            values[":switch"] = {
-                "from": known.last_channel,
-                "to": channel,
-                "message_id": message_id,
-                "at": now.isoformat(),
-            }
-        if known.last_channel is None:
-            condition = "#state = :open AND attribute_not_exists(last_inbound_channel)"
-        else:
-            # The channel switch is decided from this belief: it must be true.
-            condition = "#state = :open AND last_inbound_channel = :previous"
-            values[":previous"] = known.last_channel
-        return {
-            "Update": {
-                "TableName": self.table,
-                "Key": to_item({"pk": customer_pk(customer_id), "sk": conversation_sk(known.id)}),
-                "UpdateExpression": update + add,
-                "ConditionExpression": condition,
-                "ExpressionAttributeNames": {"#state": "state"},
-                "ExpressionAttributeValues": to_item(values),
-            }
-        }
+        },
+    )
 
-    def plan_inbound(
-        self,
-        customer_id: str,
-        known: KnownConversation | None,
-        channel: str,
-        role: AuthorRole,
-        now: datetime,
-        message_id: str,
-        new_conversation_id: str,
-    ) -> ConversationPlan:
-        """Continue the open conversation, or close the expired one and open another."""
-        if known is not None and not known.expired(now, self.quiet_period):
-            return ConversationPlan(
-                conversation_id=known.id,
-                operations=[
-                    self._continue_operation(customer_id, known, channel, role, now, message_id)
-                ],
-            )
-        operations = self._new_conversation_operations(
-            customer_id, new_conversation_id, channel, role, now
-        )
-        if known is None:
-            return ConversationPlan(
-                conversation_id=new_conversation_id,
-                operations=operations,
-                profile_condition="attribute_not_exists(open_conversation_id)",
-                opened=True,
-            )
-        return ConversationPlan(
-            conversation_id=new_conversation_id,
-            operations=[self._close_expired_operation(customer_id, known), *operations],
-            profile_condition=(
-                "(attribute_not_exists(open_conversation_id) "
-                "OR open_conversation_id = :previous_conversation)"
-            ),
-            profile_values={":previous_conversation": known.id},
-            opened=True,
-        )
 
-    def outbound_operation(
-        self, customer_id: str, conversation_id: str, role: AuthorRole, now: datetime
-    ) -> TransactWriteItemTypeDef:
-        """A reply written into the open conversation: first response, counts, quiet period."""
-        due = now + self.quiet_period
-        return {
-            "Update": {
-                "TableName": self.table,
-                "Key": to_item(
-                    {"pk": customer_pk(customer_id), "sk": conversation_sk(conversation_id)}
-                ),
-                "UpdateExpression": (
-                    "SET last_message_at = :now, close_due_at = :due, close_bucket = :bucket, "
-                    "first_response_at = if_not_exists(first_response_at, :now) "
-                    f"ADD message_count :one, {role_counter(role)} :one"
-                ),
-                "ConditionExpression": "#state = :open",
-                "ExpressionAttributeNames": {"#state": "state"},
-                "ExpressionAttributeValues": to_item(
-                    {
-                        ":now": now.isoformat(),
-                        ":due": due_key(due),
-                        ":bucket": close_bucket(due),
-                        ":one": 1,
-                        ":open": OPEN,
-                    }
-                ),
-            }
-        }
+def close_writes(
+    customer_id: str,
+    conversation_id: str,
+    *,
+    closed_at: datetime,
+    reason: str,
+    condition: str,
+    values: dict[str, Any],
+) -> tuple[Update, Update]:
+    """Close one conversation, and clear the profile's pointer to it."""
+    close = Update(
+        key=(customer_pk(customer_id), conversation_sk(conversation_id)),
+        expression=(
+            "SET #state = :closed, closed_at = :closed_at, close_reason = :reason "
+            "REMOVE close_bucket, close_due_at"
+        ),
+        condition=condition,
+        names={"#state": "state"},
+        values={
+            ":closed": CLOSED,
+            ":closed_at": closed_at.isoformat(),
+            ":reason": reason,
+            ":open": OPEN,
+            **values,
+        },
+    )
+    pointer = Update(
+        key=(customer_pk(customer_id), PROFILE_SK),
+        expression="REMOVE open_conversation_id",
+        condition="open_conversation_id = :id",
+        values={":id": conversation_id},
+    )
+    return close, pointer
+
+
+# ------------------------------------------------------------- store
+
+
+class ConversationStore:
+    """Conversation reads and closes over the data-access interface."""
+
+    quiet_period: timedelta
+    data: TableAccess
 
     # ------------------------------------------------------------- reads
 
     def read_latest_conversation(self, customer_id: str) -> KnownConversation | None:
         """The customer's open conversation as stored (two consistent reads)."""
-        response = self.dynamodb.get_item(
-            TableName=self.table,
-            Key=to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
-            ConsistentRead=True,
-            ProjectionExpression="open_conversation_id",
+        profile = self.data.get(
+            (customer_pk(customer_id), PROFILE_SK),
+            consistent=True,
+            attributes=["open_conversation_id"],
         )
-        conversation_id = from_item(response.get("Item") or {}).get("open_conversation_id")
+        conversation_id = (profile or {}).get("open_conversation_id")
         if not conversation_id:
             return None
         item = self._conversation_item(customer_id, str(conversation_id), consistent=True)
@@ -401,22 +361,14 @@ class ConversationStore:
     def _conversation_item(
         self, customer_id: str, conversation_id: str, *, consistent: bool = False
     ) -> dict[str, Any] | None:
-        response = self.dynamodb.get_item(
-            TableName=self.table,
-            Key=to_item({"pk": customer_pk(customer_id), "sk": conversation_sk(conversation_id)}),
-            ConsistentRead=consistent,
-        )
-        return from_item(response["Item"]) if "Item" in response else None
+        key = (customer_pk(customer_id), conversation_sk(conversation_id))
+        return self.data.get(key, consistent=consistent)
 
     def conversation_customer(self, conversation_id: str) -> str | None:
         """The customer a conversation id belongs to, through its pointer item."""
-        response = self.dynamodb.get_item(
-            TableName=self.table,
-            Key=to_item(
-                {"pk": conversation_pointer_pk(conversation_id), "sk": CONVERSATION_POINTER_SK}
-            ),
+        item = (
+            self.data.get((conversation_pointer_pk(conversation_id), CONVERSATION_POINTER_SK)) or {}
         )
-        item = from_item(response.get("Item") or {})
         return str(item["customer_id"]) if item.get("customer_id") else None
 
     def get_conversation(
@@ -432,25 +384,16 @@ class ConversationStore:
         self, customer_id: str, *, limit: int = 20, cursor: str | None = None
     ) -> ConversationPage:
         """One page of the customer's conversations, newest first (ULIDs sort by time)."""
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
-        query: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": to_item(
-                {":pk": customer_pk(customer_id), ":prefix": "CONV#"}
-            ),
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
-        if cursor:
-            query["ExclusiveStartKey"] = to_item(
-                {"pk": customer_pk(customer_id), "sk": decode_cursor(cursor, prefix="CONV#")}
-            )
-        response = self.dynamodb.query(**query)
-        items = [conversation_from_item(from_item(raw)) for raw in response.get("Items", [])]
-        last = response.get("LastEvaluatedKey")
-        next_cursor = encode_cursor(str(from_item(last)["sk"])) if last else None
-        return ConversationPage(items=items, next_cursor=next_cursor)
+        page = self.data.newest_first(
+            customer_pk(customer_id),
+            "CONV#",
+            limit=max(1, min(limit, MAX_PAGE_SIZE)),
+            cursor=cursor,
+        )
+        return ConversationPage(
+            items=[conversation_from_item(item) for item in page.items],
+            next_cursor=page.next_cursor,
+        )
 
     # ------------------------------------------------------------- closing
 
@@ -466,58 +409,27 @@ class ConversationStore:
     ) -> bool:
         """Close one conversation and clear the profile's pointer; False if the
         conversation's condition failed (someone else changed or closed it)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        key = to_item({"pk": customer_pk(customer_id), "sk": conversation_sk(conversation_id)})
-        close: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": key,
-            "UpdateExpression": (
-                "SET #state = :closed, closed_at = :closed_at, close_reason = :reason "
-                "REMOVE close_bucket, close_due_at"
-            ),
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {"#state": "state"},
-            "ExpressionAttributeValues": to_item(
-                {
-                    ":closed": CLOSED,
-                    ":closed_at": closed_at.isoformat(),
-                    ":reason": reason,
-                    ":open": OPEN,
-                    **values,
-                }
-            ),
-        }
-        pointer = {
-            "TableName": self.table,
-            "Key": to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
-            "UpdateExpression": "REMOVE open_conversation_id",
-            "ConditionExpression": "open_conversation_id = :id",
-            "ExpressionAttributeValues": to_item({":id": conversation_id}),
-        }
+        close, pointer = close_writes(
+            customer_id,
+            conversation_id,
+            closed_at=closed_at,
+            reason=reason,
+            condition=condition,
+            values=values,
+        )
         try:
-            self.dynamodb.transact_write_items(
-                TransactItems=[{"Update": close}, {"Update": pointer}]  # type: ignore[typeddict-item]
-            )
-        except ClientError as exc:
-            codes = [reason.get("Code") for reason in cancellation_reasons(exc)]
-            if len(codes) == 2 and codes[0] == "ConditionalCheckFailed":
+            self.data.write([close, pointer])
+        except WriteCancelled as cancelled:
+            if cancelled.failed(0):
                 return False
-            if len(codes) == 2 and codes[1] == "ConditionalCheckFailed":
-                # The profile no longer names it (a merge moved the pointer, say):
-                # the conversation still closes.
-                try:
-                    self.dynamodb.update_item(**close)
-                except ClientError as inner:
-                    if inner.response.get("Error", {}).get("Code") == (
-                        "ConditionalCheckFailedException"
-                    ):
-                        return False
-                    raise StorageUnavailable("the conversation could not be closed") from inner
-                return True
-            raise StorageUnavailable("the conversation could not be closed") from exc
-        except BotoCoreError as exc:
-            raise StorageUnavailable("the conversation could not be closed") from exc
+            if not cancelled.failed(1):
+                raise StorageUnavailable("the conversation could not be closed") from cancelled
+            # The profile no longer names it (a merge moved the pointer, say): the
+            # conversation still closes.
+            try:
+                self.data.write([close])
+            except WriteCancelled:
+                return False
         return True
 
     def close_conversation(
@@ -592,21 +504,12 @@ class ConversationStore:
         return closed
 
     def _due_in(self, bucket: str, until: str) -> list[dict[str, Any]]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        found: list[dict[str, Any]] = []
-        query: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": DUE_INDEX,
-            "KeyConditionExpression": "close_bucket = :bucket AND close_due_at <= :until",
-            "ExpressionAttributeValues": to_item({":bucket": bucket, ":until": until}),
-        }
+        """The open conversations of one hour bucket whose quiet period ended by ``until``."""
         try:
-            while True:
-                response = self.dynamodb.query(**query)
-                found += [from_item(raw) for raw in response.get("Items", [])]
-                if "LastEvaluatedKey" not in response:
-                    return found
-                query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        except (ClientError, BotoCoreError) as exc:
+            return self.data.query_index(
+                DUE_INDEX,
+                "close_bucket = :bucket AND close_due_at <= :until",
+                {":bucket": bucket, ":until": until},
+            )
+        except StorageUnavailable as exc:
             raise StorageUnavailable("the conversation index could not be read") from exc

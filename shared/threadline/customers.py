@@ -13,21 +13,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from threadline.dal.base import Delete, Put, Update, Write, WriteCancelled, put_once
 from threadline.errors import Conflict, NotFound, StorageUnavailable
 from threadline.items import (
     EXTERNAL_ID_SK,
     IDENT_SK,
     PROFILE_SK,
-    cancellation_reasons,
     customer_pk,
+    external_id_item,
     external_id_pk,
+    identity_item,
     identity_pk,
-    is_conflict,
-    to_item,
 )
 from threadline.logs import logger
 from threadline.merge import MERGED, Merger, MergeResult
-from threadline.outbound import OutboundStore
+from threadline.outbound_store import OutboundStore
 from threadline.schema import Customer, Identity, utc_now
 from threadline.store import Profile
 
@@ -150,6 +150,88 @@ def parse_external_id(text: str) -> tuple[str, str]:
     return system, value.strip()
 
 
+def patch_writes(
+    customer: Customer, changes: dict[str, Any]
+) -> tuple[list[Write], dict[int, tuple[str, str]]]:
+    """The writes of a profile patch, and which write claims which external id."""
+    customer_id = customer.id
+    writes: list[Write] = []
+    claims: dict[int, tuple[str, str]] = {}
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {":cid": customer_id}
+    sets: list[str] = []
+    removes: list[str] = []
+    conditions = ["attribute_exists(pk)", "attribute_not_exists(merge_state)"]
+    for field_name in ("display_name", "language", "tags"):
+        if field_name not in changes:
+            continue
+        names[f"#{field_name}"] = field_name
+        if changes[field_name] is None:
+            removes.append(f"#{field_name}")
+        else:
+            sets.append(f"#{field_name} = :{field_name}")
+            values[f":{field_name}"] = changes[field_name]
+    if "external_ids" in changes:
+        current = dict(customer.external_ids)
+        wanted = dict(current)
+        for system, external_id in (changes["external_ids"] or {}).items():
+            if external_id is None:
+                wanted.pop(system, None)
+            else:
+                wanted[system] = external_id
+        if changes["external_ids"] is None:
+            wanted = {}
+        # Unique per system and id: another customer holding one wins.
+        ours = "attribute_not_exists(pk) OR customer_id = :cid"
+        for system in sorted(set(current) | set(wanted)):
+            old, new = current.get(system), wanted.get(system)
+            if old == new:
+                continue
+            if new is not None:
+                claims[len(writes)] = (system, new)
+                writes.append(
+                    Put(
+                        external_id_item(system, new, customer_id),
+                        condition=ours,
+                        values={":cid": customer_id},
+                        return_old_on_conflict=True,
+                    )
+                )
+            if old is not None:
+                key = (external_id_pk(system, old), EXTERNAL_ID_SK)
+                writes.append(Delete(key, condition=ours, values={":cid": customer_id}))
+        names["#external_ids"] = "external_ids"
+        if wanted:
+            sets.append("#external_ids = :external_ids")
+            values[":external_ids"] = wanted
+        else:
+            removes.append("#external_ids")
+        # Pin the ids we read, so a concurrent patch cannot orphan a pointer.
+        if current:
+            values[":id_count"] = len(current)
+            conditions.append("size(#external_ids) = :id_count")
+            for index, (system, external_id) in enumerate(sorted(current.items())):
+                names[f"#s{index}"] = system
+                values[f":s{index}"] = external_id
+                conditions.append(f"#external_ids.#s{index} = :s{index}")
+        else:
+            conditions.append("attribute_not_exists(#external_ids)")
+    update = ""
+    if sets:
+        update += "SET " + ", ".join(sets)
+    if removes:
+        update += " REMOVE " + ", ".join(removes)
+    conditions.append("customer_id = :cid")
+    profile = Update(
+        key=(customer_pk(customer_id), PROFILE_SK),
+        expression=update.strip(),
+        condition=" AND ".join(conditions),
+        names=names,
+        values=values,
+    )
+    return [*writes, profile], claims
+
+
 @dataclass(frozen=True)
 class LinkResult:
     customer: Customer
@@ -190,7 +272,6 @@ class CustomerStore(OutboundStore):
     ) -> LinkResult:
         """Give ``identity`` to the customer; 409 when another customer has it, unless
         ``merge``, which merges that customer into this one."""
-        from botocore.exceptions import BotoCoreError, ClientError
 
         for _ in range(_ATTEMPTS):
             profile = self.live_profile(customer_id)
@@ -212,58 +293,27 @@ class CustomerStore(OutboundStore):
                     if result.state == MERGED:
                         self._mark_linked(identity, customer_id)
                     return LinkResult(self.live_profile(customer_id).customer, False, result)
-            now = utc_now().isoformat()
+            claim = identity_item(identity, customer_id, utc_now(), link_source="api")
+            joins = Update(
+                key=(customer_pk(customer_id), PROFILE_SK),
+                expression=(
+                    "SET identities = list_append(if_not_exists(identities, :none), :identity)"
+                ),
+                # A merge of this customer into another may have begun.
+                condition=(
+                    "attribute_exists(pk) AND attribute_not_exists(merge_state) "
+                    "AND NOT contains(identities, :text)"
+                ),
+                values={":none": [], ":identity": [str(identity)], ":text": str(identity)},
+            )
             try:
-                self.dynamodb.transact_write_items(
-                    TransactItems=[
-                        {
-                            "Put": {
-                                "TableName": self.table,
-                                "Item": to_item(
-                                    {
-                                        "pk": identity_pk(identity),
-                                        "sk": IDENT_SK,
-                                        "type": "identity",
-                                        "identity": str(identity),
-                                        "customer_id": customer_id,
-                                        "created_at": now,
-                                        "linked_at": now,
-                                        "link_source": "api",
-                                    }
-                                ),
-                                "ConditionExpression": "attribute_not_exists(pk)",
-                            }
-                        },
-                        {
-                            "Update": {
-                                "TableName": self.table,
-                                "Key": to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
-                                "UpdateExpression": (
-                                    "SET identities = list_append("
-                                    "if_not_exists(identities, :none), :identity)"
-                                ),
-                                # A merge of this customer into another may have begun.
-                                "ConditionExpression": (
-                                    "attribute_exists(pk) AND attribute_not_exists(merge_state) "
-                                    "AND NOT contains(identities, :text)"
-                                ),
-                                "ExpressionAttributeValues": to_item(
-                                    {
-                                        ":none": [],
-                                        ":identity": [str(identity)],
-                                        ":text": str(identity),
-                                    }
-                                ),
-                            }
-                        },
-                    ]
-                )
-            except ClientError as exc:
-                if is_conflict(exc):
+                self.data.write([put_once(claim), joins])
+            except WriteCancelled as cancelled:
+                if cancelled.conflict:
                     time.sleep(0.01)
                     continue  # someone took the identity, or a merge began: re-read
-                raise StorageUnavailable("the identity could not be linked") from exc
-            except BotoCoreError as exc:
+                raise StorageUnavailable("the identity could not be linked") from cancelled
+            except StorageUnavailable as exc:
                 raise StorageUnavailable("the identity could not be linked") from exc
             logger.info(
                 "identity linked", extra={"customer_id": customer_id, "kind": identity.kind}
@@ -273,21 +323,18 @@ class CustomerStore(OutboundStore):
 
     def _mark_linked(self, identity: Identity, customer_id: str) -> None:
         """Stamp an identity a merge brought as linked by the API (customer.identity_linked)."""
-        from botocore.exceptions import ClientError
-
+        stamp = Update(
+            key=(identity_pk(identity), IDENT_SK),
+            expression="SET linked_at = :now, link_source = :api",
+            condition="customer_id = :cid",
+            values={":now": utc_now().isoformat(), ":api": "api", ":cid": customer_id},
+        )
         try:
-            self.dynamodb.update_item(
-                TableName=self.table,
-                Key=to_item({"pk": identity_pk(identity), "sk": IDENT_SK}),
-                UpdateExpression="SET linked_at = :now, link_source = :api",
-                ConditionExpression="customer_id = :cid",
-                ExpressionAttributeValues=to_item(
-                    {":now": utc_now().isoformat(), ":api": "api", ":cid": customer_id}
-                ),
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise StorageUnavailable("the identity could not be linked") from exc
+            self.data.write([stamp])
+        except WriteCancelled:
+            pass  # the identity moved on meanwhile: nothing to stamp
+        except StorageUnavailable as exc:
+            raise StorageUnavailable("the identity could not be linked") from exc
 
     # ------------------------------------------------------------------ merge
 
@@ -311,27 +358,22 @@ class CustomerStore(OutboundStore):
     # ------------------------------------------------------------------ patch
 
     def patch_profile(self, customer_id: str, patch: ProfilePatch) -> Customer:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         changes = patch.changes()
         for _ in range(_ATTEMPTS):
             customer = self.live_profile(customer_id).customer
             customer_id = customer.id
             if not changes:
                 return customer
-            operations, pointer_checks = self._patch_operations(customer, changes)
+            writes, claims = patch_writes(customer, changes)
             try:
-                self.dynamodb.transact_write_items(TransactItems=operations)
-            except ClientError as exc:
-                reasons = cancellation_reasons(exc)
-                if not reasons:
-                    raise StorageUnavailable("the profile could not be written") from exc
-                self._raise_if_taken(reasons, pointer_checks, customer_id)
-                if is_conflict(exc):
+                self.data.write(writes)
+            except WriteCancelled as cancelled:
+                self._raise_if_taken(cancelled, claims, customer_id)
+                if cancelled.conflict:
                     time.sleep(0.01)
                     continue
-                raise StorageUnavailable("the profile could not be written") from exc
-            except BotoCoreError as exc:
+                raise StorageUnavailable("the profile could not be written") from cancelled
+            except StorageUnavailable as exc:
                 raise StorageUnavailable("the profile could not be written") from exc
             logger.info(
                 "profile updated", extra={"customer_id": customer_id, "fields": sorted(changes)}
@@ -339,120 +381,11 @@ class CustomerStore(OutboundStore):
             return self.live_profile(customer_id).customer
         raise StorageUnavailable("the profile kept changing under us; retry")
 
-    def _patch_operations(
-        self, customer: Customer, changes: dict[str, Any]
-    ) -> tuple[list[Any], dict[int, tuple[str, str]]]:
-        """The transaction for a patch, and which operation claims which external id."""
-        customer_id = customer.id
-        operations: list[Any] = []
-        claims: dict[int, tuple[str, str]] = {}
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {":cid": customer_id}
-        sets: list[str] = []
-        removes: list[str] = []
-        conditions = ["attribute_exists(pk)", "attribute_not_exists(merge_state)"]
-        for field_name in ("display_name", "language", "tags"):
-            if field_name not in changes:
-                continue
-            names[f"#{field_name}"] = field_name
-            if changes[field_name] is None:
-                removes.append(f"#{field_name}")
-            else:
-                sets.append(f"#{field_name} = :{field_name}")
-                values[f":{field_name}"] = changes[field_name]
-        if "external_ids" in changes:
-            current = dict(customer.external_ids)
-            wanted = dict(current)
-            for system, external_id in (changes["external_ids"] or {}).items():
-                if external_id is None:
-                    wanted.pop(system, None)
-                else:
-                    wanted[system] = external_id
-            if changes["external_ids"] is None:
-                wanted = {}
-            for system in sorted(set(current) | set(wanted)):
-                old, new = current.get(system), wanted.get(system)
-                if old == new:
-                    continue
-                if new is not None:
-                    claims[len(operations)] = (system, new)
-                    operations.append(
-                        {
-                            "Put": {
-                                "TableName": self.table,
-                                "Item": to_item(
-                                    {
-                                        "pk": external_id_pk(system, new),
-                                        "sk": EXTERNAL_ID_SK,
-                                        "type": "external_id",
-                                        "system": system,
-                                        "external_id": new,
-                                        "customer_id": customer_id,
-                                    }
-                                ),
-                                # Unique per system and id: another customer holding it wins.
-                                "ConditionExpression": (
-                                    "attribute_not_exists(pk) OR customer_id = :cid"
-                                ),
-                                "ExpressionAttributeValues": to_item({":cid": customer_id}),
-                                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                            }
-                        }
-                    )
-                if old is not None:
-                    operations.append(
-                        {
-                            "Delete": {
-                                "TableName": self.table,
-                                "Key": to_item(
-                                    {"pk": external_id_pk(system, old), "sk": EXTERNAL_ID_SK}
-                                ),
-                                "ConditionExpression": (
-                                    "attribute_not_exists(pk) OR customer_id = :cid"
-                                ),
-                                "ExpressionAttributeValues": to_item({":cid": customer_id}),
-                            }
-                        }
-                    )
-            names["#external_ids"] = "external_ids"
-            if wanted:
-                sets.append("#external_ids = :external_ids")
-                values[":external_ids"] = wanted
-            else:
-                removes.append("#external_ids")
-            # Pin the ids we read, so a concurrent patch cannot orphan a pointer.
-            if current:
-                values[":id_count"] = len(current)
-                conditions.append("size(#external_ids) = :id_count")
-                for index, (system, external_id) in enumerate(sorted(current.items())):
-                    names[f"#s{index}"] = system
-                    values[f":s{index}"] = external_id
-                    conditions.append(f"#external_ids.#s{index} = :s{index}")
-            else:
-                conditions.append("attribute_not_exists(#external_ids)")
-        update = ""
-        if sets:
-            update += "SET " + ", ".join(sets)
-        if removes:
-            update += " REMOVE " + ", ".join(removes)
-        conditions.append("customer_id = :cid")
-        profile_update: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": to_item({"pk": customer_pk(customer_id), "sk": PROFILE_SK}),
-            "UpdateExpression": update.strip(),
-            "ConditionExpression": " AND ".join(conditions),
-            "ExpressionAttributeValues": to_item(values),
-        }
-        if names:
-            profile_update["ExpressionAttributeNames"] = names
-        operations.append({"Update": profile_update})
-        return operations, claims
-
     def _raise_if_taken(
-        self, reasons: list[dict[str, Any]], claims: dict[int, tuple[str, str]], customer_id: str
+        self, cancelled: WriteCancelled, claims: dict[int, tuple[str, str]], customer_id: str
     ) -> None:
         for index, (system, external_id) in claims.items():
-            if index >= len(reasons) or reasons[index].get("Code") != "ConditionalCheckFailed":
+            if not cancelled.failed(index):
                 continue
             holder = self.get_item(
                 external_id_pk(system, external_id), EXTERNAL_ID_SK, consistent=True

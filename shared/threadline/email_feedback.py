@@ -37,8 +37,9 @@ from datetime import datetime
 from typing import Any
 
 from threadline.channels.base import StatusUpdate
+from threadline.dal.base import Update, WriteCancelled
 from threadline.errors import StorageUnavailable
-from threadline.items import IDENT_SK, identity_pk, to_item
+from threadline.items import IDENT_SK, identity_pk
 from threadline.logs import logger
 from threadline.schema import Identity, IdentityKind, MessageStatus
 from threadline.store import TimelineStore
@@ -278,29 +279,25 @@ def _mark(
     store: TimelineStore, recipient: Recipient, attribute: str, evidence: dict[str, Any]
 ) -> bool:
     """Keep the first evidence on the address's identity; False for no customer's address."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     try:
         identity = Identity(kind=IdentityKind.EMAIL, value=recipient.address)
     except ValueError:
         return False
+    mark = Update(
+        key=(identity_pk(identity), IDENT_SK),
+        # The first evidence is kept: SNS's redelivery of the same notification, or a
+        # later bounce of another mail, changes nothing.
+        expression="SET #mark = if_not_exists(#mark, :evidence)",
+        condition="attribute_exists(pk)",
+        names={"#mark": attribute},
+        values={":evidence": evidence},
+    )
     try:
-        store.dynamodb.update_item(
-            TableName=store.table,
-            Key=to_item({"pk": identity_pk(identity), "sk": IDENT_SK}),
-            # The first evidence is kept: SNS's redelivery of the same notification,
-            # or a later bounce of another mail, changes nothing.
-            UpdateExpression="SET #mark = if_not_exists(#mark, :evidence)",
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeNames={"#mark": attribute},
-            ExpressionAttributeValues=to_item({":evidence": evidence}),
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            logger.info("feedback for an address that is no customer's", extra={"kind": attribute})
-            return False
-        raise StorageUnavailable("the address could not be marked") from exc
-    except BotoCoreError as exc:
+        store.data.write([mark])
+    except WriteCancelled:
+        logger.info("feedback for an address that is no customer's", extra={"kind": attribute})
+        return False
+    except StorageUnavailable as exc:
         raise StorageUnavailable("the address could not be marked") from exc
     return True
 

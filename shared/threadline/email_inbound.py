@@ -32,7 +32,7 @@ from urllib.parse import unquote_plus
 from threadline.channels.base import InboundMessage
 from threadline.channels.email import FILTER_AUTO_REPLY, PROVIDER, parse_email
 from threadline.errors import MalformedRequest, StorageUnavailable
-from threadline.items import DEDUP_SK, customer_pk, dedup_pk, from_item, message_sk, to_item
+from threadline.items import DEDUP_SK, customer_pk, dedup_pk, message_sk
 from threadline.logs import logger
 from threadline.schema import RawPayloadRef
 from threadline.store import IngestResult, KeptRaw, ThreadTarget, TimelineStore
@@ -141,28 +141,19 @@ def find_thread(store: TimelineStore, message: InboundMessage) -> ThreadTarget |
     call at all for a mail that names none); the first id found, in that order,
     wins. An id nobody stored is ignored: the mail is filed as before.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
     ids = _lookup_ids(message)
     if not ids:
         return None
     keys = {dedup_pk(PROVIDER, i): i for i in ids}
     try:
-        response = store.dynamodb.batch_get_item(
-            RequestItems={
-                store.table: {
-                    "Keys": [to_item({"pk": pk, "sk": DEDUP_SK}) for pk in keys],
-                    "ConsistentRead": True,
-                    "ProjectionExpression": "pk, customer_id, message_id, conversation_id",
-                }
-            }
+        items = store.data.get_many(
+            [(pk, DEDUP_SK) for pk in keys],
+            consistent=True,
+            attributes=["pk", "customer_id", "message_id", "conversation_id"],
         )
-    except (ClientError, BotoCoreError) as exc:
+    except StorageUnavailable as exc:
         raise StorageUnavailable("could not look up the thread") from exc
-    found = {
-        str(item["pk"]): item
-        for item in (from_item(raw) for raw in response.get("Responses", {}).get(store.table, []))
-    }
+    found = {str(item["pk"]): item for item in items}
     for pk in keys:
         item = found.get(pk)
         if item is None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 from ulid import ULID
 
 from threadline.errors import MalformedRequest
-from threadline.schema import Identity, Message
+from threadline.schema import AuthorRole, Identity, Message
 
 PROFILE_SK = "PROFILE"
 IDENT_SK = "IDENT"
@@ -190,19 +190,6 @@ def message_from_item(item: dict[str, Any]) -> Message:
     return Message.model_validate(document)
 
 
-def cancellation_reasons(exc: Exception) -> list[dict[str, Any]]:
-    response = getattr(exc, "response", None) or {}
-    reasons = response.get("CancellationReasons")
-    return list(reasons) if reasons else []
-
-
-def is_conflict(exc: Exception) -> bool:
-    """A cancellation caused by a concurrent writer, which a re-read resolves."""
-    reasons = cancellation_reasons(exc)
-    codes = {reason.get("Code") for reason in reasons}
-    return bool(codes & {"ConditionalCheckFailed", "TransactionConflict"})
-
-
 # ---------------------------------------------------------------- customer profiles
 
 EXTERNAL_ID_SK = "EXTID"
@@ -211,3 +198,200 @@ EXTERNAL_ID_SK = "EXTID"
 def external_id_pk(system: str, value: str) -> str:
     """The pointer that makes an external CRM id unique and finds its customer."""
     return f"EXTID#{system}#{value}"
+
+
+def external_id_item(system: str, value: str, customer_id: str) -> dict[str, Any]:
+    """``EXTID#<system>#<id>``: which customer holds an external CRM id."""
+    return {
+        "pk": external_id_pk(system, value),
+        "sk": EXTERNAL_ID_SK,
+        "type": "external_id",
+        "system": system,
+        "external_id": value,
+        "customer_id": customer_id,
+    }
+
+
+# ---------------------------------------------------------------- builders
+# One builder per item type: whoever writes an item of that type writes this shape.
+
+
+def identity_item(
+    identity: Identity,
+    customer_id: str,
+    at: datetime,
+    *,
+    conversation_id: str | None = None,
+    channel: str | None = None,
+    reply_to: dict[str, Any] | None = None,
+    link_source: str | None = None,
+    linked_via: str | None = None,
+    verified_by: str | None = None,
+    linked_from: str | None = None,
+) -> dict[str, Any]:
+    """``IDENT#<kind>#<value>``: who an identity belongs to, and its last conversation.
+
+    ``link_source`` (``automatic`` / ``api``) marks an identity that joined an existing
+    customer (customer.identity_linked is published for items that carry it);
+    ``verified_by`` / ``linked_from`` a verified identity a first message brought along.
+    """
+    stamp = at.isoformat()
+    return {
+        "pk": identity_pk(identity),
+        "sk": IDENT_SK,
+        "type": "identity",
+        "identity": str(identity),
+        "customer_id": customer_id,
+        "created_at": stamp,
+        "conversation_id": conversation_id,
+        "last_message_at": stamp if conversation_id else None,
+        "conversation_channel": channel if conversation_id else None,
+        "reply_to": reply_to,
+        "linked_via": linked_via,
+        "linked_at": stamp if link_source else None,
+        "link_source": link_source,
+        "verified_by": verified_by,
+        "linked_from": linked_from,
+    }
+
+
+def dedup_item(
+    provider: str,
+    provider_message_id: str,
+    customer_id: str,
+    message_id: str,
+    at: datetime,
+    *,
+    conversation_id: str | None = None,
+) -> dict[str, Any]:
+    """``DEDUP#<provider>#<id>``: a provider's message id, stored once."""
+    return {
+        "pk": dedup_pk(provider, provider_message_id),
+        "sk": DEDUP_SK,
+        "type": "dedup",
+        "customer_id": customer_id,
+        "message_id": message_id,
+        # A reply naming this message finds its conversation here.
+        "conversation_id": conversation_id,
+        "created_at": at.isoformat(),
+    }
+
+
+def idempotency_item(
+    customer_id: str,
+    key: str,
+    message_id: str,
+    fingerprint: str,
+    at: datetime,
+    retention_days: int,
+) -> dict[str, Any]:
+    """``IDEMPOTENCY#<cid>#<key>``: the message an Idempotency-Key made, and its request."""
+    return {
+        "pk": idempotency_pk(customer_id, key),
+        "sk": IDEMPOTENCY_SK,
+        "type": "idempotency",
+        "message_id": message_id,
+        "fingerprint": fingerprint,
+        "created_at": at.isoformat(),
+        "customer_id": customer_id,
+        "expires_at": expires_at(at, retention_days),
+    }
+
+
+def blob_ref_item(
+    bucket: str, key: str, customer_id: str, message_id: str, at: datetime, retention_days: int
+) -> dict[str, Any]:
+    """``BLOB#<bucket>/<key>`` / ``REF#<mid>``: one message's reference to an S3 object."""
+    return {
+        "pk": blob_pk(bucket, key),
+        "sk": blob_ref_sk(message_id),
+        "type": "blob_ref",
+        "customer_id": customer_id,
+        "message_id": message_id,
+        "expires_at": expires_at(at, retention_days),
+    }
+
+
+def profile_item(
+    customer_id: str,
+    at: datetime,
+    *,
+    display_name: str | None,
+    identities: list[str],
+    channel: str,
+    open_conversation_id: str,
+    consent: dict[str, Any],
+    help_requested: dict[str, Any],
+) -> dict[str, Any]:
+    """``CUST#<cid>`` / ``PROFILE`` of a customer a first message makes."""
+    stamp = at.isoformat()
+    return {
+        "pk": customer_pk(customer_id),
+        "sk": PROFILE_SK,
+        "type": "customer",
+        "customer_id": customer_id,
+        "display_name": display_name,
+        "identities": identities,
+        "created_at": stamp,
+        "last_channel": channel,
+        "last_message_at": stamp,
+        "last_inbound": {channel: stamp},
+        "consent": consent,
+        "help_requested": help_requested,
+        "open_conversation_id": open_conversation_id,
+    }
+
+
+def conversation_pointer_item(conversation_id: str, customer_id: str) -> dict[str, Any]:
+    """``CONV#<id>`` / ``CONV``: which customer a conversation id belongs to."""
+    return {
+        "pk": conversation_pointer_pk(conversation_id),
+        "sk": CONVERSATION_POINTER_SK,
+        "type": "conversation_pointer",
+        "conversation_id": conversation_id,
+        "customer_id": customer_id,
+    }
+
+
+def role_counter(role: AuthorRole | str) -> str:
+    """The conversation attribute counting messages by one author role."""
+    return f"messages_{AuthorRole(role).value}"
+
+
+def due_key(due: datetime) -> str:
+    """Fixed-width UTC text, so the index's sort key orders as time does."""
+    return due.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def close_bucket(due: datetime) -> str:
+    """The index partition of conversations whose quiet period ends in that UTC hour."""
+    return "CLOSEDUE#" + due.astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
+def conversation_item(
+    customer_id: str,
+    conversation_id: str,
+    channel: str,
+    role: AuthorRole,
+    at: datetime,
+    due: datetime,
+) -> dict[str, Any]:
+    """``CUST#<cid>`` / ``CONV#<id>`` of a conversation a message opens."""
+    stamp = at.isoformat()
+    return {
+        "pk": customer_pk(customer_id),
+        "sk": conversation_sk(conversation_id),
+        "type": "conversation",
+        "conversation_id": conversation_id,
+        "customer_id": customer_id,
+        "state": "open",
+        "opened_at": stamp,
+        "last_message_at": stamp,
+        "channels": {channel},
+        "last_inbound_channel": channel,
+        "channel_switches": 0,
+        "message_count": 1,
+        role_counter(role): 1,
+        "close_due_at": due_key(due),
+        "close_bucket": close_bucket(due),
+    }

@@ -18,13 +18,13 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from threadline.channels.base import SendFailed
+from threadline.dal.base import Update, WriteCancelled
 from threadline.errors import NotFound, ThreadlineError
 from threadline.items import (
     MUTABLE_MESSAGE_FIELDS,
     customer_pk,
     message_from_item,
     message_sk,
-    to_item,
 )
 from threadline.logs import logger
 from threadline.schema import MediaPart, Message
@@ -108,27 +108,21 @@ def _remember_key(
 ) -> None:
     """Put the S3 key on the part, unless the message changed meanwhile (then the next
     request downloads again and writes the same object: the key is the content hash)."""
-    from botocore.exceptions import ClientError
-
     parts = list(message.parts)
     old = parts[index]
     assert isinstance(old, MediaPart)
     parts[index] = old.model_copy(update={"s3_key": key})
     updated = message.model_copy(update={"parts": parts})
+    remember = Update(
+        key=(str(item["pk"]), str(item["sk"])),
+        expression="SET message = :new",
+        condition="message = :old",
+        values={
+            ":new": updated.model_dump_json(exclude=set(MUTABLE_MESSAGE_FIELDS)),
+            ":old": item["message"],
+        },
+    )
     try:
-        store.dynamodb.update_item(
-            TableName=store.table,
-            Key=to_item({"pk": item["pk"], "sk": item["sk"]}),
-            UpdateExpression="SET message = :new",
-            ConditionExpression="message = :old",
-            ExpressionAttributeValues=to_item(
-                {
-                    ":new": updated.model_dump_json(exclude=set(MUTABLE_MESSAGE_FIELDS)),
-                    ":old": item["message"],
-                }
-            ),
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-            raise
+        store.data.write([remember])
+    except WriteCancelled:
         logger.info("message changed while its media was fetched; key not recorded")

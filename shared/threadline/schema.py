@@ -14,6 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# Declared with each channel's rules in the registry; part of the schema all the same.
+from threadline.channels.registry import Channel as Channel
+from threadline.channels.registry import IdentityKind as IdentityKind
 from threadline.identity import canonical_identity_value
 
 SCHEMA_VERSION: Literal["1"] = "1"
@@ -21,18 +24,6 @@ SCHEMA_VERSION: Literal["1"] = "1"
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class Channel(StrEnum):
-    SMS = "sms"
-    WHATSAPP = "whatsapp"
-    VOICE = "voice"
-    EMAIL = "email"
-    SLACK = "slack"
-    MESSENGER = "messenger"
-    INSTAGRAM = "instagram"
-    TELEGRAM = "telegram"
-    WEBCHAT = "webchat"
 
 
 class Direction(StrEnum):
@@ -45,16 +36,6 @@ class AuthorRole(StrEnum):
     AGENT = "agent"
     BOT = "bot"
     SYSTEM = "system"
-
-
-class IdentityKind(StrEnum):
-    PHONE = "phone"
-    EMAIL = "email"
-    SLACK = "slack"
-    MESSENGER = "messenger"
-    INSTAGRAM = "instagram"
-    TELEGRAM = "telegram"
-    WEBCHAT = "webchat"
 
 
 class MessageStatus(StrEnum):

@@ -20,6 +20,13 @@ def required_env(name: str) -> str:
         raise RuntimeError(f"environment variable {name} is not set (see template.yaml)") from None
 
 
+def api_base_url(variable: str, default: str) -> str:
+    """A provider API's root URL: ``default`` (the real API) unless ``variable`` names
+    another. Each is a template parameter (``<Provider>ApiBaseUrl``) so a deployment
+    can route through a proxy; the local stack points them at its stand-in."""
+    return (os.environ.get(variable) or default).rstrip("/")
+
+
 class StoreSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 

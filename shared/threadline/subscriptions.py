@@ -23,9 +23,7 @@ subscriber. The API returns the secret once, in the answer to the POST.
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
-import json
 import secrets
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -33,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from threadline import aws
-from threadline.errors import MalformedRequest, NotFound, ThreadlineError
-from threadline.items import from_item, new_id, to_item
+from threadline.dal.base import Delete, Put, Update, Write, WriteCancelled, put_once
+from threadline.dal.dynamodb import DynamoTable
+from threadline.errors import NotFound, ThreadlineError
+from threadline.items import new_id
 from threadline.schema import utc_now
 
 if TYPE_CHECKING:
@@ -187,37 +186,16 @@ def _subscription_from_item(item: dict[str, Any]) -> Subscription:
     )
 
 
-def _encode_cursor(sort_key: str) -> str:
-    document = json.dumps({"v": 1, "sk": sort_key}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(document).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    invalid = MalformedRequest("cursor is not one this API returned", code="invalid_cursor")
-    if len(cursor) > 512:
-        raise invalid
-    try:
-        document = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        sort_key = document["sk"]
-    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise invalid from exc
-    if not isinstance(sort_key, str) or not sort_key.startswith("DLV#"):
-        raise invalid
-    return sort_key
-
-
 class SubscriptionStore:
     """Subscriptions and delivery history in the threadline table."""
 
     def __init__(self, table: str, *, dynamodb: DynamoDBClient | None = None) -> None:
         self.table = table
-        self._dynamodb = dynamodb
+        self.data = DynamoTable(table, dynamodb=dynamodb)
 
     @property
     def dynamodb(self) -> DynamoDBClient:
-        if self._dynamodb is None:
-            self._dynamodb = aws.dynamodb()
-        return self._dynamodb
+        return self.data.dynamodb
 
     # --- subscriptions -------------------------------------------------------------
 
@@ -251,11 +229,7 @@ class SubscriptionStore:
             "created_at": now.isoformat(),
             "secret": created.secret,
         }
-        self.dynamodb.put_item(
-            TableName=self.table,
-            Item=to_item(item),
-            ConditionExpression="attribute_not_exists(pk)",
-        )
+        self.data.write([put_once(item)])
         return created
 
     def all(self, *, consistent: bool = False) -> list[Subscription]:
@@ -269,20 +243,7 @@ class SubscriptionStore:
         ]
 
     def _subscription_items(self, consistent: bool) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        query: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": to_item({":pk": SUBS_PK, ":prefix": "SUB#"}),
-            "ConsistentRead": consistent,
-        }
-        while True:
-            response = self.dynamodb.query(**query)
-            items += [from_item(raw) for raw in response.get("Items", [])]
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return items
-            query["ExclusiveStartKey"] = last
+        return self.data.query_all(SUBS_PK, "SUB#", consistent=consistent)
 
     def get(self, subscription_id: str) -> Subscription | None:
         found = self._get_item(subscription_id)
@@ -293,44 +254,32 @@ class SubscriptionStore:
         return (_subscription_from_item(found), str(found["secret"])) if found else None
 
     def _get_item(self, subscription_id: str) -> dict[str, Any] | None:
-        response = self.dynamodb.get_item(
-            TableName=self.table,
-            Key=to_item({"pk": SUBS_PK, "sk": subscription_pk(subscription_id)}),
-            ConsistentRead=True,
-        )
-        return from_item(response["Item"]) if response.get("Item") else None
+        return self.data.get((SUBS_PK, subscription_pk(subscription_id)), consistent=True)
 
     def delete(self, subscription_id: str) -> None:
         """Delete the subscription; its history expires with the table's TTL."""
+        key = (SUBS_PK, subscription_pk(subscription_id))
         try:
-            self.dynamodb.delete_item(
-                TableName=self.table,
-                Key=to_item({"pk": SUBS_PK, "sk": subscription_pk(subscription_id)}),
-                ConditionExpression="attribute_exists(pk)",
-            )
-        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            self.data.write([Delete(key, condition="attribute_exists(pk)")])
+        except WriteCancelled:
             raise NotFound("no such subscription") from None
 
     def disable(self, subscription_id: str, reason: str, *, now: datetime | None = None) -> None:
         now = now or utc_now()
+        disable = Update(
+            key=(SUBS_PK, subscription_pk(subscription_id)),
+            expression="SET #state = :disabled, disabled_at = :at, disabled_reason = :why",
+            condition="attribute_exists(pk)",
+            names={"#state": "state"},
+            values={
+                ":disabled": SubscriptionState.DISABLED.value,
+                ":at": now.isoformat(),
+                ":why": reason,
+            },
+        )
         # A subscription deleted meanwhile has nothing left to disable.
-        with contextlib.suppress(self.dynamodb.exceptions.ConditionalCheckFailedException):
-            self.dynamodb.update_item(
-                TableName=self.table,
-                Key=to_item({"pk": SUBS_PK, "sk": subscription_pk(subscription_id)}),
-                UpdateExpression=(
-                    "SET #state = :disabled, disabled_at = :at, disabled_reason = :why"
-                ),
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues=to_item(
-                    {
-                        ":disabled": SubscriptionState.DISABLED.value,
-                        ":at": now.isoformat(),
-                        ":why": reason,
-                    }
-                ),
-            )
+        with contextlib.suppress(WriteCancelled):
+            self.data.write([disable])
 
     # --- deliveries ----------------------------------------------------------------
 
@@ -339,28 +288,24 @@ class SubscriptionStore:
     ) -> int | None:
         """Count one more attempt; None when the event's delivery is already final."""
         now = now or utc_now()
+        claim = Update(
+            key=(subscription_pk(subscription_id), f"EVT#{event_id}"),
+            expression=(
+                "ADD attempts :one SET #type = :type, last_attempt_at = :at, expires_at = :exp"
+            ),
+            condition="attribute_not_exists(outcome)",
+            names={"#type": "type"},
+            values={
+                ":one": 1,
+                ":type": "webhook_delivery",
+                ":at": now.isoformat(),
+                ":exp": _expires_at(now),
+            },
+        )
         try:
-            response = self.dynamodb.update_item(
-                TableName=self.table,
-                Key=to_item({"pk": subscription_pk(subscription_id), "sk": f"EVT#{event_id}"}),
-                UpdateExpression=(
-                    "ADD attempts :one SET #type = :type, last_attempt_at = :at, expires_at = :exp"
-                ),
-                ConditionExpression="attribute_not_exists(outcome)",
-                ExpressionAttributeNames={"#type": "type"},
-                ExpressionAttributeValues=to_item(
-                    {
-                        ":one": 1,
-                        ":type": "webhook_delivery",
-                        ":at": now.isoformat(),
-                        ":exp": _expires_at(now),
-                    }
-                ),
-                ReturnValues="UPDATED_NEW",
-            )
-        except self.dynamodb.exceptions.ConditionalCheckFailedException:
+            return int(self.data.update_returning(claim)["attempts"])
+        except WriteCancelled:
             return None
-        return int(from_item(response["Attributes"])["attempts"])
 
     def record_attempt(self, attempt: DeliveryAttempt) -> None:
         """Write the attempt to the history, and the outcome when it is final."""
@@ -371,53 +316,31 @@ class SubscriptionStore:
             "attempt": attempt.model_dump_json(),
             "expires_at": _expires_at(attempt.attempted_at),
         }
-        writes: list[dict[str, Any]] = [
-            {"Put": {"TableName": self.table, "Item": to_item(history)}}
-        ]
+        writes: list[Write] = [Put(history)]
         if attempt.status is not DeliveryStatus.RETRYING:
             writes.append(
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": to_item(
-                            {
-                                "pk": subscription_pk(attempt.subscription_id),
-                                "sk": f"EVT#{attempt.event_id}",
-                            }
-                        ),
-                        "UpdateExpression": "SET outcome = :outcome",
-                        "ExpressionAttributeValues": to_item({":outcome": attempt.status.value}),
-                    }
-                }
+                Update(
+                    key=(subscription_pk(attempt.subscription_id), f"EVT#{attempt.event_id}"),
+                    expression="SET outcome = :outcome",
+                    values={":outcome": attempt.status.value},
+                )
             )
-        self.dynamodb.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
+        self.data.write(writes)
 
     def deliveries(
         self, subscription_id: str, *, limit: int = 50, cursor: str | None = None
     ) -> DeliveryPage:
         """One page of the subscription's delivery attempts, newest first."""
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
-        query: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": to_item(
-                {":pk": subscription_pk(subscription_id), ":prefix": "DLV#"}
-            ),
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
-        if cursor:
-            query["ExclusiveStartKey"] = to_item(
-                {"pk": subscription_pk(subscription_id), "sk": _decode_cursor(cursor)}
-            )
-        response = self.dynamodb.query(**query)
-        items = [
-            DeliveryAttempt.model_validate_json(from_item(raw)["attempt"])
-            for raw in response.get("Items", [])
-        ]
-        last = response.get("LastEvaluatedKey")
-        next_cursor = _encode_cursor(str(from_item(last)["sk"])) if last else None
-        return DeliveryPage(items=items, next_cursor=next_cursor)
+        page = self.data.newest_first(
+            subscription_pk(subscription_id),
+            "DLV#",
+            limit=max(1, min(limit, MAX_PAGE_SIZE)),
+            cursor=cursor,
+        )
+        return DeliveryPage(
+            items=[DeliveryAttempt.model_validate_json(item["attempt"]) for item in page.items],
+            next_cursor=page.next_cursor,
+        )
 
 
 def _expires_at(now: datetime) -> int:

@@ -21,7 +21,7 @@ import boto3
 import pytest
 from twilio.request_validator import RequestValidator
 
-from tests.conftest import load_handler_module
+from tests.conftest import load_handler_module, load_template
 
 WEBHOOK_HOST = "hooks.example.test"
 ACCOUNT_SID = "AC" + "5" * 32
@@ -69,11 +69,11 @@ def _fresh_sandbox(provider_sandbox: Any) -> None:
 @pytest.fixture(scope="session")
 def stack(provider_sandbox: Any) -> Iterator[Any]:
     """moto server plus the template's resources, for the whole session."""
-    from devstack.stack import EmbeddedAws
+    from devstack.stack import EmbeddedAws, sandbox_parameters
 
     parameters = {
         "PublicBaseUrl": f"https://{WEBHOOK_HOST}",
-        "ProviderSandboxUrl": provider_sandbox.url,
+        **sandbox_parameters(load_template()["Parameters"], provider_sandbox.url),
         "EmailFromAddress": EMAIL_FROM,
     }
     with EmbeddedAws.start(parameters=parameters) as embedded:

@@ -48,9 +48,9 @@ Parameters:
   PublicBaseUrl:
     Type: String
     Default: ""
-  ProviderSandboxUrl:
+  TwilioApiBaseUrl:
     Type: String
-    Default: ""
+    Default: https://api.twilio.com
 Globals:
   Function:
     Runtime: python3.12
@@ -104,7 +104,7 @@ Resources:
         Variables:
           LABEL: batching
           PUBLIC_BASE_URL: !Ref PublicBaseUrl
-          PROVIDER_SANDBOX_URL: !Ref ProviderSandboxUrl
+          TWILIO_API_BASE_URL: !Ref TwilioApiBaseUrl
       Events:
         Stream:{STREAM_EVENT.format(table="BatchingTable")}
   PartialFunction:
@@ -499,11 +499,11 @@ def test_url_parameters_default_to_the_local_stack(harness):
     stack = harness.stack
     assert stack.parameter_defaults == {
         "PublicBaseUrl": stack.base_url,
-        "ProviderSandboxUrl": stack.base_url + "/_dev/sandbox",
+        "TwilioApiBaseUrl": stack.base_url + "/_dev/sandbox/twilio",
     }
     environment = stack.aws.function_environment("BatchingFunction")
     assert environment["PUBLIC_BASE_URL"] == stack.base_url
-    assert environment["PROVIDER_SANDBOX_URL"] == stack.base_url + "/_dev/sandbox"
+    assert environment["TWILIO_API_BASE_URL"] == stack.base_url + "/_dev/sandbox/twilio"
 
 
 def test_a_parameter_the_user_sets_is_not_replaced(tmp_path):
@@ -512,7 +512,7 @@ def test_a_parameter_the_user_sets_is_not_replaced(tmp_path):
     template = load_template(template_file)
     chosen = {"PublicBaseUrl": "https://hooks.example.com"}
     assert local_parameter_defaults(template, "http://127.0.0.1:1", chosen) == {
-        "ProviderSandboxUrl": "http://127.0.0.1:1/_dev/sandbox"
+        "TwilioApiBaseUrl": "http://127.0.0.1:1/_dev/sandbox/twilio"
     }
 
 

@@ -59,7 +59,7 @@ class SesCalls:
     """Every SendEmail the dispatcher's SES client makes (they still reach moto)."""
 
     def __init__(self, dispatcher_module) -> None:
-        self.client = dispatcher_module.dispatcher.senders[_email()].client
+        self.client = dispatcher_module.dispatcher.sender_for(_email()).client
         self.calls: list[dict[str, Any]] = []
 
     def __enter__(self) -> SesCalls:

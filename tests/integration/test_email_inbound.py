@@ -170,7 +170,7 @@ def test_a_reply_goes_out_through_ses_threaded_under_the_customers_mail(
     assert queued.channel.value == "email"
 
     sent: list[dict[str, Any]] = []
-    client = dispatcher_module.dispatcher.senders[queued.channel].client
+    client = dispatcher_module.dispatcher.sender_for(queued.channel).client
     record = lambda params, **_: sent.append(params)  # noqa: E731
     client.meta.events.register("provide-client-params.sesv2.SendEmail", record)
     try:

@@ -22,14 +22,11 @@ import pytest
 from pydantic import ValidationError
 
 from threadline.channels.base import SendFailed, SendResult
-from threadline.channels.meta import (
-    MessengerSender,
-    WhatsAppCloudSender,
-    WhatsAppMediaClient,
-    callback_data,
-)
+from threadline.channels.meta.media import WhatsAppMediaClient
+from threadline.channels.meta.payload import callback_data
+from threadline.channels.meta.senders import MessengerSender, WhatsAppCloudSender
+from threadline.channels.whatsapp import ProviderChoice
 from threadline.outbound import (
-    ProviderChoice,
     SendMessageRequest,
     SendOptionNotSupported,
     meta_send_options,
@@ -157,14 +154,17 @@ def whatsapp(
     return WhatsAppCloudSender(
         access_token=lambda: TOKEN,
         phone_number_id=phone_number_id,
-        sandbox_url=graph.url,
+        api_base_url=f"{graph.url}/meta",
         version=VERSION,
     )
 
 
 def messenger(graph: FakeGraph, channel: Channel = Channel.MESSENGER) -> MessengerSender:
     return MessengerSender(
-        channel=channel, access_token=lambda: TOKEN, sandbox_url=graph.url, version=VERSION
+        channel=channel,
+        access_token=lambda: TOKEN,
+        api_base_url=f"{graph.url}/meta",
+        version=VERSION,
     )
 
 
@@ -352,7 +352,7 @@ def test_unreachable_graph_is_a_retryable_network_error():
     sender = WhatsAppCloudSender(
         access_token=lambda: TOKEN,
         phone_number_id=PHONE_NUMBER_ID,
-        sandbox_url=f"http://127.0.0.1:{port}",
+        api_base_url=f"http://127.0.0.1:{port}",
     )
     with pytest.raises(SendFailed) as failed:
         sender.send(reply())
@@ -367,7 +367,9 @@ def test_media_is_fetched_on_demand_by_id_then_url(graph):
         200, {"url": f"{graph.url}/media/blob", "mime_type": "image/jpeg", "id": "1003383421387256"}
     )
     graph.answer(200, b"\xff\xd8jpeg-bytes")
-    client = WhatsAppMediaClient(access_token=lambda: TOKEN, sandbox_url=graph.url, version=VERSION)
+    client = WhatsAppMediaClient(
+        access_token=lambda: TOKEN, api_base_url=f"{graph.url}/meta", version=VERSION
+    )
     data, content_type = client.fetch("1003383421387256")
     assert data == b"\xff\xd8jpeg-bytes"
     assert content_type == "application/json"  # what the fake labels every answer
@@ -377,7 +379,9 @@ def test_media_is_fetched_on_demand_by_id_then_url(graph):
 
 def test_expired_media_is_a_final_failure(graph):
     graph.answer(404, graph_error(100, "Unsupported get request"))
-    client = WhatsAppMediaClient(access_token=lambda: TOKEN, sandbox_url=graph.url, version=VERSION)
+    client = WhatsAppMediaClient(
+        access_token=lambda: TOKEN, api_base_url=f"{graph.url}/meta", version=VERSION
+    )
     with pytest.raises(SendFailed) as failed:
         client.fetch("1")
     assert failed.value.code == "100" and not failed.value.retryable

@@ -16,7 +16,7 @@ from threadline.outbound import (
     backoff_seconds,
     choose_channel,
     job_from_queue_body,
-    within_whatsapp_window,
+    within_window,
 )
 from threadline.schema import (
     AuthorRole,
@@ -170,16 +170,21 @@ def whatsapp_last_written(ago: timedelta) -> Profile:
 
 
 def test_23h59_after_the_last_whatsapp_message_is_inside_the_window():
-    assert within_whatsapp_window(whatsapp_last_written(timedelta(hours=23, minutes=59)), NOW)
+    assert within_window(
+        whatsapp_last_written(timedelta(hours=23, minutes=59)), Channel.WHATSAPP, NOW
+    )
 
 
 def test_24h01_after_the_last_whatsapp_message_is_outside_the_window():
-    assert not within_whatsapp_window(whatsapp_last_written(timedelta(hours=24, minutes=1)), NOW)
+    assert not within_window(
+        whatsapp_last_written(timedelta(hours=24, minutes=1)), Channel.WHATSAPP, NOW
+    )
 
 
 def test_no_whatsapp_message_ever_is_outside_the_window():
     recent_sms = profile(PHONE, last_inbound={Channel.SMS: NOW - timedelta(minutes=1)})
-    assert not within_whatsapp_window(recent_sms, NOW)
+    assert not within_window(recent_sms, Channel.WHATSAPP, NOW)
+    assert within_window(recent_sms, Channel.SMS, NOW)  # SMS has no window
 
 
 # ------------------------------------------------------------ backoff

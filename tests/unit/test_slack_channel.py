@@ -490,7 +490,7 @@ def test_sender_refuses_a_message_without_a_slack_recipient():
         update={"recipient": Identity(kind="phone", value="+15551230001")}
     )
     with pytest.raises(SendFailed) as failure:
-        SlackSender(bot_token=lambda: "xoxb-test", sandbox_url="http://127.0.0.1:9").send(message)
+        SlackSender(bot_token=lambda: "xoxb-test", api_base_url="http://127.0.0.1:9").send(message)
     assert not failure.value.retryable
 
 
@@ -498,14 +498,14 @@ def test_unreachable_slack_is_a_retryable_network_error():
     from threadline.channels.base import SendFailed
 
     # Port 9 on loopback refuses at once: nothing leaves the machine.
-    sender = SlackSender(bot_token=lambda: "xoxb-test", sandbox_url="http://127.0.0.1:9")
+    sender = SlackSender(bot_token=lambda: "xoxb-test", api_base_url="http://127.0.0.1:9")
     with pytest.raises(SendFailed) as failure:
         sender.send(outbound())
     assert failure.value.retryable and failure.value.code == "network_error"
 
 
-def test_sandbox_url_replaces_slack_com():
+def test_api_base_url_replaces_slack_com():
     sender = SlackSender(
-        bot_token=lambda: "xoxb-test", sandbox_url="http://127.0.0.1:3000/_dev/sandbox/"
+        bot_token=lambda: "xoxb-test", api_base_url="http://127.0.0.1:3000/_dev/sandbox/slack/"
     )
     assert sender.base_url == "http://127.0.0.1:3000/_dev/sandbox/slack/api/"

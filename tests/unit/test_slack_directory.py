@@ -10,7 +10,7 @@ from werkzeug.serving import make_server
 from devstack.sandbox import ProviderSandbox
 from tests.unit.test_slack_channel import outbound
 from threadline.channels.base import SendFailed
-from threadline.channels.slack import SlackDirectory, SlackSender, api_base_url
+from threadline.channels.slack import SlackDirectory, SlackSender, web_api_url
 from threadline.schema import MediaPart, TextPart
 
 
@@ -31,7 +31,7 @@ def _clear(sandbox):
 
 
 def directory(sandbox) -> SlackDirectory:
-    return SlackDirectory(lambda: "xoxb-test", base_url=api_base_url(sandbox.url))
+    return SlackDirectory(lambda: "xoxb-test", base_url=web_api_url(f"{sandbox.url}/slack"))
 
 
 def test_confirmed_email_and_name_are_read_once_per_user(sandbox):
@@ -57,7 +57,7 @@ def test_unknown_user_and_unreachable_slack_link_nothing(sandbox):
 
 
 def test_sender_posts_text_and_media_links_as_slack_expects(sandbox):
-    sender = SlackSender(bot_token=lambda: "xoxb-test", sandbox_url=sandbox.url)
+    sender = SlackSender(bot_token=lambda: "xoxb-test", api_base_url=f"{sandbox.url}/slack")
     message = outbound(
         channel_data={"reply_to": {"channel": "C0SUPPORT", "thread_ts": "1700000000.000100"}},
         parts=[
@@ -76,7 +76,7 @@ def test_sender_posts_text_and_media_links_as_slack_expects(sandbox):
 
 
 def test_sender_without_reply_to_writes_to_the_users_dm(sandbox):
-    SlackSender(bot_token=lambda: "xoxb-test", sandbox_url=sandbox.url).send(outbound())
+    SlackSender(bot_token=lambda: "xoxb-test", api_base_url=f"{sandbox.url}/slack").send(outbound())
     (request,) = sandbox.outbox("slack")
     assert request.form["channel"] == ["U061F7AUR"]
 
@@ -87,7 +87,7 @@ def test_sender_without_reply_to_writes_to_the_users_dm(sandbox):
 )
 def test_sender_maps_slack_failures(sandbox, status, retryable, code):
     sandbox.program_faults("slack", [status])
-    sender = SlackSender(bot_token=lambda: "xoxb-test", sandbox_url=sandbox.url)
+    sender = SlackSender(bot_token=lambda: "xoxb-test", api_base_url=f"{sandbox.url}/slack")
     with pytest.raises(SendFailed) as failure:
         sender.send(outbound())
     assert failure.value.retryable is retryable
@@ -97,7 +97,7 @@ def test_sender_maps_slack_failures(sandbox, status, retryable, code):
 
 
 def test_agent_text_cannot_mention_people_or_notify_a_channel(sandbox):
-    sender = SlackSender(bot_token=lambda: "xoxb-test", sandbox_url=sandbox.url)
+    sender = SlackSender(bot_token=lambda: "xoxb-test", api_base_url=f"{sandbox.url}/slack")
     sender.send(outbound(text="<!channel> <@U0BOSS> refunds & returns: 1 < 2"))
     (request,) = sandbox.outbox("slack")
     assert request.form["text"] == [
@@ -109,7 +109,9 @@ def test_an_unreadable_bot_token_skips_linking_but_not_the_message(sandbox):
     def no_token() -> str:
         raise RuntimeError("parameter not found")
 
-    assert SlackDirectory(no_token, base_url=api_base_url(sandbox.url)).lookup("T1", "U1") == (
+    assert SlackDirectory(no_token, base_url=web_api_url(f"{sandbox.url}/slack")).lookup(
+        "T1", "U1"
+    ) == (
         None,
         None,
     )

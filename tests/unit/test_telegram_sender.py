@@ -54,7 +54,7 @@ def fresh(sandbox: ProviderSandbox) -> None:
 
 
 def sender(sandbox: ProviderSandbox, token: str = tg.BOT_TOKEN) -> TelegramSender:
-    return TelegramSender(bot_token=lambda: token, sandbox_url=sandbox.url)  # type: ignore[attr-defined]
+    return TelegramSender(bot_token=lambda: token, api_base_url=f"{sandbox.url}/telegram")  # type: ignore[attr-defined]
 
 
 def reply(*parts: Any, reply_to: dict[str, str] | None = None, recipient: Identity | None = None):
@@ -160,7 +160,7 @@ def test_an_unreachable_api_is_retried_and_the_url_with_its_token_never_shows():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     telegram = TelegramSender(
-        bot_token=lambda: tg.BOT_TOKEN, sandbox_url=f"http://127.0.0.1:{port}"
+        bot_token=lambda: tg.BOT_TOKEN, api_base_url=f"http://127.0.0.1:{port}"
     )
     with pytest.raises(SendFailed) as failed:
         telegram.send(reply())
@@ -186,7 +186,7 @@ def test_a_2xx_that_is_not_json_is_final_not_retried():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         telegram = TelegramSender(
-            bot_token=lambda: tg.BOT_TOKEN, sandbox_url=f"http://127.0.0.1:{server.server_port}"
+            bot_token=lambda: tg.BOT_TOKEN, api_base_url=f"http://127.0.0.1:{server.server_port}"
         )
         with pytest.raises(SendFailed) as failed:
             telegram.send(reply())

@@ -87,7 +87,13 @@ def _env_names_read_by(path: Path) -> set[str]:
             func = ast.unparse(node.func)
             if not isinstance(value, str):
                 continue
-            if func in {"required_env", "os.environ.get", "os.getenv", "environ.get"}:
+            if func in {
+                "required_env",
+                "api_base_url",
+                "os.environ.get",
+                "os.getenv",
+                "environ.get",
+            }:
                 names.add(value)
             elif func == "get_secret":
                 names.add(f"{value}_PARAM")

@@ -7,8 +7,8 @@ StatusCallback, and HTTP basic auth of the Account SID and Auth Token; the answe
 ``201`` with the Message's JSON, ``status`` ``queued`` (``accepted`` through a
 Messaging Service)). Errors come as Twilio's error JSON ``{"code", "message",
 "more_info", "status"}`` (error 21211 "Invalid 'To' Phone Number"). The sender reaches
-it through its sandbox HTTP client, which maps https://api.twilio.com/<path> to
-<sandbox_url>/twilio/<path>.
+it through its ``api_base_url``: the sender's HTTP client maps
+https://api.twilio.com/<path> to <api_base_url>/<path>.
 """
 
 from __future__ import annotations
@@ -134,14 +134,14 @@ def fake_twilio() -> Iterator[FakeTwilio]:
         thread.join(timeout=5)
 
 
-def sender(sandbox_url: str, *, sms_from: str = tw.BUSINESS, whatsapp_from: str = tw.BUSINESS):
+def sender(root: str, *, sms_from: str = tw.BUSINESS, whatsapp_from: str = tw.BUSINESS):
     return TwilioSender(
         account_sid=lambda: tw.ACCOUNT_SID,
         auth_token=lambda: AUTH_TOKEN,
         sms_from=sms_from,
         whatsapp_from=whatsapp_from,
         status_callback_base=CALLBACK_BASE,
-        sandbox_url=sandbox_url,
+        api_base_url=f"{root}/twilio",
     )
 
 

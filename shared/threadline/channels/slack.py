@@ -39,7 +39,8 @@ from threadline.logs import logger
 from threadline.schema import Channel, Identity, IdentityKind, MediaPart, Message, Part, TextPart
 
 PROVIDER = "slack"
-SLACK_API_URL = "https://slack.com/api/"
+SLACK_URL = "https://slack.com"
+SLACK_API_URL = f"{SLACK_URL}/api/"
 # Message subtypes that are a person writing; every other subtype (joins, topic
 # changes, bot_message, ...) is workspace noise or a bot and is not a customer message.
 CUSTOMER_SUBTYPES = frozenset({None, "file_share", "thread_broadcast", "me_message"})
@@ -383,9 +384,15 @@ def _extra_file_fields(files: Any) -> list[dict[str, Any]]:
     return extras if any(extras) else []
 
 
-def api_base_url(sandbox_url: str | None) -> str:
-    """Slack's Web API, or the local stack's sandbox standing in for it."""
-    return f"{sandbox_url.rstrip('/')}/slack/api/" if sandbox_url else SLACK_API_URL
+def web_api_url(api_base_url: str = SLACK_URL) -> str:
+    """Slack's Web API methods live under ``/api/`` of its root."""
+    return f"{api_base_url.rstrip('/')}/api/"
+
+
+def _slack_api_base_url() -> str:
+    from threadline.settings import api_base_url
+
+    return api_base_url("SLACK_API_BASE_URL", SLACK_URL)
 
 
 class SlackSender:
@@ -401,10 +408,10 @@ class SlackSender:
     provider = PROVIDER
 
     def __init__(
-        self, *, bot_token: Callable[[], str], sandbox_url: str | None = None, timeout: int = 10
+        self, *, bot_token: Callable[[], str], api_base_url: str = SLACK_URL, timeout: int = 10
     ) -> None:
         self._bot_token = bot_token
-        self.base_url = api_base_url(sandbox_url)
+        self.base_url = web_api_url(api_base_url)
         self.timeout = timeout
 
     def send(self, message: Message) -> SendResult:
@@ -484,7 +491,7 @@ def directory_from_env() -> SlackDirectory | None:
 
     return SlackDirectory(
         lambda: get_secret("SLACK_BOT_TOKEN"),
-        base_url=api_base_url(os.environ.get("PROVIDER_SANDBOX_URL") or None),
+        base_url=web_api_url(_slack_api_base_url()),
     )
 
 
@@ -494,5 +501,5 @@ def sender_from_env() -> SlackSender:
 
     return SlackSender(
         bot_token=lambda: get_secret("SLACK_BOT_TOKEN"),
-        sandbox_url=os.environ.get("PROVIDER_SANDBOX_URL") or None,
+        api_base_url=_slack_api_base_url(),
     )

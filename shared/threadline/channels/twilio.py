@@ -8,7 +8,6 @@ so one person's SMS and WhatsApp land on one timeline.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -25,6 +24,7 @@ from threadline.channels.base import (
     WebhookRequest,
     build,
 )
+from threadline.channels.whatsapp import PROVIDER_KEY as WHATSAPP_PROVIDER_KEY
 from threadline.errors import MalformedRequest, SignatureInvalid
 from threadline.identity import canonical_phone
 from threadline.schema import (
@@ -41,6 +41,7 @@ from threadline.schema import (
 )
 
 PROVIDER = "twilio"
+TWILIO_API_URL = "https://api.twilio.com"
 WHATSAPP_PREFIX = "whatsapp:"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 # Twilio allows at most 10 media items on one message (MMS and WhatsApp alike).
@@ -215,7 +216,7 @@ def normalize_form(form: Mapping[str, str]) -> InboundMessage:
         consent_keyword=form.get("OptOutType") or None,
         # Replies on WhatsApp go back through the provider the customer last used
         # (the same number may also reach us through Meta's Cloud API).
-        reply_to={"whatsapp_provider": PROVIDER} if channel is Channel.WHATSAPP else None,
+        reply_to={WHATSAPP_PROVIDER_KEY: PROVIDER} if channel is Channel.WHATSAPP else None,
     )
 
 
@@ -321,9 +322,9 @@ def status_callback_url(base_url: str, customer_id: str, message_id: str) -> str
 class TwilioSender:
     """Sends SMS, MMS and WhatsApp through twilio's REST client.
 
-    With ``sandbox_url`` set, the real twilio ``Client`` is used with an HTTP client
-    that sends its requests to that URL instead of api.twilio.com: the local stack
-    records them and answers as Twilio would, and nothing leaves the machine.
+    ``api_base_url`` replaces ``https://api.twilio.com`` in every request the twilio
+    ``Client`` makes (a proxy, or the local stack's stand-in); by default the
+    client talks to Twilio itself.
     """
 
     provider = PROVIDER
@@ -336,21 +337,21 @@ class TwilioSender:
         sms_from: str,
         whatsapp_from: str,
         status_callback_base: str,
-        sandbox_url: str | None = None,
+        api_base_url: str = TWILIO_API_URL,
     ) -> None:
         self._account_sid = account_sid
         self._auth_token = auth_token
         self.sms_from = sms_from
         self.whatsapp_from = whatsapp_from
         self.status_callback_base = status_callback_base
-        self.sandbox_url = sandbox_url
+        self.api_base_url = api_base_url.rstrip("/")
 
     def _client(self) -> Any:
         # twilio.rest costs ~70 ms to import: only the dispatcher pays, on first send.
         from twilio.rest import Client
 
         return Client(
-            self._account_sid(), self._auth_token(), http_client=_http_client(self.sandbox_url)
+            self._account_sid(), self._auth_token(), http_client=_http_client(self.api_base_url)
         )
 
     def send(self, message: Message) -> SendResult:
@@ -409,28 +410,28 @@ def _send_failed(status: int, code: int | None, message: str | None) -> SendFail
     )
 
 
-def _http_client(sandbox_url: str | None) -> Any:
+def _http_client(api_base_url: str) -> Any:
     from twilio.http.http_client import TwilioHttpClient
 
-    class _SandboxHttpClient(TwilioHttpClient):  # type: ignore[misc]
-        """Sends every Twilio API request to the sandbox instead of api.twilio.com."""
+    class _RootedHttpClient(TwilioHttpClient):  # type: ignore[misc]
+        """Sends every Twilio API request to ``api_base_url`` instead of api.twilio.com."""
 
         def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
             parts = urlsplit(url)
-            target = f"{sandbox_url.rstrip('/')}/twilio{parts.path}"  # type: ignore[union-attr]
+            target = f"{api_base_url}{parts.path}"
             if parts.query:
                 target += f"?{parts.query}"
             return super().request(method, target, *args, **kwargs)
 
-    if sandbox_url:
-        return _SandboxHttpClient(timeout=10)
+    if api_base_url != TWILIO_API_URL:
+        return _RootedHttpClient(timeout=10)
     return TwilioHttpClient(timeout=10)
 
 
 def sender_from_env() -> TwilioSender:
     """The sender as template.yaml configures it for the dispatcher."""
     from threadline.secrets import get_secret
-    from threadline.settings import required_env
+    from threadline.settings import api_base_url, required_env
 
     return TwilioSender(
         account_sid=lambda: get_secret("TWILIO_ACCOUNT_SID"),
@@ -438,5 +439,5 @@ def sender_from_env() -> TwilioSender:
         sms_from=required_env("TWILIO_SMS_FROM"),
         whatsapp_from=required_env("TWILIO_WHATSAPP_FROM"),
         status_callback_base=required_env("PUBLIC_BASE_URL"),
-        sandbox_url=os.environ.get("PROVIDER_SANDBOX_URL") or None,
+        api_base_url=api_base_url("TWILIO_API_BASE_URL", TWILIO_API_URL),
     )

@@ -1,4 +1,4 @@
-"""Telegram Bot API: webhook updates inbound (``POST /webhooks/telegram``), sendMessage out.
+"""Telegram updates inbound: ``POST /webhooks/telegram``.
 
 Telegram posts one JSON ``Update`` per request and proves it is Telegram by echoing
 the ``secret_token`` given to ``setWebhook`` in ``X-Telegram-Bot-Api-Secret-Token``
@@ -10,27 +10,22 @@ update meets the same DEDUP item and is stored once, an ``edited_message`` finds
 the message it changes, and a reply (``reply_to_message``) names the message it
 answers, ours included: the dispatcher records our own messages under the same form.
 
-There is no SDK: the Bot API is called through :mod:`threadline.http`, at
-``https://api.telegram.org/bot<token>/<method>``. The token is in the URL path, so
-no URL of that API is ever logged or put into an error.
+Replies go out through :mod:`threadline.channels.telegram.outbound`.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from threadline.channels.base import (
     Acknowledgement,
     InboundMessage,
     MessageEdit,
     Normalized,
-    SendFailed,
-    SendResult,
     WebhookRequest,
     build,
     parse_json_object,
@@ -45,20 +40,12 @@ from threadline.schema import (
     InteractiveReplyPart,
     LocationPart,
     MediaPart,
-    Message,
     Part,
     TextPart,
 )
 
-if TYPE_CHECKING:
-    from threadline.http import HttpClient
-
 PROVIDER = "telegram"
-API_URL = "https://api.telegram.org/"
 SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105 (a header name)
-# sendMessage takes 1-4096 characters of text.
-MAX_TEXT = 4096
-SEND_TIMEOUT_SECONDS = 10.0
 
 # Media a message can carry, with the content type Telegram uses when it names none
 # (photos are always JPEG; voice notes OGG/Opus; video notes and GIF animations MP4).
@@ -101,12 +88,12 @@ def verify_secret_token(request: WebhookRequest, secret_token: str) -> None:
 # ---------------------------------------------------------------- small readers
 
 
-def _int(document: Mapping[str, Any], key: str) -> int | None:
+def int_at(document: Mapping[str, Any], key: str) -> int | None:
     value = document.get(key)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _str(document: Mapping[str, Any], key: str) -> str | None:
+def str_at(document: Mapping[str, Any], key: str) -> str | None:
     value = document.get(key)
     return value if isinstance(value, str) and value else None
 
@@ -121,7 +108,7 @@ def _object(document: Mapping[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def _required_int(document: Mapping[str, Any], key: str, where: str) -> int:
-    value = _int(document, key)
+    value = int_at(document, key)
     if value is None:
         raise MalformedRequest(f"{where}.{key} is missing or not an integer")
     return value
@@ -144,8 +131,8 @@ def _number(document: Mapping[str, Any], key: str) -> float:
 
 
 def _display_name(user: Mapping[str, Any]) -> str | None:
-    names = [n for n in (_str(user, "first_name"), _str(user, "last_name")) if n]
-    return " ".join(names) or _str(user, "username")
+    names = [n for n in (str_at(user, "first_name"), str_at(user, "last_name")) if n]
+    return " ".join(names) or str_at(user, "username")
 
 
 def _telegram_identity(user_id: int) -> Identity:
@@ -164,14 +151,14 @@ def message_key(chat_id: int | str, message_id: int | str) -> str:
 
 
 def _file_part(obj: Mapping[str, Any], where: str, content_type: str | None) -> MediaPart:
-    file_id = _str(obj, "file_id")
+    file_id = str_at(obj, "file_id")
     if file_id is None:
         raise MalformedRequest(f"{where}.file_id is missing")
     return build(
         MediaPart,
-        content_type=_str(obj, "mime_type") or content_type,
-        size=_int(obj, "file_size"),
-        filename=_str(obj, "file_name"),
+        content_type=str_at(obj, "mime_type") or content_type,
+        size=int_at(obj, "file_size"),
+        filename=str_at(obj, "file_name"),
         provider_media_id=file_id,
     )
 
@@ -186,8 +173,8 @@ def _largest_photo(photo: Any) -> MediaPart | None:
 
     def area(size: Mapping[str, Any]) -> tuple[int, int]:
         return (
-            (_int(size, "width") or 0) * (_int(size, "height") or 0),
-            _int(size, "file_size") or 0,
+            (int_at(size, "width") or 0) * (int_at(size, "height") or 0),
+            int_at(size, "file_size") or 0,
         )
 
     return _file_part(max(photo, key=area), "photo", "image/jpeg")
@@ -202,21 +189,21 @@ def _location_part(message: Mapping[str, Any]) -> LocationPart | None:
         LocationPart,
         latitude=_number(location, "latitude"),
         longitude=_number(location, "longitude"),
-        name=_str(venue, "title") if venue else None,
-        address=_str(venue, "address") if venue else None,
+        name=str_at(venue, "title") if venue else None,
+        address=str_at(venue, "address") if venue else None,
     )
 
 
 def _contact_part(contact: Mapping[str, Any]) -> ContactPart:
-    names = [n for n in (_str(contact, "first_name"), _str(contact, "last_name")) if n]
-    phone = _str(contact, "phone_number")
+    names = [n for n in (str_at(contact, "first_name"), str_at(contact, "last_name")) if n]
+    phone = str_at(contact, "phone_number")
     return build(ContactPart, name=" ".join(names) or None, phones=[phone] if phone else [])
 
 
 def message_parts(message: Mapping[str, Any]) -> list[Part]:
     """What a Message carries, as parts: text (or caption), media, location, contact."""
     parts: list[Part] = []
-    text = _str(message, "text") or _str(message, "caption")
+    text = str_at(message, "text") or str_at(message, "caption")
     if text:
         parts.append(TextPart(text=text))
     photo = _largest_photo(message.get("photo"))
@@ -246,9 +233,9 @@ def _own_phone(contact: Mapping[str, Any] | None, user_id: int) -> list[Identity
     Telegram verified for their account. Anyone else's card links nothing: a customer
     could otherwise attach themselves to another person's timeline.
     """
-    if contact is None or _int(contact, "user_id") != user_id:
+    if contact is None or int_at(contact, "user_id") != user_id:
         return []
-    phone = _str(contact, "phone_number")
+    phone = str_at(contact, "phone_number")
     try:
         return [Identity(kind=IdentityKind.PHONE, value=canonical_phone(phone or ""))]
     except ValueError:
@@ -288,8 +275,8 @@ def normalize_message(message: Mapping[str, Any], update_id: int) -> InboundMess
     if not parts and not (_UNMAPPED_CONTENT & message.keys()):
         return None  # a service message (joins, title changes, pins): nobody wrote it
     reply = _object(message, "reply_to_message")
-    reply_id = _int(reply, "message_id") if reply else None
-    thread = _int(message, "message_thread_id")
+    reply_id = int_at(reply, "message_id") if reply else None
+    thread = int_at(message, "message_thread_id")
     channel_data: dict[str, Any] = {
         k: v for k, v in message.items() if k not in _MAPPED_MESSAGE_FIELDS
     }
@@ -301,7 +288,7 @@ def normalize_message(message: Mapping[str, Any], update_id: int) -> InboundMess
         provider_message_id=message_key(chat_id, message_id),
         sender=_telegram_identity(user_id),
         sender_display_name=_display_name(user),
-        sent_at=_time(_int(message, "date")),
+        sent_at=_time(int_at(message, "date")),
         parts=parts,
         in_reply_to=message_key(chat_id, reply_id) if reply_id is not None else None,
         thread_id=str(thread) if thread is not None else None,
@@ -324,7 +311,7 @@ def normalize_edit(message: Mapping[str, Any], update_id: int) -> MessageEdit | 
         kind="edited",
         edit_id=str(update_id),
         parts=message_parts(message),
-        at=_time(_int(message, "edit_date")),
+        at=_time(int_at(message, "edit_date")),
         channel_data={"update_id": update_id},
     )
 
@@ -338,13 +325,13 @@ def _button_title(message: Mapping[str, Any] | None, data: str | None) -> str | 
     for row in rows:
         for button in row if isinstance(row, list) else []:
             if isinstance(button, dict) and button.get("callback_data") == data:
-                return _str(button, "text")
+                return str_at(button, "text")
     return None
 
 
 def normalize_callback_query(query: Mapping[str, Any], update_id: int) -> list[Normalized]:
     """A tap on an inline button: an interactive reply, and the answer Telegram awaits."""
-    query_id = _str(query, "id")
+    query_id = str_at(query, "id")
     if query_id is None:
         raise MalformedRequest("callback_query.id is missing")
     user = _object(query, "from")
@@ -363,7 +350,7 @@ def normalize_callback_query(query: Mapping[str, Any], update_id: int) -> list[N
     message = _object(query, "message")
     chat_id = _chat_id(message, "callback_query.message") if message is not None else None
     message_id = _required_int(message, "message_id", "callback_query.message") if message else None
-    data = _str(query, "data")
+    data = str_at(query, "data")
     channel_data: dict[str, Any] = {
         k: v for k, v in query.items() if k not in {"id", "from", "message", "data"}
     }
@@ -392,7 +379,7 @@ def normalize_callback_query(query: Mapping[str, Any], update_id: int) -> list[N
 
 def normalize_update(update: Mapping[str, Any]) -> list[Normalized]:
     """One Update as what threadline stores; [] for kinds it acknowledges and skips."""
-    update_id = _int(update, "update_id")
+    update_id = int_at(update, "update_id")
     if update_id is None or update_id < 0:
         raise MalformedRequest("update_id is missing or not an integer")
     kind = next((k for k in _MESSAGE_UPDATES if k in update), None)
@@ -427,142 +414,3 @@ class TelegramWebhook:
 
     def acknowledge(self) -> Acknowledgement:
         return Acknowledgement(status=200, content_type="text/plain", body="")
-
-
-# ---------------------------------------------------------------- outbound
-
-
-def api_base_url(sandbox_url: str | None) -> str:
-    """The Bot API, or the local stack's sandbox standing in for it."""
-    return f"{sandbox_url.rstrip('/')}/telegram/" if sandbox_url else API_URL
-
-
-def _chat_argument(chat_id: str) -> int | str:
-    # Numeric ids go as numbers (as Telegram returns them); @channelusername as text.
-    digits = chat_id.removeprefix("-")
-    return int(chat_id) if digits.isascii() and digits.isdigit() else chat_id
-
-
-def _plain_text(message: Message) -> str:
-    """Text, then each media part as its caption and link (sendMessage is text only)."""
-    lines = [message.text] if message.text else []
-    for part in message.parts:
-        if isinstance(part, MediaPart) and part.url:
-            lines.append(f"{part.caption}: {part.url}" if part.caption else part.url)
-    return "\n".join(lines)
-
-
-class TelegramSender:
-    """Sends replies with the Bot API's ``sendMessage``.
-
-    The chat is where the customer last wrote (``channel_data["reply_to"]``, copied
-    from their identity when the reply was queued), else their private chat with the
-    bot (whose id is the user's id). The reply quotes the customer's latest message
-    (``reply_parameters``, with ``allow_sending_without_reply`` so a deleted message
-    does not fail the reply). No ``parse_mode``: text goes out as written.
-    """
-
-    provider = PROVIDER
-
-    def __init__(
-        self,
-        *,
-        bot_token: Callable[[], str],
-        sandbox_url: str | None = None,
-        client: HttpClient | None = None,
-        timeout: float = SEND_TIMEOUT_SECONDS,
-    ) -> None:
-        self._bot_token = bot_token
-        self.base_url = api_base_url(sandbox_url)
-        self._client = client
-        self.timeout = timeout
-
-    def send(self, message: Message) -> SendResult:
-        if message.recipient is None or message.recipient.kind is not IdentityKind.TELEGRAM:
-            raise SendFailed(
-                "no_recipient", "the message has no Telegram recipient", retryable=False
-            )
-        reply_to = message.channel_data.get("reply_to") or {}
-        chat_id = str(reply_to.get("chat_id") or message.recipient.value)
-        text = _plain_text(message)
-        if not text:
-            raise SendFailed("empty_message", "nothing to send", retryable=False)
-        if len(text) > MAX_TEXT:
-            raise SendFailed(
-                "message_too_long", "Telegram takes at most 4096 characters", retryable=False
-            )
-        payload: dict[str, Any] = {"chat_id": _chat_argument(chat_id), "text": text}
-        reply_message_id = str(reply_to.get("message_id") or "")
-        if reply_message_id.isascii() and reply_message_id.isdigit():
-            payload["reply_parameters"] = {
-                "message_id": int(reply_message_id),
-                "allow_sending_without_reply": True,
-            }
-        # threadline.http loads urllib3 (botocore would too, but only once the
-        # dispatcher first calls AWS): kept off the handler's cold import.
-        from threadline.http import TransportError, http_client
-
-        url = f"{self.base_url}bot{self._bot_token()}/sendMessage"
-        client = self._client or http_client()
-        try:
-            response = client.post_json(url, payload, timeout=self.timeout)
-        except TransportError:
-            # ``from None``: the transport error's cause names the URL, token included.
-            raise SendFailed(
-                "network_error", "Telegram could not be reached", retryable=True
-            ) from None
-        try:
-            document = response.json()
-        except ValueError:
-            document = None
-        if not isinstance(document, dict):
-            document = {}
-        result = document.get("result")
-        if response.ok and document.get("ok") is True and isinstance(result, dict):
-            sent_id = _int(result, "message_id")
-            chat = result.get("chat")
-            sent_chat = _int(chat, "id") if isinstance(chat, dict) else None
-            if sent_id is not None:
-                return SendResult(
-                    provider_message_id=message_key(
-                        sent_chat if sent_chat is not None else chat_id, sent_id
-                    )
-                )
-        raise _send_failed(response.status, document, response.retry_after())
-
-
-def _send_failed(
-    status: int, document: Mapping[str, Any], header_retry: float | None
-) -> SendFailed:
-    """Rate limits and Telegram's own failures are retried; any other refusal is final."""
-    error_code = _int(document, "error_code") or status
-    description = _str(document, "description")
-    if status == 429 or error_code == 429:
-        parameters = document.get("parameters")
-        retry_after = _int(parameters, "retry_after") if isinstance(parameters, dict) else None
-        return SendFailed(
-            "rate_limited",
-            "Telegram rate limit",
-            retryable=True,
-            retry_after=float(retry_after) if retry_after is not None else header_retry,
-        )
-    if status >= 500 or error_code >= 500:
-        return SendFailed(str(error_code), "Telegram server error", retryable=True)
-    if 200 <= status < 300 and not document:
-        # Telegram took the request but its answer is unreadable: the message may be
-        # out, and sending it again could deliver it twice.
-        return SendFailed("invalid_response", "Telegram's answer was not JSON", retryable=False)
-    code = (description or str(error_code))[:256]
-    return SendFailed(
-        code, description or f"Telegram refused the message ({error_code})", retryable=False
-    )
-
-
-def sender_from_env() -> TelegramSender:
-    """The sender as template.yaml configures it for the dispatcher."""
-    from threadline.secrets import get_secret
-
-    return TelegramSender(
-        bot_token=lambda: get_secret("TELEGRAM_BOT_TOKEN"),
-        sandbox_url=os.environ.get("PROVIDER_SANDBOX_URL") or None,
-    )

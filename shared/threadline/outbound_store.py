@@ -1,0 +1,390 @@
+"""The writes outbound messages go through: queue (with Idempotency-Key), claim,
+retry, reroute, failed, sent.
+
+Decisions (which channel, which conversation) come from ``threadline.outbound``'s
+rule functions; the writes are plain plans for the data-access layer.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from threadline.channels.base import SendFailed
+from threadline.conversations import reply_write
+from threadline.dal.base import ConditionCheck, Put, Update, Write, WriteCancelled, put_once
+from threadline.email_feedback import email_block
+from threadline.errors import NotFound, StorageUnavailable
+from threadline.items import (
+    IDEMPOTENCY_SK,
+    IDENT_SK,
+    PROFILE_SK,
+    customer_pk,
+    dedup_item,
+    expires_at,
+    idempotency_item,
+    idempotency_pk,
+    identity_pk,
+    message_from_item,
+    message_item,
+    message_sk,
+    new_id,
+)
+from threadline.logs import logger
+from threadline.outbound import (
+    IDEMPOTENCY_RETENTION_DAYS,
+    DispatchState,
+    EmailBlocked,
+    IdempotencyKeyReused,
+    SendMessageRequest,
+    choose_channel,
+    meta_send_options,
+    provider_for,
+)
+from threadline.schema import (
+    AuthorRole,
+    Channel,
+    Direction,
+    Identity,
+    Message,
+    MessageStatus,
+    StatusChange,
+    utc_now,
+)
+from threadline.store import Profile, TimelineStore
+
+_QUEUE_ATTEMPTS = 3
+_IDEMPOTENCY_INDEX = 1
+"""Where the Idempotency-Key put sits in the queueing transaction."""
+
+
+def queued_message(
+    profile: Profile,
+    request: SendMessageRequest,
+    route: tuple[Channel, Identity],
+    identity_item: dict[str, Any],
+    now: datetime,
+) -> Message:
+    """The reply as it is queued: conversation and send options for the chosen route
+    (channel, recipient) whose IDENT item is ``identity_item``."""
+    channel, recipient = route
+    if channel is Channel.EMAIL:
+        blocked = email_block(identity_item)
+        if blocked is not None:
+            raise EmailBlocked(blocked[1], code=blocked[0])
+    # A reply joins the customer's open conversation. With none open it opens none
+    # (conversations open with a customer's message) and carries the id of the last
+    # conversation it answers.
+    conversation_id = (
+        profile.open_conversation_id
+        or str(identity_item.get("conversation_id") or "")
+        or new_id(now)
+    )
+    # Dispatch instructions ride in channel_data (as fallback and reply_to do).
+    channel_data: dict[str, Any] = {"purpose": request.purpose.value}
+    if request.fallback:
+        channel_data["fallback"] = [c.value for c in request.fallback]
+    if identity_item.get("reply_to"):
+        # Where the customer last wrote from on this channel (Slack: conversation and
+        # thread), so the reply lands beside their message.
+        channel_data["reply_to"] = dict(identity_item["reply_to"])
+    channel_data.update(meta_send_options(request, channel))
+    return Message(
+        id=new_id(now),
+        customer_id=profile.customer.id,
+        conversation_id=conversation_id,
+        channel=channel,
+        direction=Direction.OUTBOUND,
+        provider=provider_for(channel, channel_data),
+        author_role=AuthorRole(request.author_role),
+        author_id=request.author_id,
+        recipient=recipient,
+        received_at=now,
+        parts=request.parts(),
+        status=MessageStatus.QUEUED,
+        status_history=[StatusChange(status=MessageStatus.QUEUED, at=now)],
+        channel_data=channel_data,
+    )
+
+
+class OutboundStore(TimelineStore):
+    """The timeline store plus the writes outbound messages go through."""
+
+    def queue_message(
+        self,
+        customer_id: str,
+        request: SendMessageRequest,
+        *,
+        idempotency_key: str | None = None,
+        now: datetime | None = None,
+    ) -> tuple[Message, bool]:
+        """Write a reply as ``queued``; (message, created). Same key twice: the first."""
+        now = now or utc_now()
+        for _ in range(_QUEUE_ATTEMPTS):
+            queued = self._queue_once(customer_id, request, idempotency_key, now)
+            if queued is not None:
+                return queued
+        raise StorageUnavailable("the conversation kept changing under us; retry")
+
+    def _queue_once(
+        self,
+        customer_id: str,
+        request: SendMessageRequest,
+        idempotency_key: str | None,
+        now: datetime,
+    ) -> tuple[Message, bool] | None:
+        """One try of queue_message; None when the open conversation closed meanwhile."""
+        # An id a merge absorbed stands for the survivor: the reply goes there.
+        profile = self.get_profile(customer_id, consistent=True, follow_merges=True)
+        if profile is None:
+            raise NotFound("no such customer")
+        customer_id = profile.customer.id
+        route = choose_channel(profile, request.channel, request.purpose)
+        identity_item = self.get_item(identity_pk(route[1]), IDENT_SK) or {}
+        message = queued_message(profile, request, route, identity_item, now)
+        item = message_item(message)
+        item["expires_at"] = expires_at(now, self.settings.message_retention_days)
+        # Erasure finds the customer's IDEMPOTENCY item through its message.
+        item["idempotency_key"] = idempotency_key
+        writes: list[Write] = [Put(item)]
+        if idempotency_key:
+            idempotency = idempotency_item(
+                customer_id,
+                idempotency_key,
+                message.id,
+                request.fingerprint(),
+                now,
+                IDEMPOTENCY_RETENTION_DAYS,
+            )
+            writes.append(put_once(idempotency, replay=True))
+        # A merge that began after our read would leave the reply behind on the
+        # absorbed customer: the profile must still be its own.
+        profile_check = len(writes)
+        writes.append(
+            ConditionCheck(
+                key=(customer_pk(customer_id), PROFILE_SK),
+                condition="attribute_exists(pk) AND attribute_not_exists(merge_state)",
+            )
+        )
+        open_conversation = profile.open_conversation_id
+        if open_conversation:
+            # Last, so the other items keep their places in the cancellation reasons.
+            writes.append(
+                reply_write(
+                    customer_id, open_conversation, message.author_role, now, self.quiet_period
+                )
+            )
+        try:
+            self.data.write(writes)
+        except WriteCancelled as cancelled:
+            if idempotency_key and cancelled.failed(_IDEMPOTENCY_INDEX):
+                key = (idempotency_pk(customer_id, idempotency_key), IDEMPOTENCY_SK)
+                first = self.data.first_writer(cancelled, _IDEMPOTENCY_INDEX, key) or {}
+                return self._replay(customer_id, request, first), False
+            if cancelled.failed(profile_check):
+                survivor = self.surviving_customer_id(customer_id)
+                if survivor and survivor != customer_id:
+                    return self.queue_message(
+                        survivor, request, idempotency_key=idempotency_key, now=now
+                    )
+            if open_conversation and cancelled.conflicted(len(writes) - 1):
+                return None  # closed (or busy) meanwhile: read the profile again
+            raise StorageUnavailable("the message could not be queued") from cancelled
+        except StorageUnavailable as exc:
+            raise StorageUnavailable("the message could not be queued") from exc
+        logger.info(
+            "outbound message queued",
+            extra={
+                "customer_id": customer_id,
+                "message_id": message.id,
+                "channel": message.channel.value,
+            },
+        )
+        return message, True
+
+    def _replay(
+        self, customer_id: str, request: SendMessageRequest, record: dict[str, Any]
+    ) -> Message:
+        if record.get("fingerprint") != request.fingerprint():
+            raise IdempotencyKeyReused("this Idempotency-Key was used for a different message")
+        message = self.get_message(customer_id, str(record["message_id"]))
+        if message is None:
+            raise StorageUnavailable("the original message could not be read")
+        return message
+
+    # ----------------------------------------------------------------- dispatch
+
+    def _update_message(
+        self,
+        customer_id: str,
+        message_id: str,
+        expression: str,
+        values: dict[str, Any],
+        *,
+        condition: str | None = None,
+        names: dict[str, str] | None = None,
+    ) -> bool:
+        """One conditional update of a message item; False when the condition failed."""
+        update = Update(
+            key=(customer_pk(customer_id), message_sk(message_id)),
+            expression=expression,
+            condition=condition,
+            names=names or {},
+            values=values,
+        )
+        try:
+            self.data.write([update])
+        except WriteCancelled:
+            return False
+        except StorageUnavailable as exc:
+            raise StorageUnavailable("the message could not be updated") from exc
+        return True
+
+    def claim(self, customer_id: str, message_id: str, now: datetime) -> Message | None:
+        """Take a queued message for sending; None when it is in flight or done."""
+        update = Update(
+            key=(customer_pk(customer_id), message_sk(message_id)),
+            expression=(
+                "SET dispatch_state = :sending, dispatch_started_at = :now, "
+                "dispatch_attempts = if_not_exists(dispatch_attempts, :zero) + :one"
+            ),
+            condition=(
+                "#status = :queued AND "
+                "(attribute_not_exists(dispatch_state) OR dispatch_state = :retry)"
+            ),
+            names={"#status": "status"},
+            values={
+                ":sending": DispatchState.SENDING.value,
+                ":retry": DispatchState.RETRY.value,
+                ":queued": MessageStatus.QUEUED.value,
+                ":now": now.isoformat(),
+                ":zero": 0,
+                ":one": 1,
+            },
+        )
+        try:
+            return message_from_item(self.data.update_returning(update))
+        except WriteCancelled:
+            return None
+        except StorageUnavailable as exc:
+            raise StorageUnavailable("the message could not be updated") from exc
+
+    def release_for_retry(self, customer_id: str, message_id: str, error: SendFailed) -> None:
+        self._update_message(
+            customer_id,
+            message_id,
+            "SET dispatch_state = :retry, last_error = :error",
+            {
+                ":retry": DispatchState.RETRY.value,
+                ":sending": DispatchState.SENDING.value,
+                ":error": {"code": error.code, "message": error.message},
+            },
+            condition="dispatch_state = :sending",
+        )
+
+    def reroute(
+        self, customer_id: str, message_id: str, channel: Channel, recipient: Identity
+    ) -> None:
+        self._update_message(
+            customer_id,
+            message_id,
+            "SET channel = :channel, recipient = :recipient, provider = :provider",
+            {
+                ":channel": channel.value,
+                ":recipient": str(recipient),
+                ":provider": provider_for(channel, {}),
+                ":sending": DispatchState.SENDING.value,
+            },
+            condition="dispatch_state = :sending",
+        )
+
+    def email_block(self, recipient: Identity) -> tuple[str, str] | None:
+        """Why SES feedback stopped e-mail to ``recipient`` (code, reason), or None."""
+        return email_block(self.get_item(identity_pk(recipient), IDENT_SK, consistent=True))
+
+    def record_failed(
+        self, customer_id: str, message_id: str, code: str, reason: str, now: datetime
+    ) -> None:
+        change = StatusChange(
+            status=MessageStatus.FAILED, at=now, error_code=code, error_message=reason
+        )
+        self._update_message(
+            customer_id,
+            message_id,
+            "SET #status = :failed, status_history = list_append(status_history, :change), "
+            "dispatch_state = :done",
+            {
+                ":failed": MessageStatus.FAILED.value,
+                ":queued": MessageStatus.QUEUED.value,
+                ":done": DispatchState.DONE.value,
+                ":change": [change.model_dump(mode="json", exclude_none=True)],
+            },
+            condition="#status = :queued",
+            names={"#status": "status"},
+        )
+
+    def record_sent(
+        self,
+        message: Message,
+        provider_message_id: str,
+        now: datetime,
+        aliases: tuple[str, ...] = (),
+    ) -> None:
+        """Mark a message sent and map the provider's id back to it for callbacks.
+
+        ``aliases`` (the Message-ID of an e-mail reply) map to it the same way, so an
+        inbound reply naming one is threaded onto this message's conversation.
+        """
+        change = StatusChange(status=MessageStatus.SENT, at=now)
+        dedups: list[Write] = [
+            Put(
+                dedup_item(
+                    message.provider,
+                    provider_id,
+                    message.customer_id,
+                    message.id,
+                    now,
+                    conversation_id=message.conversation_id,
+                )
+            )
+            for provider_id in dict.fromkeys((provider_message_id, *aliases))
+        ]
+        sent = Update(
+            key=(customer_pk(message.customer_id), message_sk(message.id)),
+            expression=(
+                "SET #status = :sent, status_history = list_append(status_history, :change), "
+                "provider_message_id = :pmid, dispatch_state = :done, provider = :provider"
+            ),
+            # A fast delivery callback may have moved it on already: then only the
+            # provider id and the dispatch state are recorded (below).
+            condition="#status = :queued",
+            names={"#status": "status"},
+            values={
+                ":sent": MessageStatus.SENT.value,
+                ":queued": MessageStatus.QUEUED.value,
+                ":pmid": provider_message_id,
+                ":done": DispatchState.DONE.value,
+                ":change": [change.model_dump(mode="json", exclude_none=True)],
+                ":provider": message.provider,
+            },
+        )
+        try:
+            self.data.write([sent, *dedups])
+            return
+        except WriteCancelled as cancelled:
+            if not cancelled.failed(0):
+                raise StorageUnavailable("the sent status could not be written") from cancelled
+        except StorageUnavailable as exc:
+            raise StorageUnavailable("the sent status could not be written") from exc
+        self._update_message(
+            message.customer_id,
+            message.id,
+            "SET provider_message_id = :pmid, dispatch_state = :done, provider = :provider",
+            {
+                ":pmid": provider_message_id,
+                ":done": DispatchState.DONE.value,
+                ":provider": message.provider,
+            },
+        )
+        for dedup in dedups:
+            self.data.write([dedup])

@@ -1,0 +1,229 @@
+"""The channel registry is the one list of channels, and everything else agrees with it.
+
+- every channel and identity kind is declared once, with references that resolve;
+- no module outside the channel modules names channels by hand (an AST scan);
+- the lists template.yaml keeps beside the code (the KMS key policy's roles, each
+  function's secret parameters, the webhook and dispatcher secrets, the provider
+  API roots) are checked against the template itself and the registry.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, get_args
+
+import pytest
+
+from tests.conftest import REPO_ROOT, load_template, serverless_functions
+from threadline.channels import registry
+from threadline.channels.registry import CHANNELS, IDENTITY_RULES, Channel, IdentityKind
+from threadline.outbound import MessageTag
+
+PACKAGE = REPO_ROOT / "shared" / "threadline"
+FUNCTIONS = serverless_functions()
+
+
+# ---------------------------------------------------------------- the registry itself
+
+
+def test_every_channel_is_declared_exactly_once():
+    declared = [spec.channel for spec in CHANNELS]
+    assert sorted(declared) == sorted(Channel)
+    assert len(declared) == len(set(declared))
+
+
+def test_every_identity_kind_has_a_canonicalization_rule():
+    assert set(IDENTITY_RULES) == set(IdentityKind)
+    assert {spec.identity_kind for spec in CHANNELS} <= set(IDENTITY_RULES)
+
+
+def _references() -> list[str]:
+    references: list[str] = []
+    for spec in CHANNELS:
+        references += [w.adapter for w in spec.webhooks]
+        references += [spec.sender] if spec.sender else []
+        references += list(spec.media_fetchers.values())
+    return references
+
+
+@pytest.mark.parametrize("reference", sorted(set(_references())))
+def test_every_reference_names_something_callable(reference):
+    assert callable(registry.resolve(reference)), reference
+
+
+def test_reply_channels_point_at_channels_that_send():
+    for spec in CHANNELS:
+        if spec.reply_channel is not None:
+            assert registry.channel_spec(spec.reply_channel).sender, spec.channel
+
+
+def test_the_api_message_tags_are_the_send_windows_tags():
+    declared = {tag for spec in CHANNELS if spec.window for tag in spec.window.tags}
+    assert set(get_args(MessageTag)) == declared
+
+
+def test_importing_the_registry_loads_no_provider_sdk():
+    probe = (
+        "import sys, threadline.schema, threadline.channels.registry\n"
+        "heavy = [m for m in ('twilio', 'slack_sdk', 'urllib3', 'phonenumbers') "
+        "if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- nobody else lists channels
+
+# Where naming a channel by hand is the point: the channel modules themselves (and
+# the registry among them), and the e-mail channel's inbound and SES feedback
+# modules, which predate the channels package.
+CHANNEL_MODULES = (PACKAGE / "channels",)
+CHANNEL_FILES = {PACKAGE / "email_inbound.py", PACKAGE / "email_feedback.py"}
+# (function name, literal) pairs allowed anywhere, each with its reason.
+ALLOWED_IN_FUNCTIONS = {
+    # OutboundStore._queue_once checks SES feedback before queueing an e-mail; the
+    # store split (issue 12, section 2) moves that class, which then reads
+    # channel_spec(channel).feedback_blocks as the dispatcher does.
+    ("_queue_once", "Channel.EMAIL"),
+}
+ENUMS = ("Channel", "IdentityKind")
+
+
+def _hand_listed(path: Path, root: Path = REPO_ROOT) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: list[str] = []
+
+    def visit(node: ast.AST, function: str) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            function = node.name
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ENUMS
+            and node.attr.isupper()
+        ):
+            literal = f"{node.value.id}.{node.attr}"
+            if (function, literal) not in ALLOWED_IN_FUNCTIONS:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {literal}")
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(tree, "")
+    return found
+
+
+def _consumers() -> list[Path]:
+    sources = [*PACKAGE.rglob("*.py"), *(REPO_ROOT / "functions").rglob("*.py")]
+    return [
+        path
+        for path in sources
+        if path not in CHANNEL_FILES
+        and not any(path.is_relative_to(folder) for folder in CHANNEL_MODULES)
+    ]
+
+
+def test_the_scan_sees_hand_listed_channels(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "SENDERS = {Channel.SMS: 1, IdentityKind.PHONE: 2}\n"
+        "def _queue_once():\n    return Channel.EMAIL\n",
+        encoding="utf-8",
+    )
+    assert _hand_listed(sample, tmp_path) == [
+        "sample.py:1 Channel.SMS",
+        "sample.py:1 IdentityKind.PHONE",
+    ]
+
+
+def test_no_consumer_lists_channels_by_hand():
+    consumers = _consumers()
+    assert any(p.name == "outbound.py" for p in consumers), "the scan lost its consumers"
+    hand_listed = [hit for path in consumers for hit in _hand_listed(path)]
+    assert not hand_listed, (
+        "declare per-channel facts in threadline/channels/registry.py and read them "
+        f"from there: {hand_listed}"
+    )
+
+
+# ---------------------------------------------------------------- template.yaml in step
+
+_SSM_PARAMETER = re.compile(r"parameter\$\{(\w+)\}")
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _variables(properties: dict[str, Any]) -> dict[str, Any]:
+    return dict((properties.get("Environment") or {}).get("Variables") or {})
+
+
+def _secret_parameters(properties: dict[str, Any]) -> dict[str, str]:
+    """``<NAME>_PARAM`` variable -> the template parameter that names its location."""
+    return {
+        name: value["Ref"]
+        for name, value in _variables(properties).items()
+        if name.endswith("_PARAM") and isinstance(value, dict) and "Ref" in value
+    }
+
+
+def test_the_kms_key_policy_covers_every_function_role():
+    policy = load_template()["Resources"]["KmsKeyUsePolicy"]["Properties"]
+    roles = {role["Ref"] for role in policy["Roles"]}
+    assert roles == {f"{logical_id}Role" for logical_id in FUNCTIONS}
+
+
+@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+def test_a_function_may_read_exactly_the_secrets_it_is_told_about(logical_id):
+    properties = FUNCTIONS[logical_id]
+    named = set(_secret_parameters(properties).values())
+    readable = {
+        match
+        for text in _strings(properties.get("Policies") or [])
+        for match in _SSM_PARAMETER.findall(text)
+    }
+    assert named == readable, f"{logical_id}: env names {named}, IAM allows {readable}"
+
+
+def test_each_webhook_function_is_given_its_channel_secrets():
+    for spec in CHANNELS:
+        for webhook in spec.webhooks:
+            assert webhook.function in FUNCTIONS, webhook.function
+            variables = _variables(FUNCTIONS[webhook.function])
+            for secret in webhook.secrets:
+                assert f"{secret}_PARAM" in variables, (webhook.function, secret)
+
+
+def test_the_dispatcher_is_given_every_sender_secret():
+    variables = _variables(FUNCTIONS["DispatcherFunction"])
+    for spec in CHANNELS:
+        for secret in spec.sender_secrets:
+            assert f"{secret}_PARAM" in variables, (spec.channel, secret)
+
+
+def test_provider_api_roots_default_to_the_real_apis():
+    parameters = load_template()["Parameters"]
+    roots = {name: p for name, p in parameters.items() if name.endswith("ApiBaseUrl")}
+    assert roots, "no <Provider>ApiBaseUrl parameters"
+    for name, parameter in roots.items():
+        assert str(parameter["Default"]).startswith("https://"), name
+        provider = name.removesuffix("ApiBaseUrl").upper()
+        users = [
+            logical_id
+            for logical_id, properties in FUNCTIONS.items()
+            if _variables(properties).get(f"{provider}_API_BASE_URL") == {"Ref": name}
+        ]
+        assert "DispatcherFunction" in users, name

@@ -1,0 +1,179 @@
+"""Filing inbound messages: the decisions of threadline.ingest against the in-memory
+fake of the data-access interface (the DynamoDB side: tests/integration)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.unit import twilio_payloads as tw
+from tests.unit.fake_table import FakeTable
+from threadline.channels.twilio import normalize_form
+from threadline.conversations import KnownConversation, plan_inbound
+from threadline.dal.base import Put, Update
+from threadline.items import IDENT_SK, identity_item, identity_pk, profile_item
+from threadline.schema import AuthorRole, Channel, Identity, IdentityKind, RawPayloadRef
+from threadline.settings import StoreSettings
+from threadline.store import KeptRaw, TimelineStore
+
+AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+QUIET = timedelta(hours=24)
+RAW = KeptRaw(
+    ref=RawPayloadRef(location="inline", content_type="application/json", size=2, sha256="0" * 64),
+    inline="{}",
+)
+
+
+@pytest.fixture
+def table() -> FakeTable:
+    return FakeTable()
+
+
+@pytest.fixture
+def store(table: FakeTable) -> TimelineStore:
+    settings = StoreSettings(table_name="threadline", raw_bucket="raw")
+    return TimelineStore(settings, data=table, conversation_quiet_period=QUIET)
+
+
+def sms(sid: str, sender: str = tw.CUSTOMER):
+    return normalize_form(
+        {**tw.SMS, "MessageSid": sid, "SmsSid": sid, "SmsMessageSid": sid, "From": sender}
+    )
+
+
+def test_a_first_message_makes_a_customer_in_one_read_and_one_write(store, table):
+    result = store.ingest(sms(tw.sid("SM", 901)), RAW, received_at=AT)
+
+    assert result.customer_created and not result.duplicate
+    assert table.calls == ["get", "write"]
+    (writes,) = table.written
+    assert {w.item["type"] for w in writes if isinstance(w, Put)} == {
+        "dedup",
+        "message",
+        "identity",
+        "customer",
+        "conversation",
+        "conversation_pointer",
+    }
+    (identity,) = table.of_type("identity")
+    assert identity["customer_id"] == result.customer_id
+    assert identity["conversation_channel"] == "sms"
+
+
+def test_a_known_sender_costs_one_read_and_one_write_and_continues_the_conversation(store, table):
+    first = store.ingest(sms(tw.sid("SM", 902)), RAW, received_at=AT)
+    table.calls.clear()
+
+    second = store.ingest(sms(tw.sid("SM", 903)), RAW, received_at=AT + timedelta(minutes=5))
+
+    assert second.customer_id == first.customer_id and not second.customer_created
+    assert table.calls == ["get", "write"]
+    updates = [w for w in table.written[-1] if isinstance(w, Update)]
+    conversation = next(u for u in updates if u.key[1].startswith("CONV#"))
+    assert "ADD message_count" in conversation.expression
+    assert len(table.of_type("customer")) == 1
+
+
+def test_a_provider_retry_is_acknowledged_as_the_first_message(store, table):
+    message = sms(tw.sid("SM", 904))
+    first = store.ingest(message, RAW, received_at=AT)
+
+    again = store.ingest(message, RAW, received_at=AT + timedelta(seconds=3))
+
+    assert again.duplicate
+    assert (again.message_id, again.customer_id) == (first.message_id, first.customer_id)
+    assert len(table.of_type("message")) == 1
+
+
+def test_a_new_identity_with_a_verified_one_of_a_customer_joins_that_customer(store, table):
+    email = Identity(kind=IdentityKind.EMAIL, value="ana@example.com")
+    owner = "01KNOWNCUSTOMER"
+    table.items[(identity_pk(email), IDENT_SK)] = identity_item(email, owner, AT)
+    profile = profile_item(
+        owner,
+        AT,
+        display_name="Ana",
+        identities=[str(email)],
+        channel="email",
+        open_conversation_id="01OLD",
+        consent={},
+        help_requested={},
+    )
+    table.items[(profile["pk"], profile["sk"])] = profile
+    slack = sms(tw.sid("SM", 905)).model_copy(
+        update={
+            "channel": Channel.SLACK,
+            "provider": "slack",
+            "sender": Identity(kind=IdentityKind.SLACK, value="T123ABC456:U061F7AUR"),
+            "verified_identities": [email],
+        }
+    )
+
+    result = store.ingest(slack, RAW, received_at=AT)
+
+    assert result.identity_linked and result.customer_id == owner
+    linked = next(i for i in table.of_type("identity") if i["identity"].startswith("slack:"))
+    assert linked["link_source"] == "automatic"
+    assert linked["linked_via"] == str(email)
+
+
+def test_identity_items_have_one_shape_whoever_links_them():
+    phone = Identity(kind=IdentityKind.PHONE, value="+14155550100")
+    by_api = identity_item(phone, "01C", AT, link_source="api")
+    by_message = identity_item(phone, "01C", AT, conversation_id="01V", channel="sms")
+
+    assert set(by_api) == set(by_message)
+    assert by_api["linked_at"] == AT.isoformat() and by_message["linked_at"] is None
+    assert by_message["last_message_at"] == AT.isoformat() and by_api["last_message_at"] is None
+
+
+def known(last_message_at: datetime, channel: str | None = "sms") -> KnownConversation:
+    return KnownConversation(
+        id="01CONV", last_message_at=last_message_at.isoformat(), last_channel=channel
+    )
+
+
+def test_a_message_within_the_quiet_period_continues_the_conversation():
+    plan = plan_inbound(
+        "01C", known(AT), "sms", AuthorRole.CUSTOMER, AT + QUIET / 2, "01M", "01NEW", QUIET
+    )
+
+    assert plan.conversation_id == "01CONV" and not plan.opened
+    (write,) = plan.writes
+    assert isinstance(write, Update) and "channel_switches" not in write.expression
+
+
+def test_a_message_on_another_channel_counts_a_switch():
+    plan = plan_inbound(
+        "01C", known(AT), "whatsapp", AuthorRole.CUSTOMER, AT, "01M", "01NEW", QUIET
+    )
+
+    (write,) = plan.writes
+    assert isinstance(write, Update) and "channel_switches" in write.expression
+    assert write.values[":switch"] == {
+        "from": "sms",
+        "to": "whatsapp",
+        "message_id": "01M",
+        "at": AT.isoformat(),
+    }
+
+
+def test_a_message_after_the_quiet_period_closes_the_old_conversation_and_opens_one():
+    plan = plan_inbound(
+        "01C", known(AT), "sms", AuthorRole.CUSTOMER, AT + QUIET, "01M", "01NEW", QUIET
+    )
+
+    assert plan.opened and plan.conversation_id == "01NEW"
+    close, conversation, pointer = plan.writes
+    assert isinstance(close, Update) and close.values[":closed_at"] == (AT + QUIET).isoformat()
+    assert isinstance(conversation, Put) and conversation.item["state"] == "open"
+    assert isinstance(pointer, Put) and pointer.item["customer_id"] == "01C"
+    assert plan.profile_values == {":previous_conversation": "01CONV"}
+
+
+def test_the_first_conversation_needs_no_open_one_on_the_profile():
+    plan = plan_inbound("01C", None, "sms", AuthorRole.CUSTOMER, AT, "01M", "01NEW", QUIET)
+
+    assert plan.opened
+    assert plan.profile_condition == "attribute_not_exists(open_conversation_id)"
