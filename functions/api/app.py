@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
 from threadline import __version__
 from threadline import privacy as privacy_consent
@@ -26,6 +27,7 @@ from threadline.logs import logger
 from threadline.media import MediaFetcher, MediaLink, media_link
 from threadline.merge import MERGED
 from threadline.outbound import SendMessageRequest
+from threadline.outcomes import CloseRequest
 from threadline.privacy import (
     ConsentUpdate,
     CustomerConsent,
@@ -233,7 +235,14 @@ def get_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
     responses=ERROR_RESPONSES,
 )
 def close_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
-    conversation = store.close_conversation(conversation_id)
+    # The body is optional ({"resolution": ..., "agent_id": ...}): closing without
+    # one records "resolved" (docs/analytics.md).
+    raw = app.current_event.body
+    try:
+        request = CloseRequest.model_validate_json(raw) if raw else CloseRequest()
+    except ValidationError as exc:
+        raise MalformedRequest(f"close request is not valid: {exc}", code="invalid_close") from exc
+    conversation = store.close_conversation(conversation_id, outcome=request.outcome())
     if conversation is None:
         raise NotFound("no such conversation")
     return conversation

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from threadline.schema import AuthorRole, ClosedBy, Resolution
 
 REPEAT_CONTACT_WINDOW = timedelta(hours=72)
@@ -36,6 +38,20 @@ SYSTEM = ClosedBy(role="system")
 # message such as "2 parcels are missing" is never taken for a rating.
 _SCORE = re.compile(r"^\s*([1-5])\s*(?:/\s*5|stars?|\.|!)?\s*$", re.IGNORECASE)
 _STARS = re.compile(r"^\s*(⭐{1,5})\s*$")
+
+
+class CloseRequest(BaseModel):
+    """The optional body of ``POST /v1/conversations/{id}/close``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: Resolution = "resolved"
+    agent_id: str | None = Field(
+        default=None, max_length=200, description="who closed it, in the CRM's ids"
+    )
+
+    def outcome(self) -> tuple[Resolution, ClosedBy]:
+        return api_close_outcome(self.resolution, self.agent_id)
 
 
 def repeat_window_from_env() -> timedelta:
