@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 CHECKOV := $(VENV)/checkov/bin/checkov
 
-.PHONY: dev test lint unit integration e2e bench schemas report clean
+.PHONY: dev test lint unit integration e2e bench schemas report report-demo clean
 
 $(STAMP): pyproject.toml shared/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: $(STAMP)
 # written to .threadline/report.html; FROM=YYYY-MM-DD TO=YYYY-MM-DD narrow the period.
 report: $(STAMP)
 	$(PY) -m threadline_analytics $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO))
+
+# The same over the demo scenario (docs/analytics.md), in a lake of its own.
+report-demo: $(STAMP)
+	$(PY) -m threadline_analytics --demo --lake .threadline/demo-lake --html .threadline/demo-report.html
 
 schemas: $(STAMP)
 	$(PY) -m threadline.schema_export infra/schemas

@@ -8,9 +8,9 @@ import pytest
 
 # The console's browser test has the fixture (Debian's chromium, installed if missing).
 from tests.e2e.test_console_browser import ARTIFACTS, browser  # noqa: F401 (fixture)
-from tests.unit.analytics_scenario import scenario_events
 from threadline_analytics.__main__ import main as report_main
 from threadline_analytics.lake import LakeWriter
+from threadline_analytics.scenario import scenario_events
 
 pytestmark = pytest.mark.e2e
 

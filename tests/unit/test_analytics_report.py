@@ -1,4 +1,4 @@
-"""The metrics over a lake holding the scenario's events (tests/unit/analytics_scenario.py),
+"""The metrics over a lake holding the scenario's events (threadline_analytics/scenario.py),
 computed by DuckDB with the queries the template gives Athena. Expected figures are
 worked out by hand from the scenario's story, not by running SQL."""
 
@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.unit.analytics_scenario import scenario_events
 from threadline_analytics.html_report import render_html
 from threadline_analytics.lake import LakeWriter
 from threadline_analytics.report import compute, render_text
+from threadline_analytics.scenario import scenario_events
 
 
 @pytest.fixture()
@@ -154,3 +154,18 @@ def test_threadline_report_prints_the_period_and_writes_the_page(lake, tmp_path)
     assert "2026-11-24  email     2        2" in result.output
     assert "2026-11-23" not in result.output
     assert "Period: 2026-11-24 to 2026-11-24" in page.read_text(encoding="utf-8")
+
+
+def test_the_demo_writes_the_scenario_and_never_over_a_real_lake(tmp_path, capsys):
+    from threadline_analytics.__main__ import main as report_main
+
+    demo, page = tmp_path / "demo-lake", tmp_path / "demo.html"
+    for _ in range(2):  # a second run replaces the first demo's files
+        assert report_main(["--demo", "--lake", str(demo), "--html", str(page)]) == 0
+    [fcr] = _results(demo)["first_contact_resolution"]
+    assert (fcr["closed_conversations"], fcr["resolved_first_contact"]) == (3, 1)
+    real = tmp_path / "lake"
+    LakeWriter(real).write(scenario_events()[:3])
+    with pytest.raises(SystemExit, match="not a demo"):
+        report_main(["--demo", "--lake", str(real), "--html", str(page)])
+    capsys.readouterr()

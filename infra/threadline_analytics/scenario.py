@@ -1,4 +1,4 @@
-"""The analytics scenario as the events threadline publishes for it (the lake's lines).
+"""A demo and test scenario: the events threadline publishes for it (the lake's lines).
 
 One customer: chats on SMS, then e-mails in the same conversation (A, resolved on
 first contact, rated 5 on e-mail); e-mails again the next day (B, resolved, rated 2 on
@@ -38,7 +38,7 @@ def _event(event_type: str, at: datetime, **body: Any) -> dict[str, Any]:
     }
 
 
-def _message(kind: str, conversation: str, channel: str, at: datetime, role: str) -> dict:
+def _message(kind: str, conversation: str, channel: str, at: datetime, role: str) -> dict[str, Any]:
     inbound = kind == "message.received"
     return _event(
         kind,
@@ -127,7 +127,7 @@ def _opened(conversation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _rating(conversation: dict[str, Any], channel: str, score: int, at: datetime) -> dict:
+def _rating(conversation: dict[str, Any], channel: str, score: int, at: datetime) -> dict[str, Any]:
     rating = {
         "conversation_id": conversation["id"],
         "score": score,
