@@ -55,6 +55,7 @@ from threadline.subscriptions import (
     SubscriptionRequest,
     SubscriptionStore,
 )
+from threadline.telemetry import traced
 
 app = APIGatewayHttpResolver(enable_validation=True)
 store = CustomerStore(store_settings())
@@ -550,6 +551,7 @@ def openapi() -> dict[str, Any]:
     return openapi_document()
 
 
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -9,10 +9,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from threadline.logs import logger
 from threadline.settings import store_settings
 from threadline.store import TimelineStore
+from threadline.telemetry import traced
 
 store = TimelineStore(store_settings())
 
 
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     return {"closed": store.close_due_conversations()}

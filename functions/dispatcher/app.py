@@ -17,6 +17,7 @@ from threadline import aws
 from threadline.logs import logger
 from threadline.outbound import Dispatcher, OutboundStore, RetryLater, job_from_queue_body
 from threadline.settings import required_env, store_settings
+from threadline.telemetry import traced
 
 # Report every failed record, even when all failed, so Lambda retries just those.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -40,6 +41,7 @@ def dispatch_record(record: SQSRecord) -> None:
         raise
 
 
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(

@@ -17,6 +17,7 @@ from threadline.logs import logger
 from threadline.privacy import JobKind, PrivacyService, PrivacySettings, job_from_queue_body
 from threadline.settings import store_settings
 from threadline.store import TimelineStore
+from threadline.telemetry import traced
 
 # A failed job is reported and redelivered; every job resumes where it stopped.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -31,6 +32,7 @@ def run_record(record: SQSRecord) -> None:
         service.run_erasure(customer_id, job_id)
 
 
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(

@@ -17,6 +17,7 @@ from threadline import aws
 from threadline.events import events_from_stream_record, publish
 from threadline.logs import logger
 from threadline.settings import required_env
+from threadline.telemetry import traced
 
 processor = BatchProcessor(
     event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False
@@ -28,6 +29,7 @@ def publish_record(record: DynamoDBRecord) -> None:
     publish(events_from_stream_record(record.raw_event), bus_name, aws.events())
 
 
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(

@@ -25,6 +25,7 @@ from threadline.logs import logger
 from threadline.secrets import get_secret
 from threadline.settings import store_settings, webhook_settings
 from threadline.store import TimelineStore
+from threadline.telemetry import traced
 from threadline.webhook import process_request, request_from_queue
 
 # The route Twilio called, and so the URL it signed.
@@ -58,6 +59,7 @@ def file_record(record: SQSRecord) -> None:
         )
 
 
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(

@@ -17,6 +17,7 @@ from threadline.channels.webchat import continuation_job, continue_by_email
 from threadline.customers import CustomerStore
 from threadline.logs import logger
 from threadline.settings import store_settings
+from threadline.telemetry import traced
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 store = CustomerStore(store_settings())
@@ -27,6 +28,7 @@ def continue_record(record: SQSRecord) -> None:
     continue_by_email(store, customer_id, message_id)
 
 
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(

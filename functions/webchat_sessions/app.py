@@ -17,6 +17,7 @@ from threadline.errors import MalformedRequest, ThreadlineError
 from threadline.logs import logger
 from threadline.secrets import get_secret
 from threadline.settings import store_settings
+from threadline.telemetry import traced
 
 sessions = WebchatSessions(
     CustomerStore(store_settings()),
@@ -61,6 +62,7 @@ def _body(event: dict[str, Any]) -> bytes:
     return str(raw).encode("utf-8")
 
 
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}

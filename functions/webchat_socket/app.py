@@ -11,6 +11,7 @@ from threadline.logs import logger
 from threadline.secrets import get_secret
 from threadline.settings import store_settings
 from threadline.store import TimelineStore
+from threadline.telemetry import traced
 
 socket = WebchatSocket(
     TimelineStore(store_settings()),
@@ -19,6 +20,7 @@ socket = WebchatSocket(
 )
 
 
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return socket.handle(event)

@@ -23,6 +23,7 @@ from threadline.http import http_client
 from threadline.logs import logger
 from threadline.settings import required_env, store_settings
 from threadline.subscriptions import SubscriptionStore
+from threadline.telemetry import traced
 
 # A failed job holds back the later jobs of its message group (one subscriber, one
 # customer) only; other groups in the batch carry on.
@@ -125,6 +126,7 @@ def _reschedule(event: dict[str, Any], response: PartialItemFailureResponse) -> 
             logger.exception("could not reschedule webhook jobs")
 
 
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     retries.clear()

@@ -14,6 +14,7 @@ from threadline.crm_webhooks import enqueue, event_from_envelope, jobs_for
 from threadline.logs import logger
 from threadline.settings import required_env, store_settings
 from threadline.subscriptions import Subscription, SubscriptionStore
+from threadline.telemetry import traced
 
 # In order: once one event fails, the rest of the batch is reported failed too, so
 # no event overtakes an earlier one.
@@ -38,6 +39,7 @@ def fan_out_record(record: SQSRecord) -> None:
     enqueue(jobs_for(detail_type, detail, subscriptions), queue_url, aws.sqs())
 
 
+@traced
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     subscriptions[:] = store.all(consistent=True)

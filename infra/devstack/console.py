@@ -26,8 +26,6 @@ WEBHOOK_PREFIX = "/webhooks/"
 # (rc = retry count, rp = retry policy); without them it goes to the fallback URL.
 TWILIO_OVERRIDES = "#rc=3&rp=all"
 HEALTH_TIMEOUT_SECONDS = 60.0
-# Event types something feeds locally: the gateway (HttpApi), pollers and schedules.
-FED_EVENT_TYPES = frozenset({"HttpApi", "SQS", "DynamoDB", "SNS", "Schedule"})
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -116,11 +114,9 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
         _say(out, f"  function      {spec.logical_id}  {spec.handler} in {where}/")
         for warning in spec.warnings:
             _say(out, f"    note: {warning}")
-        for event in spec.events:
-            if event.type == "S3":
-                _say(out, f"    note: S3 event {event.name} is fed by POST {stack.email_url}")
-            elif event.type not in FED_EVENT_TYPES:
-                _say(out, f"    note: {event.type} event {event.name} is not fed locally yet")
+        for target in stack.mail.targets if stack.mail is not None else []:
+            if target.function == spec.logical_id:
+                _say(out, f"    note: S3 bucket {target.bucket} is fed by POST {stack.email_url}")
         declared = spec.runtime.removeprefix("python")
         running = ".".join(platform.python_version_tuple()[:2])
         if declared and declared != running:

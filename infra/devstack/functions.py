@@ -1,4 +1,4 @@
-"""The template's functions, as the local runtime needs them (Globals merged, resolved)."""
+"""The template's functions, as the local runtime needs them (SAM translated, resolved)."""
 
 from __future__ import annotations
 
@@ -9,27 +9,12 @@ from typing import Any
 
 from devstack.intrinsics import NO_VALUE, to_environment_value
 from devstack.resources import StackResources
-from devstack.template import SERVERLESS_FUNCTION, Template, TemplateError
+from devstack.template import LAMBDA_FUNCTION, Template, TemplateError, local_code_path
 
-# Lambda's defaults when neither the function nor Globals say.
+# Lambda's defaults when the function does not say.
 DEFAULT_MEMORY_MB = 128
 DEFAULT_TIMEOUT_SECONDS = 3.0
-LAYER_TYPES = ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
-
-
-@dataclass(frozen=True)
-class FunctionEvent:
-    """One entry of a function's ``Events``, its properties resolved.
-
-    The gateway reads the ``HttpApi`` ones; pollers for ``SQS`` and ``DynamoDB``
-    events (their ``Queue`` / ``Stream`` ARNs resolved here) can read the rest.
-    """
-
-    name: str
-    type: str
-    properties: Mapping[str, Any]
-    # The unresolved properties: which resource an ApiId or Stream names.
-    raw_properties: Mapping[str, Any]
+LAYER_TYPE = "AWS::Lambda::LayerVersion"
 
 
 @dataclass(frozen=True)
@@ -44,7 +29,6 @@ class FunctionSpec:
     memory_mb: int
     timeout_seconds: float
     variables: Mapping[str, str]
-    events: tuple[FunctionEvent, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -54,11 +38,11 @@ class FunctionSpec:
 
 
 def load_functions(stack: StackResources) -> dict[str, FunctionSpec]:
-    """Every ``AWS::Serverless::Function`` of the template, ready to run."""
+    """Every ``AWS::Lambda::Function`` of the template, ready to run."""
     template = stack.template
     return {
         logical_id: load_function(stack, logical_id)
-        for logical_id in template.logical_ids_of_type(SERVERLESS_FUNCTION)
+        for logical_id in template.logical_ids_of_type(LAMBDA_FUNCTION)
         if logical_id in stack
     }
 
@@ -72,11 +56,10 @@ def load_function(stack: StackResources, logical_id: str) -> FunctionSpec:
         raise TemplateError(f"{logical_id} has no Handler")
     if runtime and not runtime.startswith("python"):
         raise TemplateError(f"{logical_id}: the local stack runs Python functions, not {runtime}")
-    code_uri = stack.resolve(raw.get("CodeUri", "."))
-    if not isinstance(code_uri, str):
+    code_uri = local_code_path(raw.get("Code"))
+    if code_uri is None:
         raise TemplateError(f"{logical_id}: CodeUri must be a local directory locally")
     layer_dirs, warnings = _layer_dirs(template, raw.get("Layers") or [])
-    events = _events(stack, logical_id, raw.get("Events") or {}, warnings)
     return FunctionSpec(
         logical_id=logical_id,
         name=stack.physical_id(logical_id),
@@ -88,29 +71,12 @@ def load_function(stack: StackResources, logical_id: str) -> FunctionSpec:
         memory_mb=int(stack.resolve(raw.get("MemorySize", DEFAULT_MEMORY_MB))),
         timeout_seconds=float(stack.resolve(raw.get("Timeout", DEFAULT_TIMEOUT_SECONDS))),
         variables=template_variables(stack, raw),
-        events=tuple(events),
         warnings=tuple(warnings),
     )
 
 
-def _events(
-    stack: StackResources, logical_id: str, events: Mapping[str, Any], warnings: list[str]
-) -> list[FunctionEvent]:
-    found = []
-    for name, event in events.items():
-        raw = event.get("Properties") or {}
-        try:
-            properties = stack.resolve(raw)
-        except TemplateError as exc:
-            # An event source the local stack cannot feed must not stop the others.
-            warnings.append(f"event {name} of {logical_id}: {exc}")
-            properties = {}
-        found.append(FunctionEvent(str(name), str(event.get("Type", "")), properties, raw))
-    return found
-
-
 def template_variables(stack: StackResources, properties: Mapping[str, Any]) -> dict[str, str]:
-    """``Environment.Variables`` (Globals merged) with intrinsics resolved, as strings."""
+    """``Environment.Variables`` with intrinsics resolved, as strings."""
     variables = (properties.get("Environment") or {}).get("Variables") or {}
     resolved: dict[str, str] = {}
     for name, value in variables.items():
@@ -127,14 +93,14 @@ def _layer_dirs(template: Template, layers: list[Any]) -> tuple[tuple[Path, ...]
     warnings: list[str] = []
     for layer in layers:
         logical_id = layer.get("Ref") if isinstance(layer, Mapping) else None
-        if not isinstance(logical_id, str) or template.resource_type(logical_id) not in LAYER_TYPES:
+        if not isinstance(logical_id, str) or template.resource_type(logical_id) != LAYER_TYPE:
             warnings.append(
                 f"layer {layer!r} is not a layer of this template; not available locally"
             )
             continue
         resource = template.resource(logical_id)
-        content = (resource.get("Properties") or {}).get("ContentUri")
-        if not isinstance(content, str):
+        content = local_code_path((resource.get("Properties") or {}).get("Content"))
+        if content is None:
             warnings.append(f"layer {logical_id} has no local ContentUri; not available locally")
             continue
         directory = (template.root / content).resolve()
@@ -146,3 +112,57 @@ def _layer_dirs(template: Template, layers: list[Any]) -> tuple[tuple[Path, ...]
             directory = directory / "python"
         found.append(directory)
     return tuple(found), warnings
+
+
+def function_named(value: Any, functions: Mapping[str, FunctionSpec]) -> str | None:
+    """The function a translated property names (``!Ref Fn``, ``!GetAtt Fn.Arn``), if any."""
+    if isinstance(value, Mapping):
+        target = value.get("Ref")
+        if target is None:
+            get_att = value.get("Fn::GetAtt")
+            target = get_att[0] if isinstance(get_att, list) and get_att else None
+        if isinstance(target, str) and target in functions:
+            return target
+    return None
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """A translated resource that feeds a function: a SAM event, after the translator.
+
+    ``event`` is the SAM event's name where the translator kept it in the logical id
+    (``PublisherFunctionTableStream`` -> ``TableStream``), else the logical id.
+    """
+
+    logical_id: str
+    function: str
+    event: str
+    properties: Mapping[str, Any]  # resolved; empty when they could not be
+    error: str | None = None
+
+
+def event_sources(
+    stack: StackResources,
+    functions: Mapping[str, FunctionSpec],
+    resource_type: str,
+    names_function: Any,
+) -> list[EventSource]:
+    """The resources of ``resource_type`` whose ``names_function(properties)`` is a function.
+
+    An event source whose properties do not resolve is kept with its error, so the
+    console can say why it is not fed while the others still run.
+    """
+    found = []
+    for logical_id in stack.template.logical_ids_of_type(resource_type):
+        if logical_id not in stack:
+            continue
+        raw = stack.template.properties(logical_id)
+        function = function_named(names_function(raw), functions)
+        if function is None:
+            continue
+        event = logical_id.removeprefix(function) or logical_id
+        try:
+            found.append(EventSource(logical_id, function, event, stack.resolve(raw)))
+        except TemplateError as exc:
+            found.append(EventSource(logical_id, function, event, {}, str(exc)))
+    return found

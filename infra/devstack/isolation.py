@@ -1,28 +1,37 @@
-"""DynamoDB's isolation guarantees, restored for moto in server mode.
+"""DynamoDB's isolation guarantees and costs, restored for moto in server mode.
 
-moto runs a TransactWriteItems by snapshotting the tables, applying the writes and
-restoring the snapshot when a condition fails. Its server answers requests on many
-threads, so a write from another request can land inside that window and be rolled
-back with the cancelled transaction, or a cancelled transaction's write can survive
-another's restore. DynamoDB itself isolates transactions from every other operation
-(serializable). The embedded AWS restores that by running DynamoDB operations one at
-a time: requests still arrive concurrently, and threadline's conditional writes are
-still what decides who wins a race, exactly as against DynamoDB.
+moto runs a TransactWriteItems by deep-copying every table it names, applying the
+writes and putting the copies back when a condition fails. Two things follow:
 
-The restore has a second effect on tables with a stream: the restored table is a
-copy with a copy of its stream, while open shard iterators keep reading the
-original one, which holds the cancelled writes' records and never sees another.
-DynamoDB never streams a write that did not commit, so after a rollback the
-original stream is put back on the restored table, without the cancelled records;
-and stream reads take the same turn as writes, so none sees a record that is
-about to be withdrawn.
+* **Isolation.** Its server answers requests on many threads, so a write from
+  another request could land inside that window and be rolled back with the
+  cancelled transaction. DynamoDB isolates transactions from every other operation
+  (serializable); the embedded AWS does so by running DynamoDB operations, stream
+  reads included, one at a time. Requests still arrive concurrently, and
+  threadline's conditional writes still decide who wins a race, as against DynamoDB.
+* **Cost.** The copy is the whole table with its stream records: a 5-item
+  transaction took 33 ms at 100 items and 4.2 s at 6 000, so functions timed out
+  under load, and memory grew with every message. Here a transaction backs up only
+  the items it names (and the stream's length); moto's own rollback is then a no-op,
+  and a cancelled transaction's items are put back and its stream records
+  withdrawn, as DynamoDB never streams a write that did not commit.
+
+Stream records would still grow without bound (DynamoDB keeps them 24 hours), so
+records every reader has read, beyond the newest :data:`KEEP_STREAM_RECORDS`, are
+dropped: a reader is a chain of shard iterators (each read hands out the next), and
+a chain not used for :data:`ITERATOR_LIFETIME_SECONDS` expires, as DynamoDB's shard
+iterators do. moto also keeps every iterator it ever handed out; here each chain
+keeps only the one it last used and the one it last got.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 _LOCK = threading.RLock()
@@ -35,25 +44,33 @@ _OPERATIONS = (
     "delete_item",
     "transact_write_items",
 )
-_STREAM_OPERATIONS = ("describe_stream", "get_shard_iterator", "get_records")
+# DynamoDB: "A shard iterator expires 15 minutes after it is returned to the requester."
+ITERATOR_LIFETIME_SECONDS = 15 * 60
+KEEP_STREAM_RECORDS = 1000
 
 
 def serialize_dynamodb_operations() -> None:
-    """Make moto's DynamoDB backend run one operation at a time (idempotent)."""
+    """Patch moto's DynamoDB backends as described above (idempotent)."""
+    import moto.dynamodb.models as dynamodb_models
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 
+    if getattr(DynamoDBBackend.transact_write_items, "__threadline_serialized__", False):
+        return
+    # moto's transaction backs a table up with copy.deepcopy; only its module sees this.
+    dynamodb_models.copy = _TablesByReference()  # type: ignore[attr-defined,assignment]
     for name in _OPERATIONS:
         original = getattr(DynamoDBBackend, name)
-        if getattr(original, "__threadline_serialized__", False):
-            continue
         if name == "transact_write_items":
-            original = _streams_survive_rollback(original)
+            original = _roll_back_touched_items(original)
         setattr(DynamoDBBackend, name, _serialized(original))
-    for name in _STREAM_OPERATIONS:
-        original = getattr(DynamoDBStreamsBackend, name)
-        if not getattr(original, "__threadline_serialized__", False):
-            setattr(DynamoDBStreamsBackend, name, _serialized(original))
+    streams = {
+        "describe_stream": DynamoDBStreamsBackend.describe_stream,
+        "get_shard_iterator": _new_reader(DynamoDBStreamsBackend.get_shard_iterator),
+        "get_records": _reader_moves_on(DynamoDBStreamsBackend.get_records),
+    }
+    for name, operation in streams.items():
+        setattr(DynamoDBStreamsBackend, name, _serialized(operation))
 
 
 def _serialized(operation: Callable[..., Any]) -> Callable[..., Any]:
@@ -66,24 +83,159 @@ def _serialized(operation: Callable[..., Any]) -> Callable[..., Any]:
     return run_alone
 
 
-def _streams_survive_rollback(transact: Callable[..., Any]) -> Callable[..., Any]:
+# ------------------------------------------------------------------ transactions
+
+
+class _TablesByReference:
+    """``copy`` for moto's DynamoDB module: a table "backup" is the table itself."""
+
+    def deepcopy(self, value: Any, memo: dict[int, Any] | None = None) -> Any:
+        from moto.dynamodb.models.table import Table
+
+        return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+
+def _roll_back_touched_items(transact: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(transact)
-    def transact_write_items(backend: Any, *args: Any, **kwargs: Any) -> Any:
-        streams = {
-            name: (table, table.stream_shard, len(table.stream_shard.items))
-            for name, table in backend.tables.items()
-            if table.stream_shard is not None
-        }
+    def transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> Any:
+        items, streams = _back_up(backend, transact_items)
         try:
-            return transact(backend, *args, **kwargs)
+            return transact(backend, transact_items)
         except BaseException:
-            for name, (before, shard, length) in streams.items():
-                restored = backend.tables.get(name)
-                if restored is None or restored is before:
-                    continue  # not rolled back
+            for table, hash_key, range_key, item in items:
+                _put_back(table, hash_key, range_key, item)
+            for shard, length in streams.values():
                 del shard.items[length:]
-                shard.table = restored
-                restored.stream_shard = shard
             raise
 
     return transact_write_items
+
+
+def _back_up(
+    backend: Any, transact_items: list[dict[str, Any]]
+) -> tuple[list[tuple[Any, Any, Any, Any]], dict[int, tuple[Any, int]]]:
+    """A copy of every item the transaction names, and each stream's length."""
+    from moto.dynamodb.exceptions import MockValidationException
+
+    items = []
+    streams: dict[int, tuple[Any, int]] = {}
+    for entry in transact_items:
+        operation = next(iter(entry.values()), None) or {}
+        table = backend.tables.get(operation.get("TableName"))
+        if table is None:
+            continue  # moto refuses the transaction itself
+        key = operation.get("Key")
+        if key is None:
+            item = operation.get("Item") or {}
+            names = (table.hash_key_attr, table.range_key_attr)
+            key = {name: item[name] for name in names if name is not None and name in item}
+        try:
+            hash_key, range_key = backend.get_keys_value(table, key)
+            current = table.get_item(hash_key, range_key)
+        except MockValidationException:
+            continue  # an invalid key: moto refuses the transaction before writing
+        items.append((table, hash_key, range_key, copy.deepcopy(current)))
+        if table.stream_shard is not None:
+            streams.setdefault(id(table), (table.stream_shard, len(table.stream_shard.items)))
+    return items, streams
+
+
+def _put_back(table: Any, hash_key: Any, range_key: Any, item: Any) -> None:
+    """Restore one item as it was, without a stream record."""
+    if range_key is None:
+        if item is None:
+            table.items.pop(hash_key, None)
+        else:
+            table.items[hash_key] = item
+        return
+    if item is None:
+        table.items.get(hash_key, {}).pop(range_key, None)
+    else:
+        table.items[hash_key][range_key] = item
+
+
+# ---------------------------------------------------------------- stream records
+
+
+@dataclass
+class _Reader:
+    """A chain of shard iterators: one consumer's position in one shard."""
+
+    shard: Any
+    position: int
+    used_at: float = field(default_factory=time.monotonic)
+    iterators: list[str] = field(default_factory=list)
+
+
+def _readers(backend: Any) -> dict[str, _Reader]:
+    """Iterator ARN -> its reader, kept on the streams backend."""
+    readers: dict[str, _Reader] | None = getattr(backend, "_threadline_readers", None)
+    if readers is None:
+        readers = backend._threadline_readers = {}
+    return readers
+
+
+def _new_reader(get_shard_iterator: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(get_shard_iterator)
+    def new_reader(backend: Any, *args: Any, **kwargs: Any) -> Any:
+        iterator = get_shard_iterator(backend, *args, **kwargs)
+        reader = _Reader(iterator.stream_shard, iterator.sequence_number, iterators=[iterator.arn])
+        _readers(backend)[iterator.arn] = reader
+        _expire_readers(backend)
+        return iterator
+
+    return new_reader
+
+
+def _reader_moves_on(get_records: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(get_records)
+    def get_records_and_trim(backend: Any, iterator_arn: str, limit: int) -> Any:
+        from moto.core.exceptions import JsonRESTError
+
+        _expire_readers(backend)
+        readers = _readers(backend)
+        reader = readers.get(iterator_arn)
+        iterator = backend.shard_iterators.get(iterator_arn)
+        if iterator is None:
+            raise JsonRESTError("ExpiredIteratorException", "Iterator expired")
+        # Behind the records kept (an expired reader's position): read on from the oldest.
+        iterator.sequence_number = max(
+            iterator.sequence_number, iterator.stream_shard.starting_sequence_number
+        )
+        result = get_records(backend, iterator_arn, limit)
+        following = result["NextShardIterator"]
+        if reader is None:  # an iterator handed out before the patch
+            reader = readers[iterator_arn] = _Reader(iterator.stream_shard, 0)
+        reader.position = backend.shard_iterators[following].sequence_number
+        reader.used_at = time.monotonic()
+        # The one just used (a reader may read it again) and the one just handed out.
+        for stale in reader.iterators:
+            if stale not in (iterator_arn, following):
+                backend.shard_iterators.pop(stale, None)
+                readers.pop(stale, None)
+        reader.iterators = [iterator_arn, following] if following != iterator_arn else [following]
+        readers[following] = reader
+        _trim(reader.shard, readers)
+        return result
+
+    return get_records_and_trim
+
+
+def _expire_readers(backend: Any) -> None:
+    readers = _readers(backend)
+    deadline = time.monotonic() - ITERATOR_LIFETIME_SECONDS
+    for arn, reader in list(readers.items()):
+        if reader.used_at < deadline:
+            readers.pop(arn, None)
+            backend.shard_iterators.pop(arn, None)
+
+
+def _trim(shard: Any, readers: dict[str, _Reader]) -> None:
+    """Drop the records every reader of ``shard`` has read, but the newest ones."""
+    positions = [reader.position for reader in readers.values() if reader.shard is shard]
+    keep_from = len(shard.items) - KEEP_STREAM_RECORDS
+    read = min(positions) - shard.starting_sequence_number
+    drop = min(read, keep_from)
+    if drop > 0:
+        del shard.items[:drop]
+        shard.starting_sequence_number += drop

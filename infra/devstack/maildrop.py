@@ -3,7 +3,8 @@
 SES receipt rules put the raw mail in the inbound mail bucket and S3's event
 notification invokes the function; the local stack has neither SES inbound nor S3
 notifications, so this puts the body in the bucket of every function with a
-``Type: S3`` event and invokes that function with the S3 event Lambda would get.
+``Type: S3`` event (a bucket notification, once translated) and invokes that
+function with the S3 event Lambda would get.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus
 
-from devstack.functions import FunctionSpec
+from devstack.functions import FunctionSpec, function_named
+from devstack.resources import StackResources
 from devstack.runtime import Invocation
 
 
@@ -27,23 +29,21 @@ class MailTarget:
     prefix: str = ""
 
 
-def mail_targets(functions: Mapping[str, FunctionSpec]) -> list[MailTarget]:
-    """Every function fed by an S3 object-created event, with its bucket."""
+def mail_targets(stack: StackResources, functions: Mapping[str, FunctionSpec]) -> list[MailTarget]:
+    """Every function a bucket's object-created notification invokes (a ``Type: S3`` event)."""
     found = []
-    for logical_id, spec in functions.items():
-        for event in spec.events:
-            if event.type != "S3":
+    for logical_id in stack.template.logical_ids_of_type("AWS::S3::Bucket"):
+        properties = stack.template.properties(logical_id)
+        notifications = properties.get("NotificationConfiguration") or {}
+        for configuration in notifications.get("LambdaConfigurations") or []:
+            function = function_named(configuration.get("Function"), functions)
+            if function is None or "ObjectCreated" not in str(configuration.get("Event")):
                 continue
-            bucket = event.properties.get("Bucket")
-            events = event.properties.get("Events")
-            names = [events] if isinstance(events, str) else list(events or [])
-            if isinstance(bucket, str) and any("ObjectCreated" in str(n) for n in names):
-                rules = ((event.properties.get("Filter") or {}).get("S3Key") or {}).get("Rules")
-                prefix = next(
-                    (str(r.get("Value", "")) for r in rules or [] if r.get("Name") == "prefix"),
-                    "",
-                )
-                found.append(MailTarget(logical_id, bucket, prefix))
+            rules = ((configuration.get("Filter") or {}).get("S3Key") or {}).get("Rules")
+            prefix = next(
+                (str(r.get("Value", "")) for r in rules or [] if r.get("Name") == "prefix"), ""
+            )
+            found.append(MailTarget(function, stack.physical_id(logical_id), prefix))
     return found
 
 

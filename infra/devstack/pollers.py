@@ -38,7 +38,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from devstack.aws import AwsTarget
-from devstack.functions import FunctionEvent, FunctionSpec
+from devstack.functions import EventSource, FunctionSpec, event_sources
+from devstack.resources import StackResources
 from devstack.runtime import Invocation
 from devstack.template import TemplateError
 
@@ -101,8 +102,10 @@ class MappingsFound:
     notes: list[str] = field(default_factory=list)
 
 
+EVENT_SOURCE_MAPPING = "AWS::Lambda::EventSourceMapping"
 _STREAM_KEYS = {
-    "Stream",
+    "FunctionName",
+    "EventSourceArn",
     "StartingPosition",
     "BatchSize",
     "MaximumBatchingWindowInSeconds",
@@ -114,7 +117,8 @@ _STREAM_KEYS = {
     "Enabled",
 }
 _QUEUE_KEYS = {
-    "Queue",
+    "FunctionName",
+    "EventSourceArn",
     "BatchSize",
     "MaximumBatchingWindowInSeconds",
     "FunctionResponseTypes",
@@ -122,40 +126,42 @@ _QUEUE_KEYS = {
 }
 
 
-def event_source_mappings(functions: Mapping[str, FunctionSpec]) -> MappingsFound:
-    """The SQS and DynamoDB-stream mappings of every function's ``Events``.
+def event_source_mappings(
+    stack: StackResources, functions: Mapping[str, FunctionSpec]
+) -> MappingsFound:
+    """The SQS and DynamoDB-stream ``AWS::Lambda::EventSourceMapping``s of ``functions``.
 
     Values a deploy would reject (a batch size out of range, an unknown starting
     position) raise :class:`TemplateError`, so they fail locally as in AWS.
     """
     mappings: list[EventSourceMapping] = []
     notes: list[str] = []
-    for spec in functions.values():
-        for event in spec.events:
-            where = f"{spec.logical_id} event {event.name}"
-            if event.type in {"DynamoDB", "SQS"} and event.raw_properties and not event.properties:
-                # Its properties did not resolve (the function's warnings say why):
-                # the other event sources still run.
-                notes.append(f"{where}: not polled, its properties could not be resolved")
-                continue
-            if event.type == "DynamoDB":
-                if not _enabled(event):
-                    notes.append(f"{where}: Enabled is false; not polled")
-                    continue
-                mappings.append(_stream_mapping(spec, event, where))
-                notes += _ignored(where, event, _STREAM_KEYS)
-            elif event.type == "SQS":
-                if not _enabled(event):
-                    notes.append(f"{where}: Enabled is false; not polled")
-                    continue
-                mappings.append(_queue_mapping(spec, event, where))
-                notes += _ignored(where, event, _QUEUE_KEYS)
+    sources = event_sources(stack, functions, EVENT_SOURCE_MAPPING, lambda p: p.get("FunctionName"))
+    for source in sources:
+        where = f"{source.function} event {source.event}"
+        if source.error is not None:
+            # The other event sources still run.
+            notes.append(
+                f"{where}: not polled, its properties could not be resolved: {source.error}"
+            )
+            continue
+        arn = str(source.properties.get("EventSourceArn") or "")
+        if not _flag(source.properties.get("Enabled", True)):
+            notes.append(f"{where}: Enabled is false; not polled")
+        elif ":dynamodb:" in arn:
+            mappings.append(_stream_mapping(functions[source.function], source, where))
+            notes += _ignored(where, source, _STREAM_KEYS)
+        elif ":sqs:" in arn:
+            mappings.append(_queue_mapping(functions[source.function], source, where))
+            notes += _ignored(where, source, _QUEUE_KEYS)
+        else:
+            notes.append(f"{where}: {arn or 'this event source'} is not fed locally yet")
     return MappingsFound(mappings, notes)
 
 
-def _stream_mapping(spec: FunctionSpec, event: FunctionEvent, where: str) -> StreamMapping:
+def _stream_mapping(spec: FunctionSpec, event: EventSource, where: str) -> StreamMapping:
     properties = event.properties
-    stream = properties.get("Stream")
+    stream = properties.get("EventSourceArn")
     if not isinstance(stream, str) or ":dynamodb:" not in stream:
         raise TemplateError(f"{where}: Stream must be a DynamoDB stream ARN, not {stream!r}")
     position = str(properties.get("StartingPosition") or "")
@@ -170,7 +176,7 @@ def _stream_mapping(spec: FunctionSpec, event: FunctionEvent, where: str) -> Str
     return StreamMapping(
         function=spec.logical_id,
         function_arn=spec.arn,
-        event=event.name,
+        event=event.event,
         stream_arn=stream,
         starting_position=position,
         batch_size=_number(properties, "BatchSize", 100, 1, 10000, where),
@@ -183,9 +189,9 @@ def _stream_mapping(spec: FunctionSpec, event: FunctionEvent, where: str) -> Str
     )
 
 
-def _queue_mapping(spec: FunctionSpec, event: FunctionEvent, where: str) -> QueueMapping:
+def _queue_mapping(spec: FunctionSpec, event: EventSource, where: str) -> QueueMapping:
     properties = event.properties
-    queue = properties.get("Queue")
+    queue = properties.get("EventSourceArn")
     if not isinstance(queue, str) or not queue.startswith("arn:") or ":sqs:" not in queue:
         raise TemplateError(f"{where}: Queue must be an SQS queue ARN, not {queue!r}")
     batch_size = _number(properties, "BatchSize", 10, 1, 10000, where)
@@ -197,16 +203,12 @@ def _queue_mapping(spec: FunctionSpec, event: FunctionEvent, where: str) -> Queu
     return QueueMapping(
         function=spec.logical_id,
         function_arn=spec.arn,
-        event=event.name,
+        event=event.event,
         queue_arn=queue,
         batch_size=batch_size,
         batching_window=window,
         report_item_failures=_reports_failures(properties),
     )
-
-
-def _enabled(event: FunctionEvent) -> bool:
-    return _flag(event.properties.get("Enabled", True))
 
 
 def _flag(value: Any) -> bool:
@@ -237,7 +239,7 @@ def _record_age(properties: Mapping[str, Any], where: str) -> float:
     return float(age)
 
 
-def _ignored(where: str, event: FunctionEvent, handled: set[str]) -> list[str]:
+def _ignored(where: str, event: EventSource, handled: set[str]) -> list[str]:
     ignored = sorted(set(event.properties) - handled)
     return [f"{where}: not applied locally: {', '.join(ignored)}"] if ignored else []
 
@@ -942,6 +944,7 @@ def _timing(invocation: Invocation) -> str:
 
 
 def function_pollers(
+    stack: StackResources,
     functions: Mapping[str, FunctionSpec],
     aws: AwsTarget,
     invoke: Invoke,
@@ -956,7 +959,7 @@ def function_pollers(
     rather than a physical name. Returns the pollers and notes for the console.
     """
     names = names or {}
-    found = event_source_mappings(functions)
+    found = event_source_mappings(stack, functions)
     pollers: list[Poller] = []
     for mapping in found.mappings:
         if isinstance(mapping, StreamMapping):

@@ -308,6 +308,8 @@ _BUCKET_PROPERTIES = {
     "PublicAccessBlockConfiguration",
     "OwnershipControls",
     "LifecycleConfiguration",
+    # Its Lambda notifications (SAM's S3 events) are fed by POST /_dev/email (maildrop).
+    "NotificationConfiguration",
     "Tags",
 }
 
@@ -646,21 +648,21 @@ def _attribute_text(value: Any) -> str:
 # created in moto; everything else here has no local effect worth emulating yet.
 
 
-@provisioner("AWS::Serverless::Function", "AWS::Lambda::Function")
+@provisioner("AWS::Lambda::Function")
 def _function(ctx: ProvisionContext, logical_id: str, raw: Mapping[str, Any]) -> PhysicalResource:
     name = ctx.resolve(raw.get("FunctionName")) or ctx.name(logical_id, max_length=64)
     arn = ctx.arn("lambda", f"function:{name}")
     return PhysicalResource(logical_id, _kind(ctx, logical_id), name, {"Arn": arn}, False)
 
 
-@provisioner("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
+@provisioner("AWS::Lambda::LayerVersion")
 def _layer(ctx: ProvisionContext, logical_id: str, raw: Mapping[str, Any]) -> PhysicalResource:
     name = ctx.resolve(raw.get("LayerName")) or ctx.name(logical_id, max_length=140)
     arn = ctx.arn("lambda", f"layer:{name}:1")
     return PhysicalResource(logical_id, _kind(ctx, logical_id), arn, {"Arn": arn}, False)
 
 
-@provisioner("AWS::Serverless::HttpApi", "AWS::ApiGatewayV2::Api")
+@provisioner("AWS::ApiGatewayV2::Api")
 def _http_api(ctx: ProvisionContext, logical_id: str, _: Mapping[str, Any]) -> PhysicalResource:
     api_id = stable_suffix(ctx.stack_name, logical_id, length=10).lower()
     endpoint = f"https://{api_id}.execute-api.{ctx.aws.region}.amazonaws.com"

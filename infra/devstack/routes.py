@@ -1,4 +1,4 @@
-"""HTTP API routes from the functions' ``HttpApi`` events, matched as API Gateway does.
+"""HTTP API routes from the translated APIs' OpenAPI bodies, matched as API Gateway does.
 
 API Gateway picks the most specific route: a full match of path and method beats
 a greedy ``{proxy+}`` match, which beats ``$default``; a route's own method beats
@@ -7,6 +7,7 @@ a greedy ``{proxy+}`` match, which beats ``$default``; a route's own method beat
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,11 @@ DEFAULT_ROUTE = "$default"
 # SAM's implicit API, used by HttpApi events that name no ApiId.
 IMPLICIT_API = "ServerlessHttpApi"
 OPEN = "NONE"
+HTTP_API = "AWS::ApiGatewayV2::Api"
+ANY_METHOD = "x-amazon-apigateway-any-method"
+INTEGRATION = "x-amazon-apigateway-integration"
+# A Lambda proxy integration's URI names its function as ${Function.Arn}.
+_FUNCTION_IN_URI = re.compile(r"\$\{([A-Za-z0-9]+)\.Arn\}")
 
 
 @dataclass(frozen=True)
@@ -118,51 +124,47 @@ class RouteTable:
 
 
 def http_routes(stack: StackResources, functions: Mapping[str, FunctionSpec]) -> RouteTable:
-    """Every ``HttpApi`` event of every function, with its effective authorizer."""
+    """Every Lambda route of every HTTP API's OpenAPI body, with its authorizer.
+
+    SAM writes each ``HttpApi`` event into its API's body, with the effective
+    authorizer as the operation's ``security`` (``NONE`` for an open route).
+    """
     routes = []
-    for spec in functions.values():
-        for event in spec.events:
-            if event.type != "HttpApi":
-                continue
-            properties = event.raw_properties
-            version = str(properties.get("PayloadFormatVersion", "2.0"))
-            if version != "2.0":
-                raise TemplateError(
-                    f"{spec.logical_id}.{event.name}: the local gateway speaks payload "
-                    f"format 2.0 only, not {version}"
-                )
-            path = str(event.properties.get("Path") or DEFAULT_ROUTE)
-            method = str(event.properties.get("Method") or "ANY").upper()
-            method = "ANY" if method in {"*", "X-AMAZON-APIGATEWAY-ANY-METHOD"} else method
-            api = _api_logical_id(properties.get("ApiId"))
-            authorizer = _effective_authorizer(stack, api, event.properties.get("Auth") or {})
-            routes.append(Route(method, path, spec.logical_id, authorizer, api))
+    for api in stack.template.logical_ids_of_type(HTTP_API):
+        if api not in stack:
+            continue  # its Condition is false
+        body = stack.template.properties(api).get("Body") or {}
+        for path, operations in (body.get("paths") or {}).items():
+            for method, operation in operations.items():
+                function = _integrated_function(operation.get(INTEGRATION) or {}, functions)
+                if function is None:
+                    continue
+                where = f"{api} {method.upper()} {path}"
+                version = str(operation[INTEGRATION].get("payloadFormatVersion", "2.0"))
+                if version != "2.0":
+                    raise TemplateError(
+                        f"{where}: the local gateway speaks payload format 2.0 only, not {version}"
+                    )
+                verb = "ANY" if method == ANY_METHOD else method.upper()
+                routes.append(Route(verb, path, function, _authorizer(operation), api))
     return RouteTable(routes)
 
 
-def _api_logical_id(api_id: Any) -> str:
-    if api_id is None:
-        return IMPLICIT_API
-    if isinstance(api_id, Mapping) and isinstance(api_id.get("Ref"), str):
-        return str(api_id["Ref"])
-    raise TemplateError(f"ApiId {api_id!r} must be a !Ref to an AWS::Serverless::HttpApi")
-
-
-def _effective_authorizer(
-    stack: StackResources, api: str, event_auth: Mapping[str, Any]
+def _integrated_function(
+    integration: Mapping[str, Any], functions: Mapping[str, FunctionSpec]
 ) -> str | None:
-    """The event's Authorizer, else its API's DefaultAuthorizer; None when open."""
-    authorizer = event_auth.get("Authorizer")
-    if authorizer is None:
-        if api == IMPLICIT_API:
-            api_properties: Mapping[str, Any] = stack.template.globals_for("HttpApi")
-        else:
-            api_properties = stack.template.properties(api)
-        default = stack.resolve((api_properties.get("Auth") or {}).get("DefaultAuthorizer"))
-        authorizer = default
-    if authorizer is None or str(authorizer) == OPEN:
-        return None
-    return str(authorizer)
+    uri = integration.get("uri")
+    text = uri.get("Fn::Sub") if isinstance(uri, Mapping) else uri
+    match = _FUNCTION_IN_URI.search(text) if isinstance(text, str) else None
+    return match.group(1) if match and match.group(1) in functions else None
+
+
+def _authorizer(operation: Mapping[str, Any]) -> str | None:
+    """The operation's authorizer; None when open."""
+    for requirement in operation.get("security") or []:
+        for name in requirement:
+            return None if name == OPEN else str(name)
+    return None
 
 
 def _is_variable(segment: str) -> bool:

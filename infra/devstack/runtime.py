@@ -97,6 +97,9 @@ def function_environment(
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "AWS_EC2_METADATA_DISABLED": "true",
+        # No X-Ray daemon here: the Tracer (threadline.telemetry) stays a no-op rather
+        # than sending segments nowhere.
+        "POWERTOOLS_TRACE_DISABLED": "true",
     }
 
 

@@ -20,13 +20,16 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from devstack.aws import AwsTarget
-from devstack.functions import FunctionSpec
+from devstack.functions import FunctionSpec, event_sources
 from devstack.pollers import Invoke, Poller
+from devstack.resources import StackResources
 from devstack.template import TemplateError
 
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-_HANDLED = {"Schedule", "Description", "Enabled", "State", "Name", "Input"}
+_HANDLED = {"ScheduleExpression", "Description", "State", "Name", "Targets"}
+_HANDLED_TARGET = {"Arn", "Id", "Input"}
+EVENTS_RULE = "AWS::Events::Rule"
 
 
 @dataclass(frozen=True)
@@ -52,39 +55,47 @@ def rate_seconds(expression: str, where: str) -> float | None:
     return float(value * _UNIT_SECONDS[unit.rstrip("s")])
 
 
+def _schedule_target(rule: Mapping[str, Any]) -> Any:
+    """The Arn of the rule's first target: SAM gives a Schedule event one, its function."""
+    if "ScheduleExpression" not in rule:
+        return None
+    targets = rule.get("Targets") or [{}]
+    return targets[0].get("Arn")
+
+
 def schedule_mappings(
-    functions: Mapping[str, FunctionSpec],
+    stack: StackResources, functions: Mapping[str, FunctionSpec]
 ) -> tuple[list[ScheduleMapping], list[str]]:
     mappings: list[ScheduleMapping] = []
     notes: list[str] = []
-    for spec in functions.values():
-        for event in spec.events:
-            if event.type != "Schedule":
-                continue
-            where = f"{spec.logical_id} event {event.name}"
-            properties = event.properties
-            enabled = properties.get("Enabled", True)
-            if enabled is False or str(properties.get("State", "ENABLED")).upper() == "DISABLED":
-                notes.append(f"{where}: disabled; not run")
-                continue
-            expression = str(properties.get("Schedule") or "")
-            period = rate_seconds(expression, where)
-            if period is None:
-                notes.append(f"{where}: {expression} is not run locally (rate(...) only)")
-                continue
-            ignored = sorted(set(properties) - _HANDLED)
-            if ignored:
-                notes.append(f"{where}: not applied locally: {', '.join(ignored)}")
-            raw_input = properties.get("Input")
-            mappings.append(
-                ScheduleMapping(
-                    spec.logical_id,
-                    event.name,
-                    expression,
-                    period,
-                    str(raw_input) if raw_input is not None else None,
-                )
+    for source in event_sources(stack, functions, EVENTS_RULE, _schedule_target):
+        where = f"{source.function} event {source.event}"
+        properties = source.properties
+        if source.error is not None:
+            notes.append(f"{where}: not run, its properties could not be resolved: {source.error}")
+            continue
+        if str(properties.get("State", "ENABLED")).upper() == "DISABLED":
+            notes.append(f"{where}: disabled; not run")
+            continue
+        expression = str(properties.get("ScheduleExpression") or "")
+        period = rate_seconds(expression, where)
+        if period is None:
+            notes.append(f"{where}: {expression} is not run locally (rate(...) only)")
+            continue
+        [target] = properties["Targets"][:1]
+        ignored = sorted((set(properties) - _HANDLED) | (set(target) - _HANDLED_TARGET))
+        if ignored:
+            notes.append(f"{where}: not applied locally: {', '.join(ignored)}")
+        raw_input = target.get("Input")
+        mappings.append(
+            ScheduleMapping(
+                source.function,
+                source.event,
+                expression,
+                period,
+                str(raw_input) if raw_input is not None else None,
             )
+        )
     return mappings, notes
 
 
@@ -156,6 +167,7 @@ class SchedulePoller(Poller):
 
 
 def schedule_pollers(
+    stack: StackResources,
     functions: Mapping[str, FunctionSpec],
     aws: AwsTarget,
     invoke: Invoke,
@@ -163,6 +175,6 @@ def schedule_pollers(
     log: TextIO | None = None,
 ) -> tuple[list[Poller], list[str]]:
     """A poller for every ``Type: Schedule`` event of ``functions``, not started."""
-    mappings, notes = schedule_mappings(functions)
+    mappings, notes = schedule_mappings(stack, functions)
     pollers: list[Poller] = [SchedulePoller(m, aws, invoke, log=log) for m in mappings]
     return pollers, notes

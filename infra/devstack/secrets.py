@@ -61,6 +61,24 @@ def secret_env_name(parameter: str) -> str | None:
     return _WORD_BOUNDARY.sub("_", stem).upper()
 
 
+def default_secret_location(parameter: str, stage: str) -> str:
+    """Where an empty secret parameter points, as the template's ``!If`` fallback says.
+
+    ``TwilioAuthTokenParameterName`` in stage ``dev`` -> ``/threadline/dev/twilio/auth-token``
+    (the first word names the provider, the rest the secret).
+    """
+    provider, _, rest = _WORD_BOUNDARY.sub("_", parameter.removesuffix(PARAMETER_SUFFIX)).partition(
+        "_"
+    )
+    return f"/threadline/{stage}/{provider.lower()}/{rest.replace('_', '-').lower()}"
+
+
+def _location(stack: StackResources, parameter: str) -> str:
+    return str(stack.parameters[parameter]) or default_secret_location(
+        parameter, str(stack.parameters["Stage"])
+    )
+
+
 def secret_parameters(stack: StackResources) -> dict[str, str]:
     """Template parameter -> environment variable, for every secret parameter."""
     found = {}
@@ -80,9 +98,7 @@ def provision_secrets(stack: StackResources, environ: Mapping[str, str]) -> list
     """
     provisioned = []
     for parameter, env_name in secret_parameters(stack).items():
-        location = str(stack.parameters[parameter])
-        if not location:
-            continue
+        location = _location(stack, parameter)
         from_environment = environ.get(env_name)
         if from_environment:
             put_secret(stack.aws, location, from_environment)
@@ -105,7 +121,7 @@ def provision_secrets(stack: StackResources, environ: Mapping[str, str]) -> list
 def secret_location(stack: StackResources, parameter: str) -> str:
     if secret_env_name(parameter) is None or parameter not in stack.parameters:
         raise TemplateError(f"{parameter} is not a secret parameter of the template")
-    return str(stack.parameters[parameter])
+    return _location(stack, parameter)
 
 
 def put_secret(aws: AwsTarget, location: str, value: str) -> None:

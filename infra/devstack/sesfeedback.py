@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from devstack.aws import AwsTarget
-from devstack.functions import FunctionSpec
+from devstack.functions import FunctionSpec, event_sources
 from devstack.pollers import DEFAULT_POLL_INTERVAL, Invoke, QueuePoller
 from devstack.resources import StackResources
 
@@ -47,15 +47,16 @@ class SnsSubscription:
     max_retries: int = DEFAULT_ASYNC_RETRIES
 
 
-def sns_subscriptions(functions: Mapping[str, FunctionSpec]) -> list[SnsSubscription]:
-    """Every ``Type: SNS`` event of ``functions`` whose topic resolved."""
-    found = []
-    for logical_id, spec in functions.items():
-        for event in spec.events:
-            topic = event.properties.get("Topic")
-            if event.type == "SNS" and isinstance(topic, str) and topic.startswith("arn:"):
-                found.append(SnsSubscription(logical_id, event.name, topic))
-    return found
+def sns_subscriptions(
+    stack: StackResources, functions: Mapping[str, FunctionSpec]
+) -> list[SnsSubscription]:
+    """Every function's ``AWS::SNS::Subscription`` (a SAM ``Type: SNS`` event)."""
+    sources = event_sources(stack, functions, "AWS::SNS::Subscription", lambda p: p.get("Endpoint"))
+    return [
+        SnsSubscription(source.function, source.event, str(source.properties["TopicArn"]))
+        for source in sources
+        if str(source.properties.get("TopicArn", "")).startswith("arn:")
+    ]
 
 
 class SnsFunctionPoller(QueuePoller):
@@ -147,6 +148,7 @@ def lambda_sns_record(envelope: Mapping[str, Any], subscription_arn: str) -> dic
 
 
 def sns_pollers(
+    stack: StackResources,
     functions: Mapping[str, FunctionSpec],
     aws: AwsTarget,
     invoke: Invoke,
@@ -162,7 +164,7 @@ def sns_pollers(
     pollers = []
     sqs = aws.client("sqs")
     sns = aws.client("sns")
-    for subscription in sns_subscriptions(functions):
+    for subscription in sns_subscriptions(stack, functions):
         if retries and subscription.function in retries:
             subscription = SnsSubscription(
                 subscription.function,
@@ -198,14 +200,16 @@ def sns_pollers(
     return pollers
 
 
-def async_retries(functions: Mapping[str, FunctionSpec], stack: StackResources) -> dict[str, int]:
-    """``EventInvokeConfig.MaximumRetryAttempts`` of each function that sets it."""
+def async_retries(stack: StackResources, functions: Mapping[str, FunctionSpec]) -> dict[str, int]:
+    """``MaximumRetryAttempts`` of each function's ``AWS::Lambda::EventInvokeConfig``."""
     found = {}
-    for logical_id in functions:
-        config = stack.template.properties(logical_id).get("EventInvokeConfig") or {}
-        value = stack.resolve(config.get("MaximumRetryAttempts")) if config else None
+    sources = event_sources(
+        stack, functions, "AWS::Lambda::EventInvokeConfig", lambda p: p.get("FunctionName")
+    )
+    for source in sources:
+        value = source.properties.get("MaximumRetryAttempts")
         if isinstance(value, int | str) and str(value).isdigit():
-            found[logical_id] = int(value)
+            found[source.function] = int(value)
     return found
 
 

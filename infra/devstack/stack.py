@@ -346,9 +346,13 @@ class LocalStack:
             service_client=self.aws.client,
         )
         dev.mail = self.mail = MailDrop(
-            mail_targets(functions), self.aws.client("s3"), self.runtime.invoke, self.aws.aws.region
+            mail_targets(self.resources, functions),
+            self.aws.client("s3"),
+            self.runtime.invoke,
+            self.aws.aws.region,
         )
         pollers, self.poller_notes = function_pollers(
+            self.resources,
             functions,
             self.aws.aws,
             self.runtime.invoke,
@@ -358,18 +362,19 @@ class LocalStack:
         )
         # SNS topics feeding functions (SES feedback), and feedback on demand.
         pollers += sns_pollers(
+            self.resources,
             functions,
             self.aws.aws,
             self.runtime.invoke,
             stack_name=self.resources.pseudo.stack_name,
             names=self._logical_names(),
-            retries=async_retries(functions, self.aws.resources),
+            retries=async_retries(self.resources, functions),
             interval=self.poll_interval,
             log=self.log,
         )
         dev.feedback = self.feedback = SesFeedback(self.aws.resources, dev.sent_mail)
         schedules, schedule_notes = schedule_pollers(
-            functions, self.aws.aws, self.runtime.invoke, log=self.log
+            self.resources, functions, self.aws.aws, self.runtime.invoke, log=self.log
         )
         pollers += schedules
         self.poller_notes += schedule_notes
@@ -500,7 +505,7 @@ class LocalStack:
         ids = {
             logical_id: resources.physical_id(logical_id)
             for logical_id in resources
-            if resources[logical_id].type in {"AWS::Serverless::HttpApi", "AWS::ApiGatewayV2::Api"}
+            if resources[logical_id].type == "AWS::ApiGatewayV2::Api"
         }
         ids.setdefault(IMPLICIT_API, "local")
         return ids

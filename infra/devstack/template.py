@@ -1,68 +1,114 @@
-"""Reading template.yaml: CloudFormation YAML, parameters, and SAM's Globals.
+"""Reading template.yaml: cfn-lint's YAML decoder, then SAM's own translator.
 
-The loader is PyYAML's safe loader plus CloudFormation's short tags. cfn-lint's
-decoder would do too, but it costs a second of imports on every `make dev` and
-buys line numbers the local stack never shows.
+SAM (Globals, ``Events``, implicit APIs, roles, permissions) is turned into plain
+CloudFormation by aws-sam-translator, as ``sam deploy`` would have CloudFormation
+do it; everything else in the local stack reads only that CloudFormation. The
+translator wants code in S3, so each local ``CodeUri`` / ``ContentUri`` is handed
+to it as ``s3://LOCAL_CODE_BUCKET/<path>`` and read back from ``Code.S3Key``.
 """
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-SERVERLESS_FUNCTION = "AWS::Serverless::Function"
+LAMBDA_FUNCTION = "AWS::Lambda::Function"
+SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
+# Not a bucket: the marker of a local directory in a translated ``Code`` / ``Content``.
+LOCAL_CODE_BUCKET = "devstack-local-code"
+_LOCAL_CODE = {
+    "AWS::Serverless::Function": "CodeUri",
+    "AWS::Serverless::LayerVersion": "ContentUri",
+}
 
 
 class TemplateError(ValueError):
     """The template cannot be run locally (it would not deploy either, usually)."""
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """Safe loader that keeps CloudFormation's view of scalars and knows its tags."""
+def parse_template_text(text: str, *, region: str = "us-east-1") -> dict[str, Any]:
+    """A template's CloudFormation body from YAML (or JSON) text, SAM expanded."""
+    from cfnlint.decode import cfn_yaml
 
-
-# CloudFormation reads `2010-09-09` as a string, not a date; so must we.
-_CfnLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _construct_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> Any:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    elif isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    else:  # pragma: no cover - PyYAML has no other node kinds
-        raise TemplateError(f"unsupported node for !{tag_suffix}")
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        # The short form is "Resource.Attribute"; attributes may contain dots themselves.
-        resource, _, attribute = value.partition(".")
-        return {"Fn::GetAtt": [resource, attribute]}
-    return {f"Fn::{tag_suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
-def parse_template_text(text: str) -> dict[str, Any]:
-    """A template's body from YAML (or JSON, which is YAML) text."""
-    body = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+    try:
+        body = _plain(cfn_yaml.loads(text))
+    except Exception as exc:  # cfn-lint raises its own and PyYAML's errors
+        raise TemplateError(f"not valid YAML: {exc}") from exc
     if not isinstance(body, dict) or not isinstance(body.get("Resources"), dict):
         raise TemplateError("not a CloudFormation template: no Resources section")
-    return body
+    return expand_sam(body, region=region) if _uses_sam(body) else body
+
+
+def expand_sam(body: dict[str, Any], *, region: str) -> dict[str, Any]:
+    """SAM's resources as the CloudFormation aws-sam-translator makes of them."""
+    from samtranslator.model.exceptions import InvalidDocumentException
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
+    # The translator asks a boto3 session only for its region: no AWS profile is read.
+    translator = Translator(None, Parser(), boto_session=_Region(region))
+    try:
+        return dict(
+            translator.translate(
+                _with_placeholder_code(body),
+                parameter_values={},
+                passthrough_metadata=True,
+                # Managed policy names stay names: IAM is not emulated locally.
+                get_managed_policy_map=dict,
+            )
+        )
+    except InvalidDocumentException as exc:
+        causes = "; ".join(cause.message for cause in exc.causes)
+        raise TemplateError(f"SAM cannot translate the template: {causes}") from None
+
+
+@dataclass(frozen=True)
+class _Region:
+    region_name: str
+
+
+def _uses_sam(body: Mapping[str, Any]) -> bool:
+    transforms = body.get("Transform") or []
+    return SAM_TRANSFORM in ([transforms] if isinstance(transforms, str) else transforms)
+
+
+def _with_placeholder_code(body: dict[str, Any]) -> dict[str, Any]:
+    fragment = {**body, "Resources": dict(body["Resources"])}
+    global_function = (body.get("Globals") or {}).get("Function") or {}
+    for logical_id, resource in body["Resources"].items():
+        key = _LOCAL_CODE.get(str(resource.get("Type")))
+        if key is None:
+            continue
+        properties = dict(resource.get("Properties") or {})
+        location = properties.get(key, global_function.get(key) if key == "CodeUri" else None)
+        if isinstance(location, str) and not location.startswith("s3://"):
+            properties[key] = f"s3://{LOCAL_CODE_BUCKET}/{location}"
+        fragment["Resources"][logical_id] = {**resource, "Properties": properties}
+    return fragment
+
+
+def _plain(value: Any) -> Any:
+    """cfn-lint's nodes as plain dicts, lists and strings; dates as CloudFormation reads them."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
+
+
+def local_code_path(code: Any) -> str | None:
+    """The directory a translated ``Code`` / ``Content`` names, None if it is not local."""
+    if isinstance(code, Mapping) and code.get("S3Bucket") == LOCAL_CODE_BUCKET:
+        return str(code.get("S3Key") or ".")
+    return None
 
 
 @dataclass(frozen=True)
@@ -92,10 +138,6 @@ class Template:
     def mappings(self) -> Mapping[str, Any]:
         return _section(self.body, "Mappings")
 
-    def globals_for(self, section: str) -> Mapping[str, Any]:
-        """SAM's Globals for one resource kind (``Function``, ``HttpApi``, ...)."""
-        return _section(_section(self.body, "Globals"), section)
-
     def resource(self, logical_id: str) -> Mapping[str, Any]:
         try:
             return self.resources[logical_id]
@@ -106,14 +148,7 @@ class Template:
         return str(self.resource(logical_id).get("Type", ""))
 
     def properties(self, logical_id: str) -> dict[str, Any]:
-        """A resource's Properties, with SAM's Globals merged in for serverless ones."""
-        resource = self.resource(logical_id)
-        properties = dict(resource.get("Properties") or {})
-        kind = str(resource.get("Type", ""))
-        if kind.startswith("AWS::Serverless::"):
-            global_properties = self.globals_for(kind.removeprefix("AWS::Serverless::"))
-            properties = merge_globals(global_properties, properties)
-        return properties
+        return dict(self.resource(logical_id).get("Properties") or {})
 
     def logical_ids_of_type(self, *kinds: str) -> list[str]:
         return [
@@ -146,30 +181,18 @@ class Template:
         return values
 
 
-def load_template(path: str | Path) -> Template:
-    """Parse ``path`` into a :class:`Template`."""
+def load_template(path: str | Path, *, region: str = "us-east-1") -> Template:
+    """Parse ``path`` into a :class:`Template` (SAM expanded for ``region``)."""
     template_path = Path(path).resolve()
     try:
         text = template_path.read_text(encoding="utf-8")
     except OSError as exc:
         raise TemplateError(f"cannot read template {template_path}: {exc}") from exc
     try:
-        body = parse_template_text(text)
-    except yaml.YAMLError as exc:
-        raise TemplateError(f"{template_path.name} is not valid YAML: {exc}") from exc
+        body = parse_template_text(text, region=region)
+    except TemplateError as exc:
+        raise TemplateError(f"{template_path.name}: {exc}") from None
     return Template(template_path, body)
-
-
-def merge_globals(global_value: Any, local_value: Any) -> Any:
-    """SAM's Globals rule: maps merge (local keys win), lists append, scalars override."""
-    if isinstance(global_value, Mapping) and isinstance(local_value, Mapping):
-        merged = dict(global_value)
-        for key, value in local_value.items():
-            merged[key] = merge_globals(global_value[key], value) if key in merged else value
-        return merged
-    if isinstance(global_value, list) and isinstance(local_value, list):
-        return [*global_value, *local_value]
-    return local_value
 
 
 def _section(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:

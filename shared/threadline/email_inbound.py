@@ -36,6 +36,7 @@ from threadline.items import DEDUP_SK, customer_pk, dedup_pk, message_sk
 from threadline.logs import logger
 from threadline.schema import RawPayloadRef
 from threadline.store import IngestResult, KeptRaw, ThreadTarget, TimelineStore
+from threadline.telemetry import MESSAGES_RECEIVED, count_message
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -111,7 +112,10 @@ def ingest_mail(store: TimelineStore, bucket: str, key: str, raw: bytes) -> Mail
         inline=None,
     )
     thread = find_thread(store, message)
-    return MailOutcome(bucket, key, result=store.ingest(message, kept, thread=thread))
+    result = store.ingest(message, kept, thread=thread)
+    if not result.duplicate:
+        count_message(MESSAGES_RECEIVED, message.channel.value)
+    return MailOutcome(bucket, key, result=result)
 
 
 def _lookup_ids(message: InboundMessage) -> list[str]:

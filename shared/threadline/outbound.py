@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from threadline.channels.base import Sender, SendFailed, SendResult, StatusUpdate
+from threadline.channels.base import Sender, SendFailed, StatusUpdate
 from threadline.channels.registry import (
     channel_providers,
     channel_spec,
@@ -39,11 +39,13 @@ from threadline.schema import (
     Identity,
     MediaPart,
     Message,
+    MessageStatus,
     Part,
     TextPart,
     utc_now,
 )
 from threadline.store import Profile
+from threadline.telemetry import MESSAGES_FAILED, MESSAGES_SENT, count_message
 
 if TYPE_CHECKING:
     from threadline.outbound_store import OutboundStore as OutboundStore
@@ -386,6 +388,7 @@ class Dispatcher:
                     message_id=message.id,
                 )
             )
+        count_message(MESSAGES_SENT, message.channel.value)
         logger.info(
             "message sent",
             extra={"message_id": message_id, "provider_message_id": result.provider_message_id},
@@ -417,6 +420,7 @@ class Dispatcher:
     def _fail(self, message: Message, code: str, reason: str, now: datetime) -> DispatchOutcome:
         self.store.record_failed(message.customer_id, message.id, code, reason, now)
         logger.warning("message failed", extra={"message_id": message.id, "code": code})
+        count_message(MESSAGES_FAILED, message.channel.value)
         return DispatchOutcome.FAILED
 
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from threadline.channels.base import SendFailed
+from threadline.channels.registry import channel_spec
 from threadline.conversations import reply_write
 from threadline.dal.base import ConditionCheck, Put, Update, Write, WriteCancelled, put_once
 from threadline.email_feedback import email_block
@@ -68,7 +69,7 @@ def queued_message(
     """The reply as it is queued: conversation and send options for the chosen route
     (channel, recipient) whose IDENT item is ``identity_item``."""
     channel, recipient = route
-    if channel is Channel.EMAIL:
+    if channel_spec(channel).feedback_blocks:
         blocked = email_block(identity_item)
         if blocked is not None:
             raise EmailBlocked(blocked[1], code=blocked[0])

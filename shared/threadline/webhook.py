@@ -26,6 +26,7 @@ from threadline.errors import PayloadTooLarge, ThreadlineError
 from threadline.logs import logger
 from threadline.settings import webhook_settings
 from threadline.store import KeptRaw, RawPayload
+from threadline.telemetry import MESSAGES_RECEIVED, count_message
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -85,7 +86,9 @@ def process_request(
         )
         for message in messages:
             logger.set_correlation_id(message.provider_message_id)
-            store.ingest(message, raw, received_at=request.received_at)
+            result = store.ingest(message, raw, received_at=request.received_at)
+            if not getattr(result, "duplicate", False):
+                count_message(MESSAGES_RECEIVED, message.channel.value)
         for edit in edits:
             logger.set_correlation_id(edit.provider_message_id)
             store.apply_edit(edit, raw)

@@ -42,6 +42,48 @@ class RunningStack:
     lake_dir: Path | None = None
 
 
+def launch_local_stack(
+    env: dict[str, str], timeout: float = START_TIMEOUT_SECONDS
+) -> tuple[subprocess.Popen[str], list[str], str]:
+    """``python -m devstack`` with ``env``: the process, its console lines, its base URL.
+
+    The console keeps being read (into the list) so the stack never blocks on it.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    base_url = None
+    while time.monotonic() < deadline and base_url is None:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            if process.poll() is not None:
+                break
+            continue
+        if READY_LINE in line:
+            base_url = line.split(READY_LINE, 1)[1].strip()
+    if base_url is None:
+        process.kill()
+        raise RuntimeError("local stack did not become ready:\n" + "".join(output[-60:]))
+    return process, output, base_url
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     port = free_port()
@@ -63,38 +105,10 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
         "PYTHONUNBUFFERED": "1",
         "THREADLINE_LAKE_DIR": str(lake_dir),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devstack"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    output: list[str] = []
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    base_url = None
-    while time.monotonic() < deadline and base_url is None:
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            if process.poll() is not None:
-                break
-            continue
-        if READY_LINE in line:
-            base_url = line.split(READY_LINE, 1)[1].strip()
-    if base_url is None:
-        process.kill()
-        pytest.fail("local stack did not become ready:\n" + "".join(output[-60:]))
+    try:
+        process, output, base_url = launch_local_stack(env)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     stack = RunningStack(
         base_url,
         token,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +26,7 @@ from tests.e2e.test_outbound_e2e import (
     ACCOUNT_SID,
     api,
     customer_of,
+    events,
     eventually,
     form_of,
     inbound,
@@ -205,9 +205,21 @@ def test_a_receiver_that_fails_twice_acknowledges_each_event_once(local_stack, s
         got = receiver.of_customer(customer_id)
         return got if sum(r.answered == 200 for r in got) >= 2 else None
 
-    got = eventually(both_acknowledged, "two acknowledged events", WAIT_SECONDS)
-    time.sleep(1.5)  # anything sent twice would arrive within a retry delay
-    got = receiver.of_customer(customer_id)
+    eventually(both_acknowledged, "two acknowledged events", WAIT_SECONDS)
+    # Deliveries to one subscription go in order: once a third event is acknowledged,
+    # anything sent again for the first two would have arrived before it.
+    inbound(local_stack, number, "Third")
+
+    def text(received: Received) -> str:
+        return str(verified(subscription["secret"], received)["message"]["parts"][0]["text"])
+
+    def third_acknowledged() -> bool:
+        return any(
+            text(r) == "Third" and r.answered == 200 for r in receiver.of_customer(customer_id)
+        )
+
+    eventually(third_acknowledged, "the third event acknowledged", WAIT_SECONDS)
+    got = [r for r in receiver.of_customer(customer_id) if text(r) != "Third"]
     first_id = got[0].headers["webhook-id"]
     # The first event: tried three times with the same webhook-id, then accepted once.
     assert [(r.headers["webhook-id"], r.answered) for r in got[:3]] == [
@@ -218,8 +230,7 @@ def test_a_receiver_that_fails_twice_acknowledges_each_event_once(local_stack, s
     acknowledged = [r.headers["webhook-id"] for r in got if r.answered == 200]
     assert len(acknowledged) == len(set(acknowledged)) == 2
     # In order: the second message waited behind the first one's retries.
-    texts = [verified(subscription["secret"], r)["message"]["parts"][0]["text"] for r in got]
-    assert texts == ["First", "First", "First", "Second"]
+    assert [text(r) for r in got] == ["First", "First", "First", "Second"]
 
     history = [d for d in deliveries(local_stack, subscription["id"]) if d["event_id"] == first_id]
     history.sort(key=lambda d: d["attempt"])
@@ -249,9 +260,14 @@ def test_a_receiver_answering_410_is_disabled(local_stack, subscribe):
     (attempt,) = deliveries(local_stack, subscription["id"])
     assert (attempt["status"], attempt["response_status"]) == ("gone", 410)
 
+    # An active subscription to the same events: once it has the next event, the
+    # fan-out has handled it for every subscription.
+    active = Receiver()
+    subscribe(active, ["message.received"])
     inbound(local_stack, number, "Anyone there?")
-    time.sleep(3)
+    eventually(lambda: active.of_customer(customer_id) or None, "the event", WAIT_SECONDS)
     assert len(receiver.of_customer(customer_id)) == 1
+    assert len(deliveries(local_stack, subscription["id"])) == 1
 
 
 def test_events_queued_while_the_delivery_worker_is_down_arrive_after_its_restart(
@@ -268,7 +284,12 @@ def test_events_queued_while_the_delivery_worker_is_down_arrive_after_its_restar
         for text in ("one", "two", "three"):
             inbound(local_stack, number, text)
         customer_id = customer_of(local_stack, number)
-        time.sleep(3)
+
+        def published() -> list[dict[str, Any]] | None:
+            found = events(local_stack, type="message.received", customer_id=customer_id)
+            return found if len(found) >= 3 else None
+
+        eventually(published, "the three events published", WAIT_SECONDS)
         assert receiver.of_customer(customer_id) == []
     finally:
         started = requests.post(control + "/start", timeout=10)

@@ -22,14 +22,15 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from devstack.functions import FunctionEvent, FunctionSpec
 from devstack.pollers import (
+    MappingsFound,
     QueueMapping,
     StreamMapping,
     event_source_mappings,
 )
 from devstack.stack import LocalStack, local_parameter_defaults
 from devstack.template import TemplateError, load_template
+from tests.unit.devstack_fakes import fake_stack, function_spec
 
 T = TypeVar("T")
 DEADLINE_SECONDS = 15.0
@@ -519,20 +520,16 @@ def test_a_parameter_the_user_sets_is_not_replaced(tmp_path):
 # ------------------------------------------------------- mapping configuration
 
 
-def _spec(event_type: str, properties: dict[str, Any]) -> FunctionSpec:
-    return FunctionSpec(
-        logical_id="Fn",
-        name="fn",
-        arn="arn:aws:lambda:us-east-1:123456789012:function:fn",
-        handler="app.handler",
-        runtime="python3.12",
-        code_dir=Path("."),
-        layer_dirs=(),
-        memory_mb=128,
-        timeout_seconds=3,
-        variables={},
-        events=(FunctionEvent("Source", event_type, properties, properties),),
-    )
+def _mappings(*sources: dict[str, Any]) -> MappingsFound:
+    """The mappings of ``AWS::Lambda::EventSourceMapping``s of function Fn, as SAM writes them."""
+    resources: dict[str, Any] = {"Fn": {"Type": "AWS::Lambda::Function", "Properties": {}}}
+    for index, properties in enumerate(sources):
+        resources[f"FnSource{index or ''}"] = {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": {"FunctionName": {"Ref": "Fn"}, **properties},
+        }
+    stack = fake_stack({"Resources": resources})
+    return event_source_mappings(stack, {"Fn": function_spec("Fn")})
 
 
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2024-01-01T00:00:00.000"
@@ -540,41 +537,39 @@ QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:q"
 
 
 def test_mappings_get_lambdas_defaults():
-    found = event_source_mappings(
-        {
-            "A": _spec("DynamoDB", {"Stream": STREAM_ARN, "StartingPosition": "LATEST"}),
-            "B": _spec("SQS", {"Queue": QUEUE_ARN, "ScalingConfig": {"MaximumConcurrency": 2}}),
-        }
+    found = _mappings(
+        {"EventSourceArn": STREAM_ARN, "StartingPosition": "LATEST"},
+        {"EventSourceArn": QUEUE_ARN, "ScalingConfig": {"MaximumConcurrency": 2}},
     )
     stream, queue = found.mappings
     assert isinstance(stream, StreamMapping) and isinstance(queue, QueueMapping)
     assert (stream.batch_size, stream.batching_window, stream.max_retries) == (100, 0, -1)
     assert (stream.bisect, stream.report_item_failures, stream.on_failure) == (False, False, None)
     assert (queue.batch_size, queue.batching_window, queue.report_item_failures) == (10, 0, False)
-    assert found.notes == ["Fn event Source: not applied locally: ScalingConfig"]
+    assert found.notes == ["Fn event Source1: not applied locally: ScalingConfig"]
 
 
 @pytest.mark.parametrize(
-    ("event_type", "properties", "complaint"),
+    ("properties", "complaint"),
     [
-        ("DynamoDB", {"Stream": STREAM_ARN}, "StartingPosition"),
-        ("DynamoDB", {"Stream": STREAM_ARN, "StartingPosition": "AT_TIMESTAMP"}, "LATEST"),
-        (
-            "DynamoDB",
-            {"Stream": STREAM_ARN, "StartingPosition": "LATEST", "BatchSize": 0},
-            "BatchSize",
-        ),
-        ("SQS", {"Queue": QUEUE_ARN, "BatchSize": 50}, "MaximumBatchingWindowInSeconds"),
-        ("SQS", {"Queue": "not-an-arn"}, "Queue"),
+        ({"EventSourceArn": STREAM_ARN}, "StartingPosition"),
+        ({"EventSourceArn": STREAM_ARN, "StartingPosition": "AT_TIMESTAMP"}, "LATEST"),
+        ({"EventSourceArn": STREAM_ARN, "StartingPosition": "LATEST", "BatchSize": 0}, "BatchSize"),
+        ({"EventSourceArn": QUEUE_ARN, "BatchSize": 50}, "MaximumBatchingWindowInSeconds"),
     ],
 )
-def test_a_mapping_lambda_would_refuse_fails_locally_too(event_type, properties, complaint):
+def test_a_mapping_lambda_would_refuse_fails_locally_too(properties, complaint):
     with pytest.raises(TemplateError, match=complaint):
-        event_source_mappings({"Fn": _spec(event_type, properties)})
+        _mappings(properties)
+
+
+def test_an_event_source_the_stack_cannot_poll_is_listed_not_run():
+    found = _mappings({"EventSourceArn": "arn:aws:kinesis:us-east-1:123456789012:stream/s"})
+    assert found.mappings == []
+    assert "not fed locally" in found.notes[0]
 
 
 def test_a_disabled_mapping_is_not_polled():
-    properties = {"Queue": QUEUE_ARN, "Enabled": False}
-    found = event_source_mappings({"Fn": _spec("SQS", properties)})
+    found = _mappings({"EventSourceArn": QUEUE_ARN, "Enabled": False})
     assert found.mappings == []
     assert "Enabled is false" in found.notes[0]

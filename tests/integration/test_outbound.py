@@ -461,3 +461,34 @@ def test_publisher_reports_only_the_record_it_could_not_publish(
     assert response["batchItemFailures"] == [
         {"itemIdentifier": message_records[1]["dynamodb"]["SequenceNumber"]}
     ]
+
+
+def _message_metrics(output: str) -> list[tuple[str, str]]:
+    """(metric, channel) of every EMF line threadline.telemetry printed."""
+    found = []
+    for line in output.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            document = json.loads(line)
+            for directive in document["_aws"]["CloudWatchMetrics"]:
+                found += [(m["Name"], document["channel"]) for m in directive["Metrics"]]
+    return found
+
+
+def test_received_sent_and_failed_are_counted_per_channel(
+    twilio_post, api_get, api_post, pipeline, provider_sandbox, capsys
+):
+    number = "+15551240031"
+    capsys.readouterr()
+    twilio_post(sms("SM" + "e3" * 16, sender=number))
+    twilio_post(sms("SM" + "e3" * 16, sender=number))  # Twilio's retry: stored and counted once
+    customer_id = customer_for(api_get, number)
+    api_post(f"/v1/customers/{customer_id}/messages", {"text": "one"})
+    pipeline.run()
+    api_post(f"/v1/customers/{customer_id}/messages", {"text": "two"})
+    provider_sandbox.program_faults("twilio", [400])
+    pipeline.run()
+    assert _message_metrics(capsys.readouterr().out) == [
+        ("MessagesReceived", "sms"),
+        ("MessagesSent", "sms"),
+        ("MessagesFailed", "sms"),
+    ]

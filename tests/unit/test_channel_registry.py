@@ -87,12 +87,7 @@ def test_importing_the_registry_loads_no_provider_sdk():
 CHANNEL_MODULES = (PACKAGE / "channels",)
 CHANNEL_FILES = {PACKAGE / "email_inbound.py", PACKAGE / "email_feedback.py"}
 # (function name, literal) pairs allowed anywhere, each with its reason.
-ALLOWED_IN_FUNCTIONS = {
-    # OutboundStore._queue_once checks SES feedback before queueing an e-mail; the
-    # store split (issue 12, section 2) moves that class, which then reads
-    # channel_spec(channel).feedback_blocks as the dispatcher does.
-    ("_queue_once", "Channel.EMAIL"),
-}
+ALLOWED_IN_FUNCTIONS: set[tuple[str, str]] = set()
 ENUMS = ("Channel", "IdentityKind")
 
 
@@ -133,12 +128,13 @@ def test_the_scan_sees_hand_listed_channels(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text(
         "SENDERS = {Channel.SMS: 1, IdentityKind.PHONE: 2}\n"
-        "def _queue_once():\n    return Channel.EMAIL\n",
+        "def pick():\n    return Channel.EMAIL\n",
         encoding="utf-8",
     )
     assert _hand_listed(sample, tmp_path) == [
         "sample.py:1 Channel.SMS",
         "sample.py:1 IdentityKind.PHONE",
+        "sample.py:3 Channel.EMAIL",
     ]
 
 
@@ -171,13 +167,24 @@ def _variables(properties: dict[str, Any]) -> dict[str, Any]:
     return dict((properties.get("Environment") or {}).get("Variables") or {})
 
 
+def _parameter_named(value: Any) -> str | None:
+    """The template parameter behind a secret location: ``!Ref P``, or the
+    ``!If [HasP, !Ref P, !Sub '/threadline/${Stage}/...']`` that defaults it by stage."""
+    if isinstance(value, dict) and "Ref" in value:
+        return str(value["Ref"])
+    if isinstance(value, dict) and "Fn::If" in value:
+        return _parameter_named(value["Fn::If"][1])
+    return None
+
+
 def _secret_parameters(properties: dict[str, Any]) -> dict[str, str]:
     """``<NAME>_PARAM`` variable -> the template parameter that names its location."""
-    return {
-        name: value["Ref"]
-        for name, value in _variables(properties).items()
-        if name.endswith("_PARAM") and isinstance(value, dict) and "Ref" in value
-    }
+    found = {}
+    for name, value in _variables(properties).items():
+        parameter = _parameter_named(value)
+        if name.endswith("_PARAM") and parameter is not None:
+            found[name] = parameter
+    return found
 
 
 def test_the_kms_key_policy_covers_every_function_role():

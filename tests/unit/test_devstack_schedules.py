@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from devstack.aws import AwsTarget
-from devstack.functions import FunctionEvent, FunctionSpec
 from devstack.runtime import Invocation
 from devstack.schedules import (
     ScheduleMapping,
@@ -15,8 +12,9 @@ from devstack.schedules import (
     rate_seconds,
     schedule_mappings,
 )
-from devstack.template import TemplateError
+from devstack.template import TemplateError, parse_template_text
 from tests.conftest import load_template
+from tests.unit.devstack_fakes import fake_stack, function_spec
 
 
 @pytest.mark.parametrize(
@@ -41,38 +39,34 @@ def test_invalid_rate_expressions_are_refused_as_a_deploy_would(expression):
         rate_seconds(expression, "f")
 
 
-def _spec(*events: FunctionEvent) -> FunctionSpec:
-    return FunctionSpec(
-        logical_id="SweeperFunction",
-        name="sweeper",
-        arn="arn:aws:lambda:us-east-1:123456789012:function:sweeper",
-        handler="app.lambda_handler",
-        runtime="python3.12",
-        code_dir=Path("."),
-        layer_dirs=(),
-        memory_mb=128,
-        timeout_seconds=3,
-        variables={},
-        events=events,
-    )
-
-
-def _schedule(name: str, **properties) -> FunctionEvent:
-    return FunctionEvent(name, "Schedule", properties, properties)
+SWEEPER = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  SweeperFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: functions/sweeper/
+      Handler: app.lambda_handler
+      Runtime: python3.12
+      Events:
+        Sweep: {Type: Schedule, Properties: {Schedule: rate(5 minutes), Description: x}}
+        Nightly: {Type: Schedule, Properties: {Schedule: cron(0 3 * * ? *)}}
+        Paused: {Type: Schedule, Properties: {Schedule: rate(1 hour), Enabled: false}}
+        Queue: {Type: SQS, Properties: {Queue: !GetAtt Queue.Arn}}
+  Queue:
+    Type: AWS::SQS::Queue
+"""
 
 
 def test_mappings_run_rates_and_list_what_they_do_not_run():
-    spec = _spec(
-        _schedule("Sweep", Schedule="rate(5 minutes)", Description="x"),
-        _schedule("Nightly", Schedule="cron(0 3 * * ? *)"),
-        _schedule("Off", Schedule="rate(1 hour)", Enabled=False),
-        FunctionEvent("Queue", "SQS", {}, {}),
+    stack = fake_stack(parse_template_text(SWEEPER))
+    mappings, notes = schedule_mappings(
+        stack, {"SweeperFunction": function_spec("SweeperFunction")}
     )
-    mappings, notes = schedule_mappings({"SweeperFunction": spec})
     assert mappings == [ScheduleMapping("SweeperFunction", "Sweep", "rate(5 minutes)", 300.0)]
     assert len(notes) == 2
     assert any("cron(0 3 * * ? *)" in note for note in notes)
-    assert any("Off" in note and "disabled" in note for note in notes)
+    assert any("Paused" in note and "disabled" in note for note in notes)
 
 
 def test_the_template_runs_the_conversation_sweeper_on_a_rate():

@@ -22,15 +22,21 @@ from devstack.apigw import (
     build_event,
     map_response,
 )
-from devstack.aws import AwsTarget, physical_name
+from devstack.aws import physical_name
 from devstack.functions import load_functions
 from devstack.gateway import Gateway
-from devstack.intrinsics import PseudoParameters, references
-from devstack.resources import PhysicalResource, StackResources, creation_order
+from devstack.intrinsics import references
+from devstack.resources import creation_order
 from devstack.routes import Route, RouteMatch, RouteTable, http_routes
 from devstack.runtime import RESERVED_VARIABLES, Invocation, function_environment
 from devstack.secrets import secret_env_name
-from devstack.template import TemplateError, load_template, merge_globals, parse_template_text
+from devstack.template import (
+    LOCAL_CODE_BUCKET,
+    TemplateError,
+    load_template,
+    parse_template_text,
+)
+from tests.unit.devstack_fakes import fake_stack
 
 TEMPLATE = """
 AWSTemplateFormatVersion: 2010-09-09
@@ -73,6 +79,7 @@ Globals:
         REDACTION: "on"
   HttpApi:
     Auth:
+      EnableIamAuthorizer: true
       DefaultAuthorizer: AWS_IAM
 Resources:
   Layer:
@@ -116,7 +123,9 @@ Resources:
           BASE_URL: !If
             - HasPublicBaseUrl
             - !Ref PublicBaseUrl
-            - !Sub "https://${Api}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
+            # Not its own API: that API's body names this function (a cycle CloudFormation
+            # refuses).
+            - !Sub "https://${ServerlessHttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
           DROPPED: !Ref AWS::NoValue
       Events:
         Inbound:
@@ -158,23 +167,17 @@ class FakeResources:
     """What create_resources would return, without an AWS to create anything in."""
 
     def __init__(self, template, parameters=None, resources=None):
-        aws = AwsTarget("http://127.0.0.1:4566", "us-east-1")
-        pseudo = PseudoParameters("us-east-1", "123456789012", "demo-dev")
-        self.stack = StackResources(template, aws, pseudo, template.parameter_values(parameters))
         defaults = {
             "Layer": ("arn:aws:lambda:us-east-1:123456789012:layer:shared:1", {}),
-            "Api": ("abc123defg", {}),
+            "Api": ("zyx987wvut", {}),
+            "ServerlessHttpApi": ("abc123defg", {}),
             "Table": ("demo-dev-Table-XYZ", {"Arn": "arn:aws:dynamodb:::table/demo-dev-Table-XYZ"}),
             "Bucket": ("demo-bucket", {"Arn": "arn:aws:s3:::demo-bucket"}),
             "BucketPolicy": ("policy", {}),
             "Webhook": ("demo-dev-Webhook-ABC", {"Arn": "arn:aws:lambda:::function:w"}),
             "Rest": ("demo-dev-Rest-ABC", {"Arn": "arn:aws:lambda:::function:r"}),
         }
-        for logical_id, (ref, attributes) in {**defaults, **(resources or {})}.items():
-            kind = template.resource_type(logical_id)
-            self.stack.resources[logical_id] = PhysicalResource(
-                logical_id, kind, ref, attributes, emulated=False
-            )
+        self.stack = fake_stack(template, {**defaults, **(resources or {})}, parameters)
 
 
 # --- template reading ------------------------------------------------------------------
@@ -234,15 +237,13 @@ def test_parameter_values_use_defaults_and_check_overrides(template):
         template.parameter_values({"Nope": "x"})
 
 
-def test_globals_merge_as_sam_merges_them(template):
-    assert merge_globals({"a": 1, "m": {"x": 1}, "l": [1]}, {"a": 2, "m": {"y": 2}, "l": [2]}) == {
-        "a": 2,
-        "m": {"x": 1, "y": 2},
-        "l": [1, 2],
-    }
+def test_sam_is_translated_with_globals_merged_and_code_kept_local(template):
+    assert template.resource_type("Webhook") == "AWS::Lambda::Function"
     properties = template.properties("Webhook")
     assert properties["Timeout"] == 10
-    assert properties["Layers"] == [{"Ref": "Layer"}]
+    assert properties["Code"] == {"S3Bucket": LOCAL_CODE_BUCKET, "S3Key": "functions/webhook/"}
+    [layer] = properties["Layers"]
+    assert template.resource_type(layer["Ref"]) == "AWS::Lambda::LayerVersion"
     assert {"TABLE_NAME", "STAGE", "REDACTION", "SECRET_PARAM"} <= set(
         properties["Environment"]["Variables"]
     )
@@ -290,7 +291,8 @@ def test_references_and_creation_order(template):
     order = creation_order(template)
     assert order.index("Bucket") < order.index("BucketPolicy")
     assert order.index("Table") < order.index("Webhook")
-    assert order.index("Api") < order.index("Webhook")
+    assert order.index("ServerlessHttpApi") < order.index("Webhook")
+    assert order.index("Webhook") < order.index("Api")  # its body names the function
 
 
 def test_a_reference_cycle_is_reported(tmp_path):
@@ -388,6 +390,7 @@ def test_function_environment_is_the_template_plus_what_lambda_sets(template, mo
         "AWS_CONFIG_FILE",
         "AWS_SHARED_CREDENTIALS_FILE",
         "AWS_EC2_METADATA_DISABLED",
+        "POWERTOOLS_TRACE_DISABLED",  # no X-Ray daemon locally
     }
     assert set(env) == set(spec.variables) | lambda_set
     assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:4566"
