@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 CHECKOV := $(VENV)/checkov/bin/checkov
 
-.PHONY: dev test lint unit integration e2e bench soak schemas report report-demo clean lock lock-check layer deploy
+.PHONY: dev test lint unit integration e2e bench soak fuzz schemas report report-demo clean lock lock-check layer deploy
 
 # The Lambda layer installs shared/requirements.lock with --no-deps (shared/Makefile),
 # so these never ship. The Lambda Python runtime has boto3 and its dependencies; twilio's
@@ -62,6 +62,12 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(PY) -m pytest tests/e2e
+
+# Hostile signed bodies on every webhook route of a fresh local stack (per route:
+# tried / 2xx / 4xx / 5xx, peak memory). FUZZ_BODIES per route, 10 000 by default.
+FUZZ_BODIES ?= 10000
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz.run --bodies $(FUZZ_BODIES)
 
 bench: $(STAMP) $(LAYER_DIR)/.built
 	$(PY) bench/run.py

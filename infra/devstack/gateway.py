@@ -118,7 +118,10 @@ class Gateway:
         if self.api_token is None:
             return True
         expected = f"Bearer {self.api_token}"
-        return hmac.compare_digest(request.headers.get("Authorization", ""), expected)
+        # Compared as bytes: compare_digest refuses non-ASCII text with a TypeError,
+        # and a header holding a latin-1 byte is a wrong token (403), not a 500.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, expected.encode("utf-8"))
 
     def _access_log(self, label: str, status: int, started: float) -> None:
         # The route key, never the path or query: those can hold a phone number.

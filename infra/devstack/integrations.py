@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from botocore.exceptions import ClientError
+
 from devstack.apigw import HttpRequest, HttpResponse, joined_headers
 from devstack.resources import StackResources
 from devstack.routes import Route
@@ -78,9 +80,14 @@ class SqsSendMessage:
             if "MessageAttributes" in values:
                 attributes = json.loads(values["MessageAttributes"])
                 # SQS refuses an empty attribute value (a mapped header that was not
-                # sent); moto accepts it, so the refusal is made here.
-                if any(not value.get("StringValue") for value in attributes.values()):
-                    raise ValueError("a message attribute is empty")
+                # sent) with a 400; moto accepts it, so the refusal is made here.
+                empty = [name for name, value in attributes.items() if not value.get("StringValue")]
+                if empty:
+                    return _sqs_refusal(
+                        400,
+                        "InvalidParameterValue",
+                        f"Message attribute '{empty[0]}' must contain a non-empty value.",
+                    )
                 arguments["MessageAttributes"] = attributes
             if "DelaySeconds" in values:
                 arguments["DelaySeconds"] = int(values["DelaySeconds"])
@@ -88,6 +95,17 @@ class SqsSendMessage:
                 if name in values:
                     arguments[name] = values[name]
             result = sqs.send_message(**arguments)
+        except ClientError as error:
+            # SQS refused the message itself (too large, a bad attribute): API Gateway
+            # hands the service's answer back, a 4xx the caller must not retry as is.
+            status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500))
+            if 400 <= status < 500:
+                details = error.response.get("Error", {})
+                return _sqs_refusal(
+                    status, str(details.get("Code", "")), str(details.get("Message", ""))
+                )
+            body = json.dumps({"message": "Internal Server Error"}).encode()
+            return HttpResponse(500, [("Content-Type", "application/json")], body)
         except Exception:
             # API Gateway answers an integration failure with a bare 500; SQS refuses,
             # for one, a message attribute whose mapped header was missing (empty).
@@ -105,6 +123,14 @@ class SqsSendMessage:
         return HttpResponse(
             200, [("Content-Type", "application/json")], json.dumps(document).encode()
         )
+
+
+def _sqs_refusal(status: int, code: str, message: str) -> HttpResponse:
+    """SQS's own error answer, as the integration returns it."""
+    document = {"Error": {"Type": "Sender", "Code": code, "Message": message}}
+    return HttpResponse(
+        status, [("Content-Type", "application/json")], json.dumps(document).encode()
+    )
 
 
 def evaluate(expression: str, request: HttpRequest, request_id: str) -> str:

@@ -244,7 +244,7 @@ class Deliverer:
         status_code: int | None = None
         retry_after: float | None = None
         try:
-            check_target(
+            checked = check_target(
                 subscription.url,
                 allow_private=self.settings.allow_private_targets,
                 resolver=self.resolver,
@@ -255,6 +255,8 @@ class Deliverer:
                 body=job.payload.encode(),
                 headers=signed_headers(secret, job.event_id, job.payload, now),
                 timeout=self.settings.timeout_seconds,
+                # The address just checked, not a second DNS answer (rebinding).
+                connect_to=checked[0] if checked else None,
             )
         except UrlUnresolvable as error:
             outcome, reason = DeliveryStatus.RETRYING, error.message

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import urllib3
 
@@ -103,8 +104,16 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         fields: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        connect_to: str | None = None,
     ) -> HttpResponse:
-        """Send one request. ``json`` or ``body`` is the payload; ``fields`` a query string."""
+        """Send one request. ``json`` or ``body`` is the payload; ``fields`` a query string.
+
+        ``connect_to`` is the IP address to connect to instead of resolving the URL's
+        host again: the one :func:`threadline.ssrf.check_target` checked. TLS still
+        sends and verifies the URL's host name (SNI and certificate), and the Host
+        header names it, so the receiver sees an ordinary request; what it closes is
+        the window between the check and the connection (DNS rebinding).
+        """
         all_headers = {"User-Agent": USER_AGENT, **(headers or {})}
         if json is not None:
             body = jsonlib.dumps(json, separators=(",", ":")).encode()
@@ -120,7 +129,10 @@ class HttpClient:
         else:
             options["body"] = body
         try:
-            answer = self._pool.request(method, url, **options)
+            if connect_to is None:
+                answer = self._pool.request(method, url, **options)
+            else:
+                answer = self._pinned_request(method, url, connect_to, options)
         except urllib3.exceptions.NewConnectionError as error:
             # Checked first: urllib3 makes a refused connection a kind of timeout.
             raise TransportError(f"{method} could not connect") from error
@@ -135,6 +147,39 @@ class HttpClient:
             headers={name.lower(): value for name, value in answer.headers.items()},
             body=answer.data,
         )
+
+    def _pinned_request(
+        self, method: str, url: str, address: str, options: dict[str, Any]
+    ) -> urllib3.BaseHTTPResponse:
+        """``method url`` over a connection to ``address``, never to a fresh DNS answer."""
+        parts = urllib3.util.parse_url(url)
+        host = parts.host or ""
+        https = (parts.scheme or "").lower() == "https"
+        port = parts.port or (443 if https else 80)
+        pool: urllib3.HTTPConnectionPool
+        common: dict[str, Any] = {
+            "timeout": options.get("timeout")
+            or urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout),
+            "retries": False,
+            "maxsize": 1,
+        }
+        if https:
+            pool = urllib3.HTTPSConnectionPool(
+                address, port, server_hostname=host, assert_hostname=host, **common
+            )
+        else:
+            pool = urllib3.HTTPConnectionPool(address, port, **common)
+        headers = dict(options["headers"])
+        headers["Host"] = host if parts.port is None else f"{host}:{port}"
+        target = parts.request_uri
+        if "fields" in options:
+            target += ("&" if "?" in target else "?") + urlencode(options["fields"])
+        try:
+            return pool.urlopen(
+                method, target, body=options.get("body"), headers=headers, redirect=False
+            )
+        finally:
+            pool.close()
 
     def post_json(
         self,

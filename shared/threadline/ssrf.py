@@ -6,7 +6,9 @@ a VPC-internal host or loopback would turn webhooks into a way to reach them.
 Deployed, only ``https`` URLs whose host is, and resolves only to, public unicast
 addresses are accepted. The check runs when a subscription is made and again
 before every delivery: a name that resolved to a public address yesterday can
-resolve to a private one today (DNS rebinding).
+resolve to a private one today (DNS rebinding). The delivery then connects to the
+address this check returned (``HttpClient.request(connect_to=...)``, with the host
+name kept for TLS and the Host header), so no second DNS answer is ever used.
 
 ``allow_private`` (template parameter ``AllowPrivateWebhookTargets``, set only by the
 local stack) lifts both rules so tests can run a receiver on 127.0.0.1 over http.

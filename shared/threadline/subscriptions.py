@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import secrets
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from threadline.dal.base import Delete, Put, Update, Write, WriteCancelled, put_once
 from threadline.dal.dynamodb import DynamoTable
 from threadline.errors import NotFound, ThreadlineError
-from threadline.items import new_id
+from threadline.items import IDEMPOTENCY_SK, expires_at, new_id
 from threadline.schema import utc_now
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ SECRET_BYTES = 32
 HISTORY_DAYS = 30
 MAX_PAGE_SIZE = 100
 MAX_SUBSCRIPTIONS = 100
+# An Idempotency-Key is remembered a week (DynamoDB TTL), as for sending a reply.
+IDEMPOTENCY_DAYS = 7
 
 # Every detail-type a subscription may name: the design's catalog. A filter with a
 # typo would otherwise match nothing, silently.
@@ -108,6 +111,10 @@ class SubscriptionRequest(_Model):
     )
     description: str | None = Field(default=None, max_length=256)
 
+    def fingerprint(self) -> str:
+        """What a retry with the same Idempotency-Key must repeat exactly."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
     @field_validator("event_types")
     @classmethod
     def _known_types(cls, values: list[str]) -> list[str]:
@@ -167,6 +174,10 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
+def subscription_idempotency_pk(key: str) -> str:
+    return f"IDEMPOTENCY#SUBSCRIPTION#{key}"
+
+
 def subscription_pk(subscription_id: str) -> str:
     return f"SUB#{subscription_id}"
 
@@ -199,10 +210,29 @@ class SubscriptionStore:
 
     # --- subscriptions -------------------------------------------------------------
 
+    # Hardening (issue 16): one transaction for the subscription, its secret and its
+    # Idempotency-Key, so a retried request answers the stored result.
     def create(
-        self, request: SubscriptionRequest, *, now: datetime | None = None
+        self,
+        request: SubscriptionRequest,
+        *,
+        idempotency_key: str | None = None,
+        now: datetime | None = None,
     ) -> CreatedSubscription:
+        """Store a new subscription with its secret; the stored one for a repeated key.
+
+        The subscription and its secret are one item, written in one transaction with
+        the Idempotency-Key's record: a client whose first answer was lost (a timeout,
+        a 5xx after the write) retries with the same key and gets the same
+        subscription and secret, never a second subscription whose secret nobody has.
+        botocore's own retries of the transaction reuse its ClientRequestToken, so
+        DynamoDB applies it once.
+        """
         now = now or utc_now()
+        if idempotency_key:
+            stored = self._created_for_key(idempotency_key, request)
+            if stored is not None:
+                return stored
         if len(self._subscription_items(True)) >= MAX_SUBSCRIPTIONS:
             raise TooManySubscriptions(
                 f"a stack has at most {MAX_SUBSCRIPTIONS} subscriptions; delete one first"
@@ -229,8 +259,52 @@ class SubscriptionStore:
             "created_at": now.isoformat(),
             "secret": created.secret,
         }
-        self.data.write([put_once(item)])
+        writes: list[Write] = [put_once(item)]
+        if idempotency_key:
+            writes.append(
+                put_once(
+                    {
+                        "pk": subscription_idempotency_pk(idempotency_key),
+                        "sk": IDEMPOTENCY_SK,
+                        "type": "idempotency",
+                        "subscription_id": created.id,
+                        "fingerprint": request.fingerprint(),
+                        "created_at": now.isoformat(),
+                        "expires_at": expires_at(now, IDEMPOTENCY_DAYS),
+                    }
+                )
+            )
+        try:
+            self.data.write(writes)
+        except WriteCancelled:
+            if idempotency_key:
+                # The same key raced us: answer what the winner stored.
+                stored = self._created_for_key(idempotency_key, request)
+                if stored is not None:
+                    return stored
+            raise
         return created
+
+    def _created_for_key(
+        self, idempotency_key: str, request: SubscriptionRequest
+    ) -> CreatedSubscription | None:
+        """The subscription an earlier request with ``idempotency_key`` created, if any."""
+        record = self.data.get(
+            (subscription_idempotency_pk(idempotency_key), IDEMPOTENCY_SK), consistent=True
+        )
+        if record is None:
+            return None
+        if record.get("fingerprint") != request.fingerprint():
+            # The one error for a key reused with another body (sending a reply has it);
+            # imported here, as outbound is heavy for the delivery worker.
+            from threadline.outbound import IdempotencyKeyReused
+
+            raise IdempotencyKeyReused("this Idempotency-Key was used for a different subscription")
+        found = self._get_item(str(record["subscription_id"]))
+        if found is None:
+            raise NotFound("the subscription created with this Idempotency-Key was deleted")
+        subscription = _subscription_from_item(found)
+        return CreatedSubscription(**subscription.model_dump(), secret=str(found["secret"]))
 
     def all(self, *, consistent: bool = False) -> list[Subscription]:
         return [_subscription_from_item(item) for item in self._subscription_items(consistent)]

@@ -9,9 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,10 +87,17 @@ def launch_local_stack(
 
 
 @pytest.fixture(scope="session")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def local_stack() -> Iterator[RunningStack]:
+    with running_stack() as stack:
+        yield stack
+
+
+@contextmanager
+def running_stack(extra_env: dict[str, str] | None = None) -> Iterator[RunningStack]:
+    """`make dev` on a free port with fresh secrets (and ``extra_env``), until exit."""
     port = free_port()
     # The stack's analytics lake: the test run's own, never the developer's.
-    lake_dir = tmp_path_factory.mktemp("lake")
+    lake_dir = Path(tempfile.mkdtemp(prefix="threadline-lake-"))
     token = secrets.token_hex(16)
     api_token = secrets.token_hex(16)
     slack_signing_secret = secrets.token_hex(16)
@@ -104,6 +113,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
         "TELEGRAM_BOT_TOKEN": telegram_bot_token,
         "PYTHONUNBUFFERED": "1",
         "THREADLINE_LAKE_DIR": str(lake_dir),
+        **(extra_env or {}),
     }
     try:
         process, output, base_url = launch_local_stack(env)

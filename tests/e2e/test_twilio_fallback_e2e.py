@@ -96,6 +96,16 @@ def test_a_fallback_request_without_a_signature_is_refused_at_the_gateway(local_
         headers={"Content-Type": "application/x-www-form-urlencoded"},
         timeout=10,
     )
-    # SQS refuses the empty Signature attribute, so API Gateway answers 500 and
-    # nothing is queued.
-    assert response.status_code == 500
+    # SQS refuses the empty Signature attribute with a 400, which the integration
+    # hands back: nothing is queued, and the answer says the request was at fault.
+    assert response.status_code == 400
+    assert response.json()["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_a_fallback_body_sqs_cannot_carry_is_a_400(local_stack):
+    response = signed_twilio_post(
+        local_stack, _sms("05", "+15551238805", "x" * 1_100_000), path=FALLBACK_PATH
+    )
+    # Over the queue's message size (1 MiB at most): refused by SQS (400), not an
+    # integration failure (500).
+    assert response.status_code == 400

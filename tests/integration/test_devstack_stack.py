@@ -302,6 +302,8 @@ def test_the_function_sees_exactly_its_template_environment(stack):
         "AWS_CONFIG_FILE",
         "AWS_SHARED_CREDENTIALS_FILE",
         "AWS_EC2_METADATA_DISABLED",
+        # No X-Ray daemon locally: the runtime turns the Tracer off (runtime.py).
+        "POWERTOOLS_TRACE_DISABLED",
     }
     # The interpreter may add LC_CTYPE when it coerces a C locale; nothing else.
     assert set(env) - {"LC_CTYPE"} == template_variables | lambda_variables

@@ -26,8 +26,15 @@ PUBLIC_URL = "https://93.184.215.14/crm/hooks"  # a literal public address: no D
 
 @pytest.fixture
 def call_api(api_module):
-    def call(method: str, path: str, body: Any = None, query: str = "") -> tuple[int, Any]:
+    def call(
+        method: str,
+        path: str,
+        body: Any = None,
+        query: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         event = http_api_event(method, path, query=query)
+        event["headers"].update(headers or {})
         event["routeKey"] = "ANY /v1/{proxy+}"
         if body is not None:
             event["headers"]["content-type"] = "application/json"
@@ -84,6 +91,53 @@ def test_a_subscription_shows_its_secret_once_and_keeps_it_in_the_table(call_api
     assert call_api("DELETE", f"/v1/subscriptions/{sid}")[0] == 204
     assert call_api("GET", f"/v1/subscriptions/{sid}")[0] == 404
     assert call_api("DELETE", f"/v1/subscriptions/{sid}")[0] == 404
+
+
+def test_a_subscription_retried_with_its_idempotency_key_is_created_once(call_api):
+    body = {"url": PUBLIC_URL, "description": "retried"}
+    key = {"idempotency-key": "sub-" + os.urandom(8).hex()}
+    first_status, first = call_api("POST", "/v1/subscriptions", body, headers=key)
+    again_status, again = call_api("POST", "/v1/subscriptions", body, headers=key)
+    assert (first_status, again_status) == (201, 201)
+    assert (again["id"], again["secret"]) == (first["id"], first["secret"])
+    listed = call_api("GET", "/v1/subscriptions")[1]["items"]
+    assert [s["id"] for s in listed if s["description"] == "retried"] == [first["id"]]
+
+    other = {"url": PUBLIC_URL, "description": "another body"}
+    status, refused = call_api("POST", "/v1/subscriptions", other, headers=key)
+    assert status == 422 and refused["error"]["code"] == "idempotency_key_reused"
+    assert call_api("DELETE", f"/v1/subscriptions/{first['id']}")[0] == 204
+
+
+def test_a_5xx_after_the_write_leaves_no_subscription_whose_secret_nobody_has(call_api, api_module):
+    """The answer is lost after DynamoDB took the write (a timeout, a crash): the
+    client's retry with the same key gets that subscription and its secret."""
+    from threadline.api.dependencies import subscription_store
+
+    client = subscription_store().dynamodb
+    lost = {"once": True}
+
+    def lose_the_answer(**_: Any) -> None:
+        if lost.pop("once", False):
+            raise ConnectionResetError("the answer never came back")
+
+    client.meta.events.register("after-call.dynamodb.TransactWriteItems", lose_the_answer)
+    try:
+        body = {"url": PUBLIC_URL, "description": "answer lost"}
+        key = {"idempotency-key": "lost-" + os.urandom(8).hex()}
+        with pytest.raises(ConnectionResetError):
+            call_api("POST", "/v1/subscriptions", body, headers=key)
+        status, created = call_api("POST", "/v1/subscriptions", body, headers=key)
+    finally:
+        client.meta.events.unregister("after-call.dynamodb.TransactWriteItems", lose_the_answer)
+    assert status == 201, created
+    stored = [
+        s
+        for s in call_api("GET", "/v1/subscriptions")[1]["items"]
+        if s["description"] == "answer lost"
+    ]
+    assert [s["id"] for s in stored] == [created["id"]]
+    assert call_api("DELETE", f"/v1/subscriptions/{created['id']}")[0] == 204
 
 
 @pytest.mark.parametrize(

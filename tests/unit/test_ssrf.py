@@ -191,3 +191,73 @@ def test_an_unresolvable_host_is_refused_as_such():
         check_target("https://crm.example.com/", resolver=failing)
     with pytest.raises(UrlUnresolvable):
         check_target("https://crm.example.com/", resolver=resolver_for())
+
+
+# ------------------------------------------------- no second resolution (rebinding)
+
+
+def test_a_delivery_connects_to_the_checked_address_not_to_a_second_dns_answer(monkeypatch):
+    import socket as socket_module
+
+    import urllib3
+
+    from threadline.http import HttpClient, TransportError
+    from threadline.ssrf import system_resolver
+
+    # A rebinding name: public for the check, loopback for whoever asks next.
+    answers = iter(["93.184.216.34", "127.0.0.1", "127.0.0.1"])
+
+    def rebinding_getaddrinfo(host, port, *args, **kwargs):
+        return [(socket_module.AF_INET, socket_module.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    connected: list[tuple[str, int]] = []
+
+    def no_network(address, *args, **kwargs):
+        connected.append(address)
+        raise OSError("tests make no connections")
+
+    monkeypatch.setattr(socket_module, "getaddrinfo", rebinding_getaddrinfo)
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", no_network)
+    url = "https://rebind.example/hooks/threadline"
+
+    checked = check_target(url, resolver=system_resolver)
+    assert checked == ["93.184.216.34"]
+    with pytest.raises(TransportError):
+        HttpClient().request("POST", url, body=b"{}", connect_to=checked[0])
+    assert connected == [("93.184.216.34", 443)]
+
+    # Without the pinned address urllib3 would hand the name to the resolver again.
+    with pytest.raises(TransportError):
+        HttpClient().request("POST", url, body=b"{}")
+    assert connected[-1] == ("rebind.example", 443)
+
+
+def test_a_pinned_request_names_the_host_for_tls_and_in_the_host_header(monkeypatch):
+    import urllib3
+
+    from threadline.http import HttpClient
+
+    seen: dict[str, object] = {}
+
+    def record(self, method, url, body=None, headers=None, **kwargs):
+        seen.update(
+            pool_host=self.host,
+            server_hostname=self.conn_kw.get("server_hostname"),
+            assert_hostname=self.assert_hostname,
+            host_header=headers["Host"],
+            target=url,
+        )
+        return urllib3.HTTPResponse(body=b"ok", status=200, preload_content=True)
+
+    monkeypatch.setattr(urllib3.HTTPSConnectionPool, "urlopen", record)
+    answer = HttpClient().request(
+        "POST", "https://crm.example:8443/in?x=1", body=b"{}", connect_to="93.184.216.34"
+    )
+    assert answer.status == 200
+    assert seen == {
+        "pool_host": "93.184.216.34",
+        "server_hostname": "crm.example",
+        "assert_hostname": "crm.example",
+        "host_header": "crm.example:8443",
+        "target": "/in?x=1",
+    }

@@ -33,6 +33,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from threadline.errors import MalformedRequest
+from threadline.jsonsafe import load_json
 from threadline.schema import (
     AuthorRole,
     Channel,
@@ -44,6 +45,32 @@ from threadline.schema import (
 )
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# The request headers an envelope keeps, per provider: what verifying the request
+# again needs (the signature and the values it covers) and what explains a delivery
+# (retries). An allowlist, so a header a provider adds later is not stored unseen.
+# Telegram's X-Telegram-Bot-Api-Secret-Token is a fixed shared secret, not a
+# signature: keeping it would let anyone holding an export forge Telegram webhooks.
+COMMON_AUDIT_HEADERS = frozenset({"content-type", "user-agent"})
+AUDIT_HEADERS: Mapping[str, frozenset[str]] = {
+    "twilio": frozenset({"x-twilio-signature", "i-twilio-idempotency-token"}),
+    "slack": frozenset(
+        {
+            "x-slack-signature",
+            "x-slack-request-timestamp",
+            "x-slack-retry-num",
+            "x-slack-retry-reason",
+        }
+    ),
+    "meta": frozenset({"x-hub-signature-256", "x-hub-signature"}),
+    "telegram": frozenset(),
+}
+
+
+def audit_headers(headers: Mapping[str, str], provider: str | None) -> dict[str, str]:
+    """The headers of ``headers`` an envelope may keep for ``provider`` (names lower-cased)."""
+    allowed = COMMON_AUDIT_HEADERS | AUDIT_HEADERS.get(provider or "", frozenset())
+    return {name.lower(): value for name, value in headers.items() if name.lower() in allowed}
 
 
 @dataclass(frozen=True)
@@ -91,8 +118,12 @@ class WebhookRequest:
         method = (context.get("http") or {}).get("method", "POST")
         return cls(method=method, url=url, headers=headers, body=body)
 
-    def envelope(self) -> bytes:
-        """The request as stored for audit and replay: enough to verify it again."""
+    def envelope(self, provider: str | None = None) -> bytes:
+        """The request as stored for audit and replay: enough to verify it again.
+
+        Only the headers :func:`audit_headers` allows for ``provider`` are kept: the
+        signature and what it covers, never a bearer secret (Telegram's secret token).
+        """
         try:
             body: dict[str, str] = {"body": self.body.decode("utf-8")}
         except UnicodeDecodeError:
@@ -100,7 +131,7 @@ class WebhookRequest:
         document = {
             "method": self.method,
             "url": self.url,
-            "headers": dict(self.headers),
+            "headers": audit_headers(self.headers, provider),
             "received_at": self.received_at.isoformat(),
             **body,
         }
@@ -254,11 +285,13 @@ class ChannelAdapter(Protocol):
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
-    """A JSON webhook body that must be an object; MalformedRequest (400) otherwise."""
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise MalformedRequest("body is not JSON") from exc
+    """A JSON webhook body that must be an object; MalformedRequest (400) otherwise.
+
+    The one parser for providers' JSON bodies (:func:`threadline.jsonsafe.load_json`):
+    depth bounded, NaN and out-of-range numbers refused, lone surrogates repaired so
+    the message is kept, and a channel's normalizer only sees values it can store.
+    """
+    document = load_json(body, surrogates="repair")
     if not isinstance(document, dict):
         raise MalformedRequest("body is not a JSON object")
     return document

@@ -136,7 +136,7 @@ def is_from_a_bot(message: Mapping[str, Any], envelope: Mapping[str, Any]) -> bo
         or message.get("subtype") == "bot_message"
         or message.get("bot_profile")
         or (message.get("app_id") and message.get("app_id") == envelope.get("api_app_id"))
-        or message.get("user") in _own_bot_users(envelope)
+        or _str(message, "user") in _own_bot_users(envelope)
     )
 
 
@@ -269,6 +269,9 @@ class SlackEvents:
         if event_type not in ("message", "app_mention"):
             return None
         subtype = event.get("subtype")
+        if subtype is not None and not isinstance(subtype, str):
+            # Not a shape Slack sends; ignored like any subtype that is not a person.
+            return None
         if subtype in ("message_changed", "message_deleted"):
             return self._edit(envelope, event, team, event_id)
         if subtype not in CUSTOMER_SUBTYPES or is_from_a_bot(event, envelope):

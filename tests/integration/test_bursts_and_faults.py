@@ -1,0 +1,145 @@
+"""Bursts and faults against moto: what a flaky network and an eager provider do.
+
+* 50 concurrent first messages from one new number: one customer, 50 messages,
+  only 200 or 503 (never 500), and every 503 lands on the provider's retry.
+* 10 % of DynamoDB calls fail (half before the request is sent, half after DynamoDB
+  took it, the answer lost) while messages arrive with provider-style retries:
+  every message is stored exactly once.
+
+``FAULT_MESSAGES`` sets the fault run's size (200 by default; 1 000 for the figure in
+the report). Each test prints its figures (pytest -s shows them).
+
+They are load tests: on a machine busy with other stacks moto answers slower than the
+store's 5-second read timeout and the retries run out, which measures the machine.
+They run when ``THREADLINE_LOAD_TESTS=1`` is set, not in every ``make test``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from botocore.exceptions import ReadTimeoutError
+
+from tests.integration.test_twilio_ingest import _fail, items_with_prefix, sms
+
+PROVIDER_RETRIES = 10
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("THREADLINE_LOAD_TESTS") != "1",
+    reason="load test: set THREADLINE_LOAD_TESTS=1 (see the module docstring)",
+)
+
+
+def _post_until_stored(twilio_post: Any, params: dict[str, str]) -> list[int]:
+    """Post as Twilio does with ``#rc=..``: again after any 5xx; every answer."""
+    answers = []
+    for attempt in range(PROVIDER_RETRIES):
+        answers.append(twilio_post(params)["statusCode"])
+        if answers[-1] < 500:
+            break
+        # Providers wait before retrying (Twilio's #rp, Slack's schedule), with jitter.
+        time.sleep(random.uniform(0, 0.05 * 2**attempt))
+    return answers
+
+
+def _stored_messages(aws: Any, sids: set[str]) -> Counter[str]:
+    found: Counter[str] = Counter()
+    pages = aws.dynamodb.get_paginator("scan").paginate(TableName=aws.table)
+    for page in pages:
+        for item in page["Items"]:
+            sid = item.get("provider_message_id", {}).get("S")
+            if item["sk"]["S"].startswith("MSG#") and sid in sids:
+                found[sid] += 1
+    return found
+
+
+def test_a_burst_of_50_first_messages_from_one_new_number(aws, twilio_post, api_get):
+    sender = "+15551239050"
+    count = 50
+    start = threading.Barrier(count)
+    sids = [f"SM{index:030d}b5" for index in range(count)]
+
+    def post(sid: str) -> list[int]:
+        start.wait()
+        return _post_until_stored(twilio_post, sms(sid, sender=sender))
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        answers = list(pool.map(post, sids))
+    first = Counter(a[0] for a in answers)
+    retries = sum(len(a) - 1 for a in answers)
+    print(f"\nburst of {count}: first answers {dict(first)}, provider retries {retries}")
+    assert set(first) <= {200, 503}, first
+    assert all(a[-1] == 200 for a in answers), answers
+
+    identity = items_with_prefix(aws, aws.table, f"IDENT#phone#{sender}")
+    assert len(identity) == 1
+    stored = _stored_messages(aws, set(sids))
+    assert stored == Counter({sid: 1 for sid in sids})
+
+
+def test_faults_on_10_percent_of_dynamodb_calls_lose_and_duplicate_nothing(
+    aws, twilio_module, twilio_post
+):
+    total = int(os.environ.get("FAULT_MESSAGES", "200"))
+    client = twilio_module.store.dynamodb
+    chance = random.Random(16)
+    lock = threading.Lock()
+    injected = Counter[str]()
+    before, _ = _fail("", 500, "InternalServerError")
+
+    def fail_before_send(request: Any, **kwargs: Any) -> Any:
+        with lock:
+            roll = chance.random()
+        if roll < 0.05:
+            injected["before send"] += 1
+            return before(request, **kwargs)
+        return None
+
+    def lose_the_answer(**_: Any) -> None:
+        with lock:
+            roll = chance.random()
+        if roll < 0.05:
+            injected["answer lost"] += 1
+            # DynamoDB took the request; its answer timed out on the way back.
+            raise ReadTimeoutError(endpoint_url="dynamodb (answer lost)")
+
+    client.meta.events.register_first("before-send.dynamodb", fail_before_send)
+    client.meta.events.register("after-call.dynamodb", lose_the_answer)
+    senders = [f"+1555124{n:04d}" for n in range(max(total // 20, 1))]
+    sids = [f"SM{index:030d}fa" for index in range(total)]
+
+    def deliver(index: int) -> list[int]:
+        params = sms(sids[index], sender=senders[index % len(senders)])
+        answers: list[int] = []
+        for attempt in range(PROVIDER_RETRIES):
+            answers.append(twilio_post(params)["statusCode"])
+            if answers[-1] < 500:
+                break
+            time.sleep(random.uniform(0, 0.05 * 2**attempt))
+        return answers
+
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(deliver, range(total)))
+    finally:
+        client.meta.events.unregister("before-send.dynamodb", fail_before_send)
+        client.meta.events.unregister("after-call.dynamodb", lose_the_answer)
+    first = Counter(a[0] for a in answers)
+    stored = _stored_messages(aws, set(sids))
+    once = sum(1 for sid in sids if stored[sid] == 1)
+    print(
+        f"\nfaults: {total} messages, injected {dict(injected)}, first answers {dict(first)}, "
+        f"provider retries {sum(len(a) - 1 for a in answers)}, stored exactly once {once}"
+    )
+    assert sum(injected.values()) > 0
+    # A storage fault is a 503 (the provider retries), never a 500.
+    assert {status for a in answers for status in a} <= {200, 503}
+    assert all(a[-1] == 200 for a in answers), [a for a in answers if a[-1] != 200][:5]
+    assert once == total, {sid: n for sid, n in stored.items() if n != 1}
