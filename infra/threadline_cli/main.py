@@ -376,6 +376,19 @@ def list_channels() -> None:
         click.echo(f"{sender.name:15} --from {sender.identity_kind}:{sender.example}{local}")
 
 
+# ------------------------------------------------------------------------ report
+
+
+@cli.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def report(arguments: tuple[str, ...]) -> None:
+    """The analytics metrics over the local lake (what `make report` runs):
+    [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--lake DIR] [--html FILE]."""
+    from threadline_analytics.__main__ import main as report_main
+
+    sys.exit(report_main(list(arguments)))
+
+
 def _console(*, stderr: bool = False) -> Any:
     from rich.console import Console
 

@@ -392,6 +392,8 @@ def conversation_item(
         "channel_switches": 0,
         "message_count": 1,
         role_counter(role): 1,
+        # Who wrote last decides a quiet-period close's outcome (threadline.outcomes).
+        "last_author_role": AuthorRole(role).value,
         "close_due_at": due_key(due),
         "close_bucket": close_bucket(due),
     }
