@@ -17,9 +17,19 @@ from tests.integration.conftest import LambdaContext, http_api_event
 from tests.integration.test_outbound import customer_for, pipeline, timeline
 from tests.integration.test_privacy import api_call, erase, table_items, worker, worker_module
 from tests.integration.test_twilio_ingest import sms
+from tests.integration.test_webchat import connect, frame, open_session, send, socket
+from tests.integration.test_webchat import customer_of as webchat_customer_of
+from tests.integration.test_webchat import store as webchat_store
 from threadline.events import events_from_stream_record
+from threadline.notes import NoteRequest, add_note
 
-__all__ = ["api_call", "pipeline", "worker", "worker_module"]  # fixtures used below
+__all__ = [
+    "api_call",
+    "pipeline",
+    "webchat_store",
+    "worker",
+    "worker_module",
+]  # fixtures used below
 
 
 def new_sid() -> str:
@@ -163,3 +173,18 @@ def test_notes_are_exported_and_erased_with_the_customer(
         f"ERASURE#{customer_id}"
     ]
     assert not [i for i in items if "Quinn" in json.dumps(i)]  # the note and its key
+
+
+def test_a_web_chat_visitor_never_sees_a_note_in_the_history(webchat_store):
+    granted = open_session(webchat_store, {"name": "Ada"})
+    sock = socket(webchat_store)
+    connect(sock, granted.token, "conn-note-1")
+    ack = send(sock, "conn-note-1", "c-1", "Is the blue one in stock?")
+    customer_id = webchat_customer_of(webchat_store, granted.visitor_id)
+    assert customer_id is not None
+    note, _ = add_note(webchat_store, customer_id, NoteRequest(text="Ada is a reseller"))
+    assert note.channel.value == "webchat"
+
+    history = frame(sock, "conn-note-1", {"action": "history"})
+
+    assert [m["id"] for m in history["messages"]] == [ack["message_id"]]
