@@ -3,42 +3,21 @@ data-access interface (DynamoDB itself: tests/integration/test_notes.py)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from tests.unit import twilio_payloads as tw
-from tests.unit.fake_table import FakeTable
-from tests.unit.test_ingest_logic import RAW
-from threadline.channels.twilio import normalize_form
+from tests.unit.test_outbound_logic import AT, customer_id, store, table
 from threadline.dal.base import ConditionCheck, Put
 from threadline.errors import NotFound
 from threadline.events import MessageNoteAdded, events_from_stream_record
 from threadline.items import message_item, to_item
 from threadline.notes import NoteRequest, add_note
 from threadline.outbound import IdempotencyKeyReused
-from threadline.outbound_store import OutboundStore
 from threadline.schema import AuthorRole, Channel, Direction, MessageStatus
-from threadline.settings import StoreSettings
 
-AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def table() -> FakeTable:
-    return FakeTable()
-
-
-@pytest.fixture
-def store(table: FakeTable) -> OutboundStore:
-    settings = StoreSettings(table_name="threadline", raw_bucket="raw")
-    return OutboundStore(settings, data=table, conversation_quiet_period=timedelta(hours=24))
-
-
-@pytest.fixture
-def customer_id(store: OutboundStore) -> str:
-    return store.ingest(normalize_form(tw.SMS), RAW, received_at=AT).customer_id
+__all__ = ["customer_id", "store", "table"]  # fixtures used below
 
 
 def note(text: str = "Called back, refund approved") -> NoteRequest:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler.api_gateway import Response, Router
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import ValidationError
 
-from threadline.api.dependencies import customer_store
+from threadline.api.dependencies import NoteIdempotencyKey, customer_store
 from threadline.api.errors import ERROR_RESPONSES
 from threadline.errors import MalformedRequest, NotFound
 from threadline.notes import NoteRequest, add_note
@@ -79,14 +79,7 @@ def close_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
 def add_conversation_note(
     conversation_id: Annotated[str, Path()],
     request: Annotated[NoteRequest, Body()],
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="idempotency-key",
-            max_length=255,
-            description="retrying with the same key returns the first note and writes once",
-        ),
-    ] = None,
+    idempotency_key: NoteIdempotencyKey = None,
 ) -> Response[Message]:
     store = customer_store()
     conversation = store.get_conversation(conversation_id)

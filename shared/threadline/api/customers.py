@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler.api_gateway import Response, Router
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 
-from threadline.api.dependencies import customer_store
+from threadline.api.dependencies import NoteIdempotencyKey, customer_store
 from threadline.api.errors import ERROR_RESPONSES
 from threadline.customers import ProfilePatch, parse_external_id
 from threadline.errors import MalformedRequest, NotFound
@@ -112,14 +112,7 @@ def patch_customer(
 def add_customer_note(
     customer_id: Annotated[str, Path()],
     request: Annotated[NoteRequest, Body()],
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="idempotency-key",
-            max_length=255,
-            description="retrying with the same key returns the first note and writes once",
-        ),
-    ] = None,
+    idempotency_key: NoteIdempotencyKey = None,
 ) -> Response[Message]:
     # Joins the open conversation, else the customer's latest one.
     note, _ = add_note(customer_store(), customer_id, request, idempotency_key=idempotency_key)
