@@ -29,6 +29,8 @@ API_ROUTES = {
     ("GET", "/v1/customers/{customer_id}/conversations"),
     ("GET", "/v1/conversations/{conversation_id}"),
     ("POST", "/v1/conversations/{conversation_id}/close"),
+    ("POST", "/v1/conversations/{conversation_id}/notes"),
+    ("POST", "/v1/customers/{customer_id}/notes"),
     ("POST", "/v1/customers/{customer_id}/identities"),
     ("POST", "/v1/customers/{customer_id}/merge"),
     ("POST", "/v1/subscriptions"),
