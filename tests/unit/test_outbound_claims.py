@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from tests.conftest import load_template
-from tests.unit import twilio_payloads as tw
 from tests.unit.fake_table import FakeTable
-from tests.unit.test_ingest_logic import RAW
+
+# The store over the ``table`` fixture below, and a customer who wrote in by SMS.
+from tests.unit.test_outbound_logic import customer_id, store  # noqa: F401
 from threadline.channels.base import SendResult
-from threadline.channels.twilio import normalize_form
 from threadline.dal.base import Update, Write, WriteCancelled
 from threadline.items import customer_pk, message_sk
 from threadline.outbound import (
@@ -30,7 +30,6 @@ from threadline.outbound import (
 )
 from threadline.outbound_store import OutboundStore
 from threadline.schema import Channel, Message
-from threadline.settings import StoreSettings
 
 AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=20)
@@ -150,24 +149,17 @@ def table() -> ClaimedTable:
 
 
 @pytest.fixture
-def store(table: ClaimedTable) -> OutboundStore:
-    settings = StoreSettings(table_name="threadline", raw_bucket="raw")
-    return OutboundStore(settings, data=table, conversation_quiet_period=timedelta(hours=24))
-
-
-@pytest.fixture
 def sender() -> RecordingSender:
     return RecordingSender()
 
 
 @pytest.fixture
-def dispatcher(store: OutboundStore, sender: RecordingSender) -> Dispatcher:
+def dispatcher(store: OutboundStore, sender: RecordingSender) -> Dispatcher:  # noqa: F811
     return Dispatcher(store, {Channel.SMS: sender}, claim_timeout=TIMEOUT)
 
 
 @pytest.fixture
-def reply(store: OutboundStore) -> Message:
-    customer_id = store.ingest(normalize_form(tw.SMS), RAW, received_at=AT).customer_id
+def reply(store: OutboundStore, customer_id: str) -> Message:  # noqa: F811
     request = SendMessageRequest.model_validate({"text": "Your order ships today"})
     message, _ = store.queue_message(customer_id, request, now=AT)
     return message
