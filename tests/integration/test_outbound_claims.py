@@ -22,7 +22,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.dispatch_worker import POINTS
-from tests.integration.test_outbound import api_post, customer_for, pipeline, timeline  # noqa: F401
+from tests.integration.test_outbound import (  # noqa: F401
+    api_post,
+    customer_for,
+    pipeline,
+    status_post,
+    timeline,
+)
 from tests.integration.test_twilio_ingest import sms
 from threadline.schema import utc_now
 
@@ -150,3 +156,47 @@ def test_a_killed_worker_strands_nothing_and_sends_nothing_twice(
     message = current()
     assert message["status"] == status
     assert message["status_history"][-1].get("error_code") == error_code
+
+
+def test_a_status_callback_before_the_redelivery_settles_an_unknown_outcome(
+    workers,
+    stack,
+    twilio_post,
+    api_get,
+    api_post,  # noqa: F811
+    pipeline,  # noqa: F811
+    provider_sandbox,
+    status_post,  # noqa: F811
+    dispatcher_module,
+    monkeypatch,
+):
+    number = "+15551241099"
+    twilio_post(sms("SM99" + "e2" * 15, sender=number))
+    customer_id = customer_for(api_get, number)
+    reply = api_post(f"/v1/customers/{customer_id}/messages", {"text": "once only"})
+    message_id = json.loads(reply["body"])["id"]
+    pipeline.publish()
+    (record,) = pipeline.receive()
+    worker = Worker(
+        "provider_called",
+        record,
+        {**os.environ, **stack.function_environment("DispatcherFunction")},
+    )
+    workers.append(worker)
+    worker.wait_for("provider_called")
+    worker.kill()
+
+    # Twilio took the message and reports it, naming it in the callback URL.
+    (request,) = [r for r in provider_sandbox.outbox("twilio") if r.form["To"] == [number]]
+    callback = request.form["StatusCallback"][0]
+    delivered = {"MessageSid": "SM" + "e3" * 16, "MessageStatus": "delivered"}
+    assert status_post(delivered, callback)["statusCode"] == 200
+
+    dispatcher = dispatcher_module.dispatcher
+    later = utc_now() + dispatcher.claim_timeout + timedelta(seconds=1)
+    monkeypatch.setattr(dispatcher, "clock", lambda: later)
+    assert pipeline.dispatch([record])["batchItemFailures"] == []
+    message = next(m for m in timeline(api_get, customer_id) if m["id"] == message_id)
+    assert message["status"] == "delivered"
+    assert [h["status"] for h in message["status_history"]] == ["queued", "delivered"]
+    assert len([r for r in provider_sandbox.outbox("twilio") if r.form["To"] == [number]]) == 1
