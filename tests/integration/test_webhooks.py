@@ -112,7 +112,9 @@ def test_a_subscription_retried_with_its_idempotency_key_is_created_once(call_ap
 def test_a_5xx_after_the_write_leaves_no_subscription_whose_secret_nobody_has(call_api, api_module):
     """The answer is lost after DynamoDB took the write (a timeout, a crash): the
     client's retry with the same key gets that subscription and its secret."""
-    client = api_module.subscriptions.dynamodb
+    from threadline.api.dependencies import subscription_store
+
+    client = subscription_store().dynamodb
     lost = {"once": True}
 
     def lose_the_answer(**_: Any) -> None:

@@ -1,0 +1,31 @@
+"""What the API's routers share, built once per Lambda environment (on first use)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from threadline.customers import CustomerStore
+from threadline.privacy import PrivacyService, PrivacySettings
+from threadline.settings import required_env, store_settings
+from threadline.subscriptions import SubscriptionStore
+
+
+@cache
+def customer_store() -> CustomerStore:
+    return CustomerStore(store_settings())
+
+
+@cache
+def subscription_store() -> SubscriptionStore:
+    return SubscriptionStore(store_settings().table_name)
+
+
+@cache
+def privacy_service() -> PrivacyService:
+    return PrivacyService(customer_store(), PrivacySettings.from_env())
+
+
+@cache
+def private_webhook_targets_allowed() -> bool:
+    """Whether subscriptions may point at private addresses (the local stack's receivers)."""
+    return required_env("WEBHOOK_ALLOW_PRIVATE_TARGETS") == "true"

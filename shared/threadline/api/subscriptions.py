@@ -1,0 +1,100 @@
+"""Signed webhooks: subscriptions and their delivery history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.api_gateway import Response, Router
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
+
+from threadline.api.dependencies import private_webhook_targets_allowed, subscription_store
+from threadline.api.errors import ERROR_RESPONSES
+from threadline.errors import NotFound
+from threadline.logs import logger
+from threadline.ssrf import check_target
+from threadline.subscriptions import (
+    CreatedSubscription,
+    DeliveryPage,
+    Subscription,
+    SubscriptionList,
+    SubscriptionRequest,
+)
+
+router = Router()  # type: ignore[no-untyped-call]
+
+
+@router.post(
+    "/v1/subscriptions",
+    summary="Subscribe a URL to signed webhooks (the signing secret is shown only here)",
+    tags=["webhooks"],
+    status_code=201,
+    responses=ERROR_RESPONSES,
+)
+def create_subscription(
+    request: Annotated[SubscriptionRequest, Body()],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="idempotency-key",
+            max_length=255,
+            description="retrying with the same key returns the first answer, secret included",
+        ),
+    ] = None,
+) -> Response[CreatedSubscription]:
+    check_target(request.url, allow_private=private_webhook_targets_allowed())
+    created = subscription_store().create(request, idempotency_key=idempotency_key)
+    logger.info("webhook subscription created", extra={"subscription_id": created.id})
+    return Response(201, "application/json", created)
+
+
+@router.get(
+    "/v1/subscriptions",
+    summary="Every webhook subscription (without secrets)",
+    tags=["webhooks"],
+    responses=ERROR_RESPONSES,
+)
+def list_subscriptions() -> SubscriptionList:
+    return SubscriptionList(items=subscription_store().all())
+
+
+@router.get(
+    "/v1/subscriptions/<subscription_id>",
+    summary="Get a webhook subscription (without its secret)",
+    tags=["webhooks"],
+    responses=ERROR_RESPONSES,
+)
+def get_subscription(subscription_id: Annotated[str, Path()]) -> Subscription:
+    found = subscription_store().get(subscription_id)
+    if found is None:
+        raise NotFound("no such subscription")
+    return found
+
+
+@router.delete(
+    "/v1/subscriptions/<subscription_id>",
+    summary="Delete a webhook subscription; events not yet delivered to it are dropped",
+    tags=["webhooks"],
+    status_code=204,
+    responses=ERROR_RESPONSES,
+)
+def delete_subscription(subscription_id: Annotated[str, Path()]) -> Response[str]:
+    subscription_store().delete(subscription_id)
+    logger.info("webhook subscription deleted", extra={"subscription_id": subscription_id})
+    return Response(204, "application/json", "")
+
+
+@router.get(
+    "/v1/subscriptions/<subscription_id>/deliveries",
+    summary="A subscription's delivery attempts, newest first",
+    tags=["webhooks"],
+    responses=ERROR_RESPONSES,
+)
+def list_deliveries(
+    subscription_id: Annotated[str, Path()],
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> DeliveryPage:
+    subscriptions = subscription_store()
+    if subscriptions.get(subscription_id) is None:
+        raise NotFound("no such subscription")
+    return subscriptions.deliveries(subscription_id, limit=limit, cursor=cursor)

@@ -1,0 +1,159 @@
+"""The /v1 API keeps its surface: every route registered, documented, and errors mapped once.
+
+The resolver and its routers import without AWS: stores are built on first use, so
+these tests resolve real API Gateway HTTP API events that never reach a store
+(validation and routing fail first).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from threadline import __version__
+from threadline.api.resolver import app, openapi_document
+
+# The surface CRMs integrate against (docs/api.md): (method, OpenAPI path).
+API_ROUTES = {
+    ("GET", "/v1/health"),
+    ("GET", "/v1/customers"),
+    ("GET", "/v1/customers/{customer_id}"),
+    ("PATCH", "/v1/customers/{customer_id}"),
+    ("DELETE", "/v1/customers/{customer_id}"),
+    ("GET", "/v1/customers/{customer_id}/timeline"),
+    ("POST", "/v1/customers/{customer_id}/messages"),
+    ("GET", "/v1/customers/{customer_id}/messages/{message_id}/media/{index}"),
+    ("GET", "/v1/customers/{customer_id}/conversations"),
+    ("GET", "/v1/conversations/{conversation_id}"),
+    ("POST", "/v1/conversations/{conversation_id}/close"),
+    ("POST", "/v1/customers/{customer_id}/identities"),
+    ("POST", "/v1/customers/{customer_id}/merge"),
+    ("POST", "/v1/subscriptions"),
+    ("GET", "/v1/subscriptions"),
+    ("GET", "/v1/subscriptions/{subscription_id}"),
+    ("DELETE", "/v1/subscriptions/{subscription_id}"),
+    ("GET", "/v1/subscriptions/{subscription_id}/deliveries"),
+    ("GET", "/v1/customers/{customer_id}/consent"),
+    ("PUT", "/v1/customers/{customer_id}/consent"),
+    ("POST", "/v1/customers/{customer_id}/exports"),
+    ("GET", "/v1/customers/{customer_id}/exports/{job_id}"),
+    ("GET", "/v1/customers/{customer_id}/erasure"),
+}
+UNDOCUMENTED_ROUTES = {("GET", "/v1/openapi.json")}
+
+
+class LambdaContext:
+    function_name = "api"
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 10_000
+
+
+def resolve(method: str, path: str, query: str = "", body: str | None = None) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) event through the resolver."""
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": f"{method} {path}",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": {"host": "api.example.test", "content-type": "application/json"},
+        "requestContext": {
+            "domainName": "api.example.test",
+            "http": {"method": method, "path": path, "sourceIp": "203.0.113.10"},
+            "requestId": "unit",
+            "stage": "$default",
+        },
+        "isBase64Encoded": False,
+    }
+    if query:
+        event["queryStringParameters"] = dict(p.split("=", 1) for p in query.split("&"))
+    if body is not None:
+        event["body"] = body
+    result: dict[str, Any] = app.resolve(event, LambdaContext())
+    return result
+
+
+def registered_routes() -> set[tuple[str, str]]:
+    routes = app._static_routes + app._dynamic_routes
+    return {(route.method, route.openapi_path) for route in routes}
+
+
+def documented_routes(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+    }
+
+
+def test_every_route_of_the_api_is_registered_once():
+    routes = app._static_routes + app._dynamic_routes
+    assert registered_routes() == API_ROUTES | UNDOCUMENTED_ROUTES
+    assert len(routes) == len(API_ROUTES | UNDOCUMENTED_ROUTES)
+
+
+def test_the_openapi_document_describes_every_route_and_is_valid_openapi():
+    document = openapi_document()
+    validate(document)
+    assert documented_routes(document) == API_ROUTES
+    assert document["info"]["version"] == __version__
+    assert document["components"]["schemas"]["Error"]["required"] == ["error"]
+
+
+def test_every_documented_error_answer_is_the_error_body():
+    document = openapi_document()
+    for method, path in API_ROUTES - {("GET", "/v1/health")}:
+        responses = document["paths"][path][method.lower()]["responses"]
+        assert {"400", "404", "503"} <= set(responses), (method, path)
+        schema = responses["404"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Error"}
+
+
+def test_health_answers_without_aws():
+    answer = resolve("GET", "/v1/health")
+    assert answer["statusCode"] == 200
+    assert json.loads(answer["body"]) == {"status": "ok", "version": __version__}
+
+
+def test_the_served_document_is_the_openapi_document():
+    answer = resolve("GET", "/v1/openapi.json")
+    assert answer["statusCode"] == 200
+    assert json.loads(answer["body"]) == openapi_document()
+
+
+def test_an_unknown_route_is_a_404_error_body():
+    answer = resolve("GET", "/v1/nothing-here")
+    assert answer["statusCode"] == 404
+    assert json.loads(answer["body"]) == {
+        "error": {"code": "not_found", "message": "no such route"}
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "body", "location"),
+    [
+        ("GET", "/v1/customers/c1/timeline", "limit=0", None, ["query", "limit"]),
+        ("GET", "/v1/subscriptions/s1/deliveries", "limit=101", None, ["query", "limit"]),
+        ("GET", "/v1/customers/c1/messages/m1/media/100", "", None, ["path", "index"]),
+        ("POST", "/v1/customers/c1/messages", "", '{"text": ""}', ["body", "text"]),
+        ("PUT", "/v1/customers/c1/consent", "", '{"surprise": 1}', ["body", "identity"]),
+        ("DELETE", "/v1/customers/c1", "mode=shred", None, ["query", "mode"]),
+    ],
+)
+def test_an_invalid_request_is_a_400_naming_the_field(method, path, query, body, location):
+    answer = resolve(method, path, query, body)
+    assert answer["statusCode"] == 400
+    error = json.loads(answer["body"])["error"]
+    assert error["code"] == "invalid_request"
+    assert location in [detail["location"] for detail in error["details"]]
+
+
+def test_a_lookup_needs_exactly_one_of_identity_or_external_id():
+    answer = resolve("GET", "/v1/customers")
+    assert answer["statusCode"] == 400
+    assert json.loads(answer["body"])["error"]["code"] == "invalid_request"
