@@ -566,20 +566,21 @@ def bench_dispatcher(dispatcher_module: Any, customer_id: str, sandbox: Any) -> 
         text = json.dumps(calls).replace(message.id, replay_message.id)
         replay = json.loads(text.replace(provider_id, f"SMbare{index:028d}"))
         started = time.perf_counter()
-        _replay(replay[:2], clients)  # claim, profile
+        _replay(replay[:3], clients)  # claim, profile, the calling mark
         requests.post(
             f"{sandbox.url}{sent.path}",
             data={k: v[0] for k, v in sent.form.items()},
             auth=("AC" + "0" * 32, "x"),
             timeout=10,
         )
-        _replay(replay[2:], clients)  # sent + provider id mapping
+        _replay(replay[3:], clients)  # sent + provider id mapping
         bare_samples.append(time.perf_counter() - started)
     handler_ms = statistics.median(handler_samples) * 1000
     bare_ms = statistics.median(bare_samples) * 1000
     print(
         f"  calls per reply                    {statistics.median(counts):.0f} "
-        "(claim UpdateItem, profile GetItem, sent TransactWriteItems, provider POST)"
+        "(claim UpdateItem, profile GetItem, calling UpdateItem, sent TransactWriteItems, "
+        "provider POST)"
     )
     print(f"  the same calls made bare           {bare_ms:7.2f} ms  (baseline 1.00)")
     ratio = handler_ms / bare_ms

@@ -15,14 +15,20 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline import aws
 from threadline.logs import logger
-from threadline.outbound import Dispatcher, OutboundStore, RetryLater, job_from_queue_body
+from threadline.outbound import (
+    Dispatcher,
+    OutboundStore,
+    RetryLater,
+    claim_timeout_from_env,
+    job_from_queue_body,
+)
 from threadline.settings import required_env, store_settings
 from threadline.telemetry import traced
 
 # Report every failed record, even when all failed, so Lambda retries just those.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 # Each channel's sender is built from the channel registry on its first reply.
-dispatcher = Dispatcher(OutboundStore(store_settings()))
+dispatcher = Dispatcher(OutboundStore(store_settings()), claim_timeout=claim_timeout_from_env())
 queue_url = required_env("DISPATCH_QUEUE_URL")
 
 

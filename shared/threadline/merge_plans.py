@@ -84,7 +84,7 @@ def unchanged_condition(item: dict[str, Any]) -> tuple[str, dict[str, str], dict
 
 def in_flight(item: dict[str, Any], now: datetime) -> bool:
     """A reply the dispatcher has claimed and may be sending right now."""
-    if item.get("type") != "message" or item.get("dispatch_state") != "sending":
+    if item.get("type") != "message" or item.get("dispatch_state") not in ("sending", "calling"):
         return False
     started = item.get("dispatch_started_at")
     if not started:

@@ -5,18 +5,23 @@ publisher turns that write into a ``message.queued`` event, which EventBridge ro
 to the dispatch queue; the dispatcher sends it and records ``sent`` or ``failed``.
 Status callbacks then move it on (``TimelineStore.apply_status``).
 
-A message is never sent twice: the dispatcher claims it with a conditional write
-before calling the provider, and a redelivered job whose message is claimed or
-done sends nothing.
+A message is never sent twice: the dispatcher claims it with a conditional write,
+marks the claim ``calling`` right before the provider call, and a redelivered job
+whose message is claimed or done sends nothing. A claim whose worker died is
+resolved once it is older than the claim timeout (:func:`stale_claim_verdict`):
+never ``calling`` means provably unsent, so it is claimed again and sent; a stale
+``calling`` claim has an unknown outcome and fails with ``send_outcome_unknown``
+(docs/outbound.md, "Sending exactly once").
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -259,8 +264,74 @@ def window_closed(profile: Profile, message: Message, now: datetime) -> tuple[st
 
 class DispatchState(StrEnum):
     SENDING = "sending"
+    """Claimed; the provider has not been called (a dead worker here sent nothing)."""
+    CALLING = "calling"
+    """The provider call began at ``provider_call_at``: its outcome is the provider's."""
     RETRY = "retry"
     DONE = "done"
+
+
+SEND_OUTCOME_UNKNOWN = "send_outcome_unknown"
+"""The code of a reply whose worker died while calling a provider that cannot tell
+whether it took the message (no idempotency key, no lookup we could trust)."""
+
+# Twice the dispatcher function's Timeout (template.yaml, Globals): after that the
+# worker that holds a claim has certainly been stopped by Lambda.
+DEFAULT_CLAIM_TIMEOUT = timedelta(seconds=20)
+
+
+def claim_timeout_from_env() -> timedelta:
+    """``DISPATCH_CLAIM_TIMEOUT_SECONDS`` (template.yaml), else the default."""
+    raw = os.environ.get("DISPATCH_CLAIM_TIMEOUT_SECONDS")
+    return timedelta(seconds=float(raw)) if raw else DEFAULT_CLAIM_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A message this worker holds; ``token`` (its ``dispatch_attempts``, which every
+    claim raises) fences its later writes against a worker that reclaimed it."""
+
+    message: Message
+    token: int
+
+
+class ClaimVerdict(StrEnum):
+    DONE = "done"
+    """Sent, failed or otherwise finished: nothing to do."""
+    IN_FLIGHT = "in_flight"
+    """Another worker may be sending it right now: look again when the claim is stale."""
+    RESEND = "resend"
+    """Provably unsent (or harmless to repeat): claim it again and send."""
+    UNKNOWN = "unknown"
+    """The provider may have taken it and cannot say: fail it, send nothing."""
+
+
+def stale_claim_verdict(
+    item: Mapping[str, Any], now: datetime, timeout: timedelta
+) -> tuple[ClaimVerdict, float]:
+    """What a dispatch attempt that could not claim a message does with it, and for
+    IN_FLIGHT the seconds until the claim goes stale.
+
+    A claim is stale ``timeout`` after it was taken (``dispatch_started_at``) or after
+    its provider call began (``provider_call_at``). The timeout exceeds the
+    dispatcher's own, so the worker holding a stale claim is dead.
+    """
+    state = item.get("dispatch_state")
+    if item.get("status") != MessageStatus.QUEUED.value or state == DispatchState.DONE.value:
+        return ClaimVerdict.DONE, 0.0
+    if state in (None, DispatchState.RETRY.value):
+        return ClaimVerdict.RESEND, 0.0  # released (or never claimed) meanwhile
+    calling = state == DispatchState.CALLING.value
+    since = item.get("provider_call_at" if calling else "dispatch_started_at")
+    left = timeout.total_seconds()
+    if since:
+        left -= (now - datetime.fromisoformat(str(since))).total_seconds()
+    if left > 0:
+        return ClaimVerdict.IN_FLIGHT, left
+    channel = item.get("channel")
+    if calling and not (channel and channel_spec(Channel(channel)).repeat_is_harmless):
+        return ClaimVerdict.UNKNOWN, 0.0
+    return ClaimVerdict.RESEND, 0.0
 
 
 def __getattr__(name: str) -> Any:
@@ -307,11 +378,15 @@ class Dispatcher:
         senders: Mapping[Channel, Sender] | None = None,
         *,
         max_attempts: int = MAX_DISPATCH_ATTEMPTS,
+        claim_timeout: timedelta = DEFAULT_CLAIM_TIMEOUT,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.store = store
         self.senders: dict[Channel, Sender | None] = dict(senders or {})
         self._given = senders is not None
         self.max_attempts = max_attempts
+        self.claim_timeout = claim_timeout
+        self.clock = clock
 
     def sender_for(self, channel: Channel) -> Sender | None:
         """The channel's sender, built from its registry entry the first time."""
@@ -323,21 +398,25 @@ class Dispatcher:
     def dispatch(
         self, customer_id: str, message_id: str, *, attempt: int = 1, now: datetime | None = None
     ) -> DispatchOutcome:
-        now = now or utc_now()
-        message = self.store.claim(customer_id, message_id, now)
-        # notes: an agent note is never queued, so never claimed; refuse one all the same.
-        message = (
-            None if message is not None and message.direction is Direction.INTERNAL else message
-        )
-        if message is None:
-            # A merge may have moved the queued reply (same id) to the surviving customer.
-            survivor = self.store.merged_into(customer_id)
-            if survivor is not None:
-                return self.dispatch(survivor, message_id, attempt=attempt, now=now)
-        if message is None:
-            # Sent, failed, or another attempt is in flight (or died after calling the
-            # provider): sending again could reach the customer twice.
-            logger.info("message not claimable; nothing sent", extra={"message_id": message_id})
+        now = now or self.clock()
+        claim = self.store.claim(customer_id, message_id, now)
+        if claim is None:
+            item = self.store.dispatch_item(customer_id, message_id)
+            if item is None:
+                # A merge may have moved the queued reply (same id) to the surviving customer.
+                survivor = self.store.merged_into(customer_id)
+                if survivor is not None:
+                    return self.dispatch(survivor, message_id, attempt=attempt, now=now)
+                logger.info("no such message; nothing sent", extra={"message_id": message_id})
+                return DispatchOutcome.SKIPPED
+            resolved = self._resolve_claimed(customer_id, message_id, item, now)
+            if isinstance(resolved, DispatchOutcome):
+                return resolved
+            claim = resolved
+        message = claim.message
+        if message.direction is Direction.INTERNAL:
+            # An agent note is never queued, so never claimed; refuse one all the same.
+            logger.info("an internal note is never sent", extra={"message_id": message_id})
             return DispatchOutcome.SKIPPED
         profile = self.store.get_profile(customer_id, consistent=True)
         if profile is None or message.recipient is None:
@@ -370,11 +449,15 @@ class Dispatcher:
         if sender.provider != message.provider:
             # Recorded with the sent status, so the provider's status callbacks find it.
             message = message.model_copy(update={"provider": sender.provider})
+        if not self.store.mark_calling(message, claim.token, now):
+            # Reclaimed by another attempt after ours went stale: it sends, not us.
+            logger.info("claim lost; nothing sent", extra={"message_id": message_id})
+            return DispatchOutcome.SKIPPED
         try:
             result = sender.send(message)
         except SendFailed as error:
             if error.retryable and attempt < self.max_attempts:
-                self.store.release_for_retry(customer_id, message_id, error)
+                self.store.release_for_retry(message.customer_id, message_id, error)
                 logger.warning(
                     "provider asked us to retry", extra={"code": error.code, "attempt": attempt}
                 )
@@ -399,6 +482,46 @@ class Dispatcher:
             extra={"message_id": message_id, "provider_message_id": result.provider_message_id},
         )
         return DispatchOutcome.SENT
+
+    def _resolve_claimed(
+        self, customer_id: str, message_id: str, item: dict[str, Any], now: datetime
+    ) -> Claim | DispatchOutcome:
+        """A message another attempt claimed (or finished): wait, take it over, or fail
+        it, by :func:`stale_claim_verdict`."""
+        verdict, wait = stale_claim_verdict(item, now, self.claim_timeout)
+        if verdict is ClaimVerdict.DONE:
+            logger.info("message already dispatched", extra={"message_id": message_id})
+            return DispatchOutcome.SKIPPED
+        if verdict is ClaimVerdict.IN_FLIGHT:
+            # Skipping would drop the job: if that worker died, nothing would come back
+            # for the message. Return when its claim is stale.
+            raise RetryLater(max(wait, 1.0), "claim_in_flight")
+        if verdict is ClaimVerdict.UNKNOWN:
+            token = int(item.get("dispatch_attempts") or 0)
+            if not self.store.record_outcome_unknown(customer_id, message_id, token, now):
+                return DispatchOutcome.SKIPPED  # resolved by another attempt meanwhile
+            channel = str(item.get("channel"))
+            # A metric filter counts this line (template.yaml, SendOutcomeUnknownAlarm).
+            logger.error(
+                "send outcome unknown",
+                extra={
+                    "message_id": message_id,
+                    "code": SEND_OUTCOME_UNKNOWN,
+                    "channel": channel,
+                    "provider": item.get("provider"),
+                },
+            )
+            count_message(MESSAGES_FAILED, channel)
+            return DispatchOutcome.FAILED
+        claim = self.store.reclaim(item, now)
+        if claim is None:
+            logger.info("stale claim taken by another attempt", extra={"message_id": message_id})
+            return DispatchOutcome.SKIPPED
+        logger.warning(
+            "stale claim taken over",
+            extra={"message_id": message_id, "dispatch_state": item.get("dispatch_state")},
+        )
+        return claim
 
     def _fallback(self, message: Message, profile: Profile, now: datetime) -> Message | None:
         for name in message.channel_data.get("fallback", []):

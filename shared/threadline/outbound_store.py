@@ -34,6 +34,8 @@ from threadline.items import (
 from threadline.logs import logger
 from threadline.outbound import (
     IDEMPOTENCY_RETENTION_DAYS,
+    SEND_OUTCOME_UNKNOWN,
+    Claim,
     DispatchState,
     EmailBlocked,
     IdempotencyKeyReused,
@@ -241,22 +243,65 @@ class OutboundStore(TimelineStore):
             raise StorageUnavailable("the message could not be updated") from exc
         return True
 
-    def claim(self, customer_id: str, message_id: str, now: datetime) -> Message | None:
+    def claim(self, customer_id: str, message_id: str, now: datetime) -> Claim | None:
         """Take a queued message for sending; None when it is in flight or done."""
+        return self._claim(
+            customer_id,
+            message_id,
+            "#status = :queued AND "
+            "(attribute_not_exists(dispatch_state) OR dispatch_state = :retry)",
+            {":retry": DispatchState.RETRY.value},
+            now,
+        )
+
+    def dispatch_item(self, customer_id: str, message_id: str) -> dict[str, Any] | None:
+        """The message item as it is now (its claim included), or None."""
+        return self.get_item(customer_pk(customer_id), message_sk(message_id), consistent=True)
+
+    def reclaim(self, item: dict[str, Any], now: datetime) -> Claim | None:
+        """Take over the claim ``item`` holds (stale, or released meanwhile); None when
+        it changed since it was read (another attempt took it)."""
+        state = item.get("dispatch_state")
+        values: dict[str, Any] = {":seen_attempts": int(item.get("dispatch_attempts") or 0)}
+        if state is None:
+            condition = "attribute_not_exists(dispatch_state)"
+        else:
+            condition = "dispatch_state = :seen_state"
+            values[":seen_state"] = state
+        # The attempt count fences it: every claim raises it, so a claim taken since
+        # the read makes this one fail.
+        condition += (
+            " AND (attribute_not_exists(dispatch_attempts) OR dispatch_attempts = :seen_attempts)"
+        )
+        return self._claim(
+            str(item["customer_id"]),
+            str(item["message_id"]),
+            f"#status = :queued AND {condition}",
+            values,
+            now,
+        )
+
+    def _claim(
+        self,
+        customer_id: str,
+        message_id: str,
+        condition: str,
+        values: dict[str, Any],
+        now: datetime,
+    ) -> Claim | None:
         update = Update(
             key=(customer_pk(customer_id), message_sk(message_id)),
+            # A new claim starts before any provider call: the previous call's time goes.
             expression=(
                 "SET dispatch_state = :sending, dispatch_started_at = :now, "
-                "dispatch_attempts = if_not_exists(dispatch_attempts, :zero) + :one"
+                "dispatch_attempts = if_not_exists(dispatch_attempts, :zero) + :one "
+                "REMOVE provider_call_at"
             ),
-            condition=(
-                "#status = :queued AND "
-                "(attribute_not_exists(dispatch_state) OR dispatch_state = :retry)"
-            ),
+            condition=condition,
             names={"#status": "status"},
             values={
+                **values,
                 ":sending": DispatchState.SENDING.value,
-                ":retry": DispatchState.RETRY.value,
                 ":queued": MessageStatus.QUEUED.value,
                 ":now": now.isoformat(),
                 ":zero": 0,
@@ -264,11 +309,29 @@ class OutboundStore(TimelineStore):
             },
         )
         try:
-            return message_from_item(self.data.update_returning(update))
+            item = self.data.update_returning(update)
         except WriteCancelled:
             return None
         except StorageUnavailable as exc:
             raise StorageUnavailable("the message could not be updated") from exc
+        return Claim(message_from_item(item), int(item.get("dispatch_attempts") or 0))
+
+    def mark_calling(self, message: Message, token: int, now: datetime) -> bool:
+        """Record that the provider call begins (and who is called), while the claim
+        ``token`` is still ours; False when another attempt took the message over."""
+        return self._update_message(
+            message.customer_id,
+            message.id,
+            "SET dispatch_state = :calling, provider_call_at = :now, provider = :provider",
+            {
+                ":calling": DispatchState.CALLING.value,
+                ":sending": DispatchState.SENDING.value,
+                ":now": now.isoformat(),
+                ":provider": message.provider,
+                ":token": token,
+            },
+            condition="dispatch_state = :sending AND dispatch_attempts = :token",
+        )
 
     def release_for_retry(self, customer_id: str, message_id: str, error: SendFailed) -> None:
         self._update_message(
@@ -277,10 +340,29 @@ class OutboundStore(TimelineStore):
             "SET dispatch_state = :retry, last_error = :error",
             {
                 ":retry": DispatchState.RETRY.value,
-                ":sending": DispatchState.SENDING.value,
+                ":calling": DispatchState.CALLING.value,
                 ":error": {"code": error.code, "message": error.message},
             },
-            condition="dispatch_state = :sending",
+            condition="dispatch_state = :calling",
+        )
+
+    def record_outcome_unknown(
+        self, customer_id: str, message_id: str, token: int, now: datetime
+    ) -> bool:
+        """Fail a message whose provider call (claim ``token``) never reported back;
+        False when the message moved on since it was read."""
+        return self._record_failed(
+            customer_id,
+            message_id,
+            StatusChange(
+                status=MessageStatus.FAILED,
+                at=now,
+                error_code=SEND_OUTCOME_UNKNOWN,
+                error_message="the dispatcher stopped during the provider call; "
+                "the provider may or may not have taken the message",
+            ),
+            "dispatch_state = :calling AND dispatch_attempts = :token",
+            {":calling": DispatchState.CALLING.value, ":token": token},
         )
 
     def reroute(
@@ -309,7 +391,20 @@ class OutboundStore(TimelineStore):
         change = StatusChange(
             status=MessageStatus.FAILED, at=now, error_code=code, error_message=reason
         )
-        self._update_message(
+        self._record_failed(customer_id, message_id, change)
+
+    def _record_failed(
+        self,
+        customer_id: str,
+        message_id: str,
+        change: StatusChange,
+        claim_condition: str | None = None,
+        claim_values: dict[str, Any] | None = None,
+    ) -> bool:
+        condition = "#status = :queued"
+        if claim_condition:
+            condition += f" AND {claim_condition}"
+        return self._update_message(
             customer_id,
             message_id,
             "SET #status = :failed, status_history = list_append(status_history, :change), "
@@ -319,8 +414,9 @@ class OutboundStore(TimelineStore):
                 ":queued": MessageStatus.QUEUED.value,
                 ":done": DispatchState.DONE.value,
                 ":change": [change.model_dump(mode="json", exclude_none=True)],
+                **(claim_values or {}),
             },
-            condition="#status = :queued",
+            condition=condition,
             names={"#status": "status"},
         )
 

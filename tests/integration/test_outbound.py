@@ -15,6 +15,7 @@ from twilio.request_validator import RequestValidator
 
 from tests.integration.conftest import WEBHOOK_HOST, LambdaContext, http_api_event
 from tests.integration.test_twilio_ingest import sms, whatsapp
+from threadline.schema import utc_now
 
 
 @pytest.fixture
@@ -323,14 +324,15 @@ def test_a_provider_4xx_fails_the_message_with_its_code(
 
 
 def test_a_dispatcher_that_dies_after_sending_does_not_send_again(
-    twilio_post, api_get, api_post, pipeline, provider_sandbox, dispatcher_module
+    twilio_post, api_get, api_post, pipeline, provider_sandbox, dispatcher_module, monkeypatch
 ):
     from botocore.awsrequest import AWSResponse
 
     number = "+15551240009"
     twilio_post(sms("SM" + "d3" * 16, sender=number))
     customer_id = customer_for(api_get, number)
-    api_post(f"/v1/customers/{customer_id}/messages", {"text": "only once"})
+    reply = api_post(f"/v1/customers/{customer_id}/messages", {"text": "only once"})
+    queued = json.loads(reply["body"])
     pipeline.publish()
     records = pipeline.receive()
 
@@ -349,9 +351,21 @@ def test_a_dispatcher_that_dies_after_sending_does_not_send_again(
     assert len(failures) == 1
     assert len(provider_sandbox.outbox("twilio")) == 1
 
-    # SQS redelivers the job: nothing more goes out.
+    # SQS redelivers the job while the claim is fresh: nothing goes out, and the job
+    # stays queued until the claim is stale.
+    assert len(pipeline.dispatch(records)["batchItemFailures"]) == 1
+    assert len(provider_sandbox.outbox("twilio")) == 1
+
+    # After the claim timeout the job resolves it: the provider was called and cannot
+    # say whether it took the message, so nothing more goes out and it is failed.
+    dispatcher = dispatcher_module.dispatcher
+    later = utc_now() + dispatcher.claim_timeout + timedelta(seconds=1)
+    monkeypatch.setattr(dispatcher, "clock", lambda: later)
     assert pipeline.dispatch(records)["batchItemFailures"] == []
     assert len(provider_sandbox.outbox("twilio")) == 1
+    message = next(m for m in timeline(api_get, customer_id) if m["id"] == queued["id"])
+    assert message["status"] == "failed"
+    assert message["status_history"][-1]["error_code"] == "send_outcome_unknown"
 
 
 class _Body:

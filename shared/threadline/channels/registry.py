@@ -233,6 +233,10 @@ class ChannelSpec:
     feedback_blocks: bool = False
     """The provider's delivery feedback can stop sends to an identity (SES bounces
     and complaints): checked when queueing and again before sending."""
+    repeat_is_harmless: bool = False
+    """Sending the same reply twice shows it once (the web chat widget keeps one
+    entry per message id), so a dispatcher that died while calling the provider
+    sends it again instead of failing it ``send_outcome_unknown``."""
 
 
 _TWILIO_MESSAGING = Webhook(
@@ -350,6 +354,7 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         ),
         # Pushes with PostToConnection to every open socket of the visitor.
         sender="threadline.channels.webchat.sender:build_sender",
+        repeat_is_harmless=True,
     ),
 )
 
