@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from threadline.api.dependencies import customer_store
-from threadline.api.errors import ERROR_RESPONSES
+from threadline.api.errors import answers
 from threadline.errors import NotFound
 from threadline.schema import Conversation, ConversationPage
 from threadline.store import MAX_PAGE_SIZE
@@ -20,7 +20,8 @@ router = Router()  # type: ignore[no-untyped-call]
     "/v1/customers/<customer_id>/conversations",
     summary="A customer's conversations, newest first",
     tags=["conversations"],
-    responses=ERROR_RESPONSES,
+    operation_id="listConversations",
+    responses=answers({200: "A page of conversations"}, 404),
 )
 def list_conversations(
     customer_id: Annotated[str, Path()],
@@ -37,7 +38,8 @@ def list_conversations(
     "/v1/conversations/<conversation_id>",
     summary="Get a conversation with its metrics",
     tags=["conversations"],
-    responses=ERROR_RESPONSES,
+    operation_id="getConversation",
+    responses=answers({200: "The conversation"}, 404),
 )
 def get_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
     conversation = customer_store().get_conversation(conversation_id)
@@ -50,7 +52,8 @@ def get_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
     "/v1/conversations/<conversation_id>/close",
     summary="Close a conversation (idempotent: a closed one is answered as it is)",
     tags=["conversations"],
-    responses=ERROR_RESPONSES,
+    operation_id="closeConversation",
+    responses=answers({200: "The conversation, closed"}, 404),
 )
 def close_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
     conversation = customer_store().close_conversation(conversation_id)

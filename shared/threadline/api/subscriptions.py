@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Response, Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 
 from threadline.api.dependencies import private_webhook_targets_allowed, subscription_store
-from threadline.api.errors import ERROR_RESPONSES
+from threadline.api.errors import answers
 from threadline.errors import NotFound
 from threadline.logs import logger
 from threadline.ssrf import check_target
@@ -28,7 +28,14 @@ router = Router()  # type: ignore[no-untyped-call]
     summary="Subscribe a URL to signed webhooks (the signing secret is shown only here)",
     tags=["webhooks"],
     status_code=201,
-    responses=ERROR_RESPONSES,
+    operation_id="createSubscription",
+    responses=answers(
+        {201: "The subscription with its signing secret"},
+        explained={
+            422: "The URL is not a public https address that resolves, the limit of "
+            "subscriptions is reached, or an Idempotency-Key was reused for another body"
+        },
+    ),
 )
 def create_subscription(
     request: Annotated[SubscriptionRequest, Body()],
@@ -51,7 +58,8 @@ def create_subscription(
     "/v1/subscriptions",
     summary="Every webhook subscription (without secrets)",
     tags=["webhooks"],
-    responses=ERROR_RESPONSES,
+    operation_id="listSubscriptions",
+    responses=answers({200: "Every subscription"}),
 )
 def list_subscriptions() -> SubscriptionList:
     return SubscriptionList(items=subscription_store().all())
@@ -61,7 +69,8 @@ def list_subscriptions() -> SubscriptionList:
     "/v1/subscriptions/<subscription_id>",
     summary="Get a webhook subscription (without its secret)",
     tags=["webhooks"],
-    responses=ERROR_RESPONSES,
+    operation_id="getSubscription",
+    responses=answers({200: "The subscription"}, 404),
 )
 def get_subscription(subscription_id: Annotated[str, Path()]) -> Subscription:
     found = subscription_store().get(subscription_id)
@@ -75,7 +84,8 @@ def get_subscription(subscription_id: Annotated[str, Path()]) -> Subscription:
     summary="Delete a webhook subscription; events not yet delivered to it are dropped",
     tags=["webhooks"],
     status_code=204,
-    responses=ERROR_RESPONSES,
+    operation_id="deleteSubscription",
+    responses=answers({204: "Deleted (or there was none)"}),
 )
 def delete_subscription(subscription_id: Annotated[str, Path()]) -> Response[str]:
     subscription_store().delete(subscription_id)
@@ -87,7 +97,8 @@ def delete_subscription(subscription_id: Annotated[str, Path()]) -> Response[str
     "/v1/subscriptions/<subscription_id>/deliveries",
     summary="A subscription's delivery attempts, newest first",
     tags=["webhooks"],
-    responses=ERROR_RESPONSES,
+    operation_id="listDeliveries",
+    responses=answers({200: "A page of delivery attempts"}, 404),
 )
 def list_deliveries(
     subscription_id: Annotated[str, Path()],
