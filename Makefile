@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 CHECKOV_VERSION := 3.3.30
 CHECKOV := $(VENV)/checkov/bin/checkov
 
-.PHONY: dev test lint unit integration e2e bench soak fuzz schemas clean lock lock-check layer deploy
+.PHONY: dev test lint unit integration e2e bench soak fuzz schemas report report-demo clean lock lock-check layer deploy
 
 # The Lambda layer installs shared/requirements.lock with --no-deps (shared/Makefile),
 # so these never ship. The Lambda Python runtime has boto3 and its dependencies; twilio's
@@ -71,6 +71,15 @@ fuzz: $(STAMP)
 
 bench: $(STAMP) $(LAYER_DIR)/.built
 	$(PY) bench/run.py
+
+# Every analytics metric over the local stack's lake (.threadline/lake), printed and
+# written to .threadline/report.html; FROM=YYYY-MM-DD TO=YYYY-MM-DD narrow the period.
+report: $(STAMP)
+	$(PY) -m threadline_analytics $(if $(FROM),--from $(FROM)) $(if $(TO),--to $(TO))
+
+# The same over the demo scenario (docs/analytics.md), in a lake of its own.
+report-demo: $(STAMP)
+	$(PY) -m threadline_analytics --demo --lake .threadline/demo-lake --html .threadline/demo-report.html
 
 # Exact versions with hashes for the layer (arm64, CPython 3.12), from shared/requirements.txt.
 lock: $(STAMP)

@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from threadline.channels.webchat import continuation_job, continue_by_email
+from threadline.channels.webchat.sender import continuation_job, continue_by_email
 from threadline.customers import CustomerStore
 from threadline.logs import logger
 from threadline.settings import store_settings

@@ -11,7 +11,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from threadline.channels.webchat import WebchatSessions, parse_session_request, webchat_settings
+from threadline.channels.webchat.sessions import WebchatSessions, parse_session_request
+from threadline.channels.webchat.settings import webchat_settings
 from threadline.customers import CustomerStore
 from threadline.errors import MalformedRequest, ThreadlineError
 from threadline.logs import logger

@@ -6,7 +6,8 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from threadline.channels.webchat import WebchatSocket, webchat_settings
+from threadline.channels.webchat.settings import webchat_settings
+from threadline.channels.webchat.socket import WebchatSocket
 from threadline.logs import logger
 from threadline.secrets import get_secret
 from threadline.settings import store_settings

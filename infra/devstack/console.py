@@ -18,6 +18,7 @@ from devstack.routes import Route
 from devstack.secrets import ProvisionedSecret
 from devstack.stack import DEFAULT_PORT, DEFAULT_TEMPLATE, LocalStack, StackNotHealthy
 from devstack.template import TemplateError
+from threadline_analytics.lake import DEFAULT_LAKE
 
 READY_LINE = "threadline local stack ready on {base_url}"
 WEBHOOK_PREFIX = "/webhooks/"
@@ -49,6 +50,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="override a template parameter (repeatable), as sam deploy --parameter-overrides",
     )
     parser.add_argument("--stack-name", default=None, help="default: threadline-<Stage>")
+    parser.add_argument(
+        "--lake",
+        type=Path,
+        default=None,
+        help="folder the published events land in for `make report` "
+        f"(default: THREADLINE_LAKE_DIR or {DEFAULT_LAKE})",
+    )
     return parser.parse_args(argv)
 
 
@@ -60,8 +68,13 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     try:
         parameters = dict(_split_parameter(item) for item in args.parameter)
         port = args.port if args.port is not None else _port_from_environment()
+        lake = args.lake or Path(os.environ.get("THREADLINE_LAKE_DIR") or DEFAULT_LAKE)
         stack = LocalStack(
-            args.template, port=port, parameters=parameters, stack_name=args.stack_name
+            args.template,
+            port=port,
+            parameters=parameters,
+            stack_name=args.stack_name,
+            lake_dir=lake,
         )
         with stack:
             print_banner(stack, stream)
@@ -115,6 +128,8 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
         )
     for poller in stack.pollers:
         _say(out, f"  poller        {poller.describe()}")
+    if stack.lake_dir is not None:
+        _say(out, f"  lake          {stack.lake_dir}/events/dt=YYYY-MM-DD/  (make report reads it)")
     for note in stack.poller_notes:
         _say(out, f"    note: {note}")
     routes = list(stack.routes)

@@ -6,6 +6,10 @@ to a dev-only SQS queue (both created in the embedded AWS, never in the template
 and a poller drains that queue into memory. Each entry is the event exactly as
 EventBridge delivered it (``id``, ``detail-type``, ``source``, ``time``,
 ``detail``, ...).
+
+With a lake, each batch's events (their ``detail``, as the template's analytics rule
+sends them to Firehose) are also written as the lake's JSON-lines files, so
+``make report`` sees what Athena would.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, TextIO
 from devstack.aws import AwsTarget
 from devstack.pollers import DEFAULT_POLL_INTERVAL, QueuePoller
 from devstack.resources import StackResources
+from threadline_analytics.lake import LakeWriter
 
 EVENT_BUS = "AWS::Events::EventBus"
 RULE_NAME = "devstack-all-events"
@@ -40,8 +45,10 @@ class EventLog:
         queue_name: str,
         *,
         limit: int = DEFAULT_LIMIT,
+        lake: LakeWriter | None = None,
     ) -> None:
         self.aws = aws
+        self.lake = lake
         self.buses = buses
         self.queue_name = queue_name
         self.queue_url: str | None = None
@@ -50,7 +57,9 @@ class EventLog:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_stack(cls, stack: StackResources, *, limit: int = DEFAULT_LIMIT) -> EventLog:
+    def for_stack(
+        cls, stack: StackResources, *, limit: int = DEFAULT_LIMIT, lake: LakeWriter | None = None
+    ) -> EventLog:
         """One log for every bus of the stack's template."""
         buses = [
             stack.physical_id(logical_id)
@@ -58,7 +67,7 @@ class EventLog:
             if stack[logical_id].type == EVENT_BUS
         ]
         queue_name = f"{stack.pseudo.stack_name}-devstack-events"[:80]
-        return cls(stack.aws, buses, queue_name, limit=limit)
+        return cls(stack.aws, buses, queue_name, limit=limit, lake=lake)
 
     def provision(self) -> None:
         """Create the queue and the catch-all rules; forget what an earlier run left."""
@@ -128,6 +137,8 @@ class EventLog:
             kept.append(event)
         with self._lock:
             self._events.extend(kept)
+        if self.lake is not None:
+            self.lake.write(e["detail"] for e in kept if isinstance(e.get("detail"), dict))
         return ()
 
     def events(

@@ -484,6 +484,15 @@ _RULE_TARGET_KEYS = {
     # A FIFO queue target's message group (moto, like EventBridge, requires it).
     "SqsParameters",
 }
+# The target services moto's EventBridge delivers to; it fails the whole PutEvents on
+# any other (a Firehose stream, say), so those targets are left out. The analytics
+# rule's Firehose target has its local stand-in: the event log writes the lake.
+_DELIVERED_TARGET_SERVICES = {"sqs", "logs", "events"}
+
+
+def _arn_service(arn: Any) -> str:
+    parts = str(arn or "").split(":")
+    return parts[2] if len(parts) > 2 else ""
 
 
 @provisioner("AWS::Events::Rule")
@@ -509,6 +518,7 @@ def _rule(ctx: ProvisionContext, logical_id: str, raw: Mapping[str, Any]) -> Phy
     targets = [
         {key: value for key, value in target.items() if key in _RULE_TARGET_KEYS}
         for target in properties.get("Targets") or []
+        if _arn_service(target.get("Arn")) in _DELIVERED_TARGET_SERVICES
     ]
     if targets:
         client.put_targets(Rule=name, EventBusName=bus, Targets=targets)

@@ -40,6 +40,7 @@ from devstack.sesfeedback import SesFeedback, async_retries, sns_pollers
 from devstack.template import Template, load_template
 from devstack.webconsole import RawRequests, WebConsole
 from devstack.websocket import WebSocketEmulator, local_websocket, websocket_apis
+from threadline_analytics.lake import LakeWriter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
@@ -255,8 +256,15 @@ class LocalStack:
         max_workers: int = DEFAULT_MAX_WORKERS,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         log: TextIO | None = None,
+        lake_dir: Path | None = None,
     ) -> None:
         self.environ = os.environ if environ is None else environ
+        # Where published events land as analytics files (make report); none unless
+        # asked for (``python -m devstack`` asks), so tests keep their stacks apart.
+        lake_setting = self.environ.get("THREADLINE_LAKE_DIR")
+        self.lake_dir = (
+            lake_dir if lake_dir is not None else (Path(lake_setting) if lake_setting else None)
+        )
         self.template = _as_template(template)
         self.port = (
             int(self.environ.get("THREADLINE_PORT") or DEFAULT_PORT) if port is None else port
@@ -380,7 +388,8 @@ class LocalStack:
         )
         pollers += schedules
         self.poller_notes += schedule_notes
-        event_log = EventLog.for_stack(self.aws.resources)
+        lake = LakeWriter(self.lake_dir) if self.lake_dir is not None else None
+        event_log = EventLog.for_stack(self.aws.resources, lake=lake)
         if event_log.buses:
             event_log.provision()
             self.event_log = dev.events = event_log

@@ -9,7 +9,7 @@ checks) and Telegram's secret-token header. E-mail goes through the local stack'
 ``POST /_dev/email`` as SES inbound and S3 would deliver it.
 
 Adding a channel: a ``send_<name>`` function and one entry in :data:`CHANNELS`.
-Web chat (``webchat:<visitor id>``) will be one: a session from
+Web chat is one (:mod:`threadline_cli.webchat`): a session from
 ``POST /webchat/v1/sessions`` (the server assigns the visitor id), then a ``send``
 frame on the WebSocket it names, answered by an ``ack`` (docs/cli.md).
 """
@@ -55,6 +55,10 @@ class SendRequest:
     text: str
     name: str | None = None
     deliveries: list[Delivery] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What else happened, one line each (web chat's ack)."""
+    message_id: str | None = None
+    """The stored message's id, when the channel answers with it (web chat)."""
 
     def post(self, description: str, path_or_url: str, **kwargs: Any) -> requests.Response:
         response = self.target.request("POST", path_or_url, **kwargs)
@@ -387,6 +391,15 @@ def send_email(request: SendRequest) -> None:
         )
 
 
+# ---------------------------------------------------------------------- web chat
+
+
+def send_webchat(request: SendRequest) -> None:
+    from threadline_cli.webchat import send_webchat as send
+
+    send(request)
+
+
 CHANNELS: dict[str, ChannelSender] = {
     sender.name: sender
     for sender in (
@@ -399,6 +412,7 @@ CHANNELS: dict[str, ChannelSender] = {
         ChannelSender("instagram", "instagram", "5432109876543210", send_instagram),
         ChannelSender("telegram", "telegram", "123456789", send_telegram),
         ChannelSender("email", "email", "ada@example.com", send_email, local_only=True),
+        ChannelSender("webchat", "webchat", "new", send_webchat),
     )
 }
 
@@ -413,6 +427,8 @@ def canonical_identity(channel: ChannelSender, given: str) -> tuple[str, str]:
 
     from threadline.schema import Identity, IdentityKind
 
+    if channel.identity_kind == "webchat" and given.removeprefix("webchat:") == "new":
+        return "webchat:new", "new"  # the stack assigns the visitor id
     kind, separator, value = given.partition(":")
     if not separator or kind not in {k.value for k in IdentityKind}:
         kind, value = channel.identity_kind, given

@@ -65,9 +65,10 @@ def send(channel: str, text: str, sender: str, name: str | None, at: str | None)
     """Send TEXT on CHANNEL as IDENTITY, signed as the provider signs.
 
     CHANNEL: sms, whatsapp, voice (a missed call with a voicemail transcript),
-    whatsapp-cloud, slack, messenger, instagram, telegram, email.
+    whatsapp-cloud, slack, messenger, instagram, telegram, email, webchat.
     IDENTITY: +15551234567 (or phone:+1...), slack:T0123:U0123, messenger:<PSID>,
-    instagram:<IGSID>, telegram:<user id>, ada@example.com.
+    instagram:<IGSID>, telegram:<user id>, ada@example.com, webchat:new (a new
+    visitor) or webchat:<visitor id> (one the CLI opened before).
     """
     from threadline_cli.channels import CHANNELS, SendRequest, canonical_identity
 
@@ -89,6 +90,12 @@ def send(channel: str, text: str, sender: str, name: str | None, at: str | None)
     console = _console()
     for delivery in request.deliveries:
         console.print(f"[green]✓[/green] {delivery.description}: {delivery.status}")
+    for note in request.notes:
+        console.print(f"[green]✓[/green] {note}", highlight=False)
+    # The stack may assign the identity (a new web chat visitor).
+    identity = f"{chosen.identity_kind}:{request.value}"
+    if request.message_id:
+        console.print(f"message id {request.message_id}", highlight=False)
     console.print(
         f"{channel} from [bold]{identity}[/bold] is on the timeline: "
         f"threadline timeline {_shell_quote(identity)}",
@@ -367,6 +374,19 @@ def list_channels() -> None:
     for sender in CHANNELS.values():
         local = "  (local stack only)" if sender.local_only else ""
         click.echo(f"{sender.name:15} --from {sender.identity_kind}:{sender.example}{local}")
+
+
+# ------------------------------------------------------------------------ report
+
+
+@cli.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def report(arguments: tuple[str, ...]) -> None:
+    """The analytics metrics over the local lake (what `make report` runs):
+    [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--lake DIR] [--html FILE]."""
+    from threadline_analytics.__main__ import main as report_main
+
+    sys.exit(report_main(list(arguments)))
 
 
 def _console(*, stderr: bool = False) -> Any:

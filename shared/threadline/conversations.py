@@ -35,12 +35,21 @@ from threadline.items import (
     role_counter,
 )
 from threadline.logs import logger
+from threadline.outcomes import (
+    api_close_outcome,
+    is_repeat_contact,
+    outcome_of,
+    repeat_window_from_env,
+)
 from threadline.schema import (
     AuthorRole,
+    ClosedBy,
     Conversation,
     ConversationMessageCounts,
     ConversationMetrics,
     ConversationPage,
+    Rating,
+    Resolution,
     utc_now,
 )
 
@@ -105,6 +114,7 @@ def conversation_from_item(item: dict[str, Any]) -> Conversation:
         datetime.fromisoformat(item["first_response_at"]) if item.get("first_response_at") else None
     )
     channels = sorted(item.get("channels") or [])
+    resolution, closed_by = outcome_of(item)
     counts = ConversationMessageCounts(
         **{role.value: int(item.get(role_counter(role), 0)) for role in AuthorRole}
     )
@@ -129,6 +139,12 @@ def conversation_from_item(item: dict[str, Any]) -> Conversation:
             time_to_close_seconds=(closed_at - opened_at).total_seconds() if closed_at else None,
             messages=counts,
         ),
+        # Outcomes and ratings (threadline.outcomes): absent until set.
+        resolution=resolution,
+        closed_by=closed_by,
+        previous_conversation_id=item.get("previous_conversation_id"),
+        repeat_conversation_id=item.get("repeat_conversation_id"),
+        rating=Rating.model_validate(item["rating"]) if item.get("rating") else None,
     )
 
 
@@ -196,9 +212,10 @@ def continue_write(
         ":one": 1,
         ":open": OPEN,
     }
+    values[":role"] = AuthorRole(role).value
     update = (
         "SET last_message_at = :now, close_due_at = :due, close_bucket = :bucket, "
-        "last_inbound_channel = :channel"
+        "last_inbound_channel = :channel, last_author_role = :role"
     )
     add = f" ADD message_count :one, channels :channels, {role_counter(role)} :one"
     if known.last_channel is not None and known.last_channel != channel:
@@ -268,12 +285,14 @@ def reply_write(
         key=(customer_pk(customer_id), conversation_sk(conversation_id)),
         expression=(
             "SET last_message_at = :now, close_due_at = :due, close_bucket = :bucket, "
-            "first_response_at = if_not_exists(first_response_at, :now) "
+            "first_response_at = if_not_exists(first_response_at, :now), "
+            "last_author_role = :role "
             f"ADD message_count :one, {role_counter(role)} :one"
         ),
         condition="#state = :open",
         names={"#state": "state"},
         values={
+            ":role": AuthorRole(role).value,
             ":now": now.isoformat(),
             ":due": due_key(due),
             ":bucket": close_bucket(due),
@@ -291,13 +310,26 @@ def close_writes(
     reason: str,
     condition: str,
     values: dict[str, Any],
+    outcome: tuple[Resolution, ClosedBy] | None = None,
 ) -> tuple[Update, Update]:
-    """Close one conversation, and clear the profile's pointer to it."""
+    """Close one conversation, and clear the profile's pointer to it.
+
+    ``outcome`` is recorded as given (an API close); without one, a quiet-period
+    close's outcome is derived from who wrote last (threadline.outcomes.outcome_of).
+    """
+    recorded = ""
+    if outcome is not None:
+        recorded = ", resolution = :resolution, closed_by = :closed_by"
+        values = {
+            **values,
+            ":resolution": outcome[0],
+            ":closed_by": outcome[1].model_dump(),
+        }
     close = Update(
         key=(customer_pk(customer_id), conversation_sk(conversation_id)),
         expression=(
-            "SET #state = :closed, closed_at = :closed_at, close_reason = :reason "
-            "REMOVE close_bucket, close_due_at"
+            "SET #state = :closed, closed_at = :closed_at, close_reason = :reason"
+            f"{recorded} REMOVE close_bucket, close_due_at"
         ),
         condition=condition,
         names={"#state": "state"},
@@ -386,6 +418,53 @@ class ConversationStore:
             next_cursor=page.next_cursor,
         )
 
+    # ------------------------------------------------------------- repeat contacts
+
+    def note_repeat_contact(self, customer_id: str, conversation_id: str, now: datetime) -> bool:
+        """Mark a just-opened conversation as a repeat contact of the customer's
+        previous one, if that was closed resolved within the repeat window.
+
+        Runs after the message's transaction: both marks are idempotent (a retried
+        message finds them set), and the earlier conversation's change is what the
+        publisher announces as ``conversation.reopened``.
+        """
+        page = self.data.newest_first(customer_pk(customer_id), "CONV#", limit=2, consistent=True)
+        previous = next(
+            (i for i in page.items if i.get("conversation_id") != conversation_id), None
+        )
+        if previous is None:
+            return False
+        resolution, _ = outcome_of(previous)
+        closed_at = previous.get("closed_at")
+        closed = datetime.fromisoformat(str(closed_at)) if closed_at else None
+        if not is_repeat_contact(resolution, closed, now, repeat_window_from_env()):
+            return False
+        previous_id = str(previous["conversation_id"])
+        try:
+            self.data.write(
+                [
+                    Update(
+                        key=(customer_pk(customer_id), conversation_sk(conversation_id)),
+                        expression="SET previous_conversation_id = :previous",
+                        condition="attribute_exists(pk)",
+                        values={":previous": previous_id},
+                    ),
+                    Update(
+                        key=(customer_pk(customer_id), conversation_sk(previous_id)),
+                        expression="SET repeat_conversation_id = :repeat",
+                        condition="attribute_not_exists(repeat_conversation_id)",
+                        values={":repeat": conversation_id},
+                    ),
+                ]
+            )
+        except WriteCancelled:
+            return False  # marked already (a retried message), or reopened by another
+        logger.info(
+            "repeat contact",
+            extra={"conversation_id": conversation_id, "previous_conversation_id": previous_id},
+        )
+        return True
+
     # ------------------------------------------------------------- closing
 
     def _close(
@@ -397,6 +476,7 @@ class ConversationStore:
         reason: str,
         condition: str,
         values: dict[str, Any],
+        outcome: tuple[Resolution, ClosedBy] | None = None,
     ) -> bool:
         """Close one conversation and clear the profile's pointer; False if the
         conversation's condition failed (someone else changed or closed it)."""
@@ -407,6 +487,7 @@ class ConversationStore:
             reason=reason,
             condition=condition,
             values=values,
+            outcome=outcome,
         )
         try:
             self.data.write([close, pointer])
@@ -424,12 +505,18 @@ class ConversationStore:
         return True
 
     def close_conversation(
-        self, conversation_id: str, *, now: datetime | None = None
+        self,
+        conversation_id: str,
+        *,
+        now: datetime | None = None,
+        outcome: tuple[Resolution, ClosedBy] | None = None,
     ) -> Conversation | None:
         """Close an open conversation (idempotent); None when there is no such one.
 
         One whose quiet period already ended (the sweeper has not come by yet) closes
-        as the quiet period closed it: at its end, reason ``quiet_period``.
+        as the quiet period closed it: at its end, reason ``quiet_period``, its
+        outcome derived. Otherwise ``outcome`` (default: resolved, by an unnamed
+        agent) is recorded.
         """
         customer_id = self.conversation_customer(conversation_id)
         if customer_id is None:
@@ -450,6 +537,9 @@ class ConversationStore:
                 reason=reason,
                 condition="#state = :open AND last_message_at = :seen",
                 values={":seen": item["last_message_at"]},
+                outcome=(outcome or api_close_outcome(None, None))
+                if reason == API_REASON
+                else None,
             ):
                 logger.info(
                     "conversation closed",

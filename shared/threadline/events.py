@@ -30,6 +30,7 @@ from threadline.schema import (
     Identity,
     Message,
     MessageStatus,
+    Rating,
     utc_now,
 )
 from threadline.store import profile_from_item
@@ -98,6 +99,24 @@ class ConversationClosed(_Event):
     conversation: Conversation
 
 
+class ConversationReopened(_Event):
+    """A customer wrote again within the repeat window after this conversation was
+    closed resolved: ``conversation`` is the earlier one (no longer resolved on first
+    contact), ``repeat_conversation_id`` the one their message opened."""
+
+    type: Literal["conversation.reopened"] = "conversation.reopened"
+    conversation: Conversation
+    repeat_conversation_id: str
+
+
+class ConversationRated(_Event):
+    """The customer answered the satisfaction question (CSAT, 1-5)."""
+
+    type: Literal["conversation.rated"] = "conversation.rated"
+    conversation: Conversation
+    rating: Rating
+
+
 class Erasure(BaseModel):
     """What an erasure removed: ids, times and counts, never personal data."""
 
@@ -149,6 +168,8 @@ Event = (
     | ConversationOpened
     | ConversationChannelSwitched
     | ConversationClosed
+    | ConversationReopened
+    | ConversationRated
     | CustomerErased
     | CustomerIdentityLinked
     | CustomerMerged
@@ -162,6 +183,8 @@ EVENT_MODELS: tuple[type[_Event], ...] = (
     ConversationOpened,
     ConversationChannelSwitched,
     ConversationClosed,
+    ConversationReopened,
+    ConversationRated,
     CustomerErased,
     CustomerIdentityLinked,
     CustomerMerged,
@@ -280,6 +303,21 @@ def _conversation_events(new: dict[str, Any], old: dict[str, Any] | None, ids: A
         )
     if old.get("state") == OPEN and new.get("state") == CLOSED:
         events.append(ConversationClosed(conversation=conversation, **ids("conversation.closed")))
+    repeat = new.get("repeat_conversation_id")
+    if repeat and not old.get("repeat_conversation_id"):
+        events.append(
+            ConversationReopened(
+                conversation=conversation,
+                repeat_conversation_id=str(repeat),
+                **ids("conversation.reopened"),
+            )
+        )
+    if conversation.rating is not None and new.get("rating") != old.get("rating"):
+        events.append(
+            ConversationRated(
+                conversation=conversation, rating=conversation.rating, **ids("conversation.rated")
+            )
+        )
     return events
 
 

@@ -446,7 +446,9 @@ class IngestStore(ConversationStore):
                     customer_id = owner.customer_id
                     plan = self._plan(owner, inbound, arrival, trust_hint)
                     writes = linked_identity_writes(arrival, customer_id, plan)
+                    opened = plan.conversation_id if plan.opened else None
                 elif record is None:
+                    opened = None  # a new customer has no earlier conversation
                     customer_id = new_id(now)
                     writes = new_customer_writes(
                         arrival, customer_id, new_id(now), self.quiet_period
@@ -461,6 +463,7 @@ class IngestStore(ConversationStore):
                         arrival = replace(arrival, inbound=filed)
                     plan = self._plan(record, arrival.inbound, arrival, trust_hint)
                     writes = known_customer_writes(arrival, customer_id, plan)
+                    opened = plan.conversation_id if plan.opened else None
                 self.data.write([*writes, *blob_ref_puts(arrival, customer_id)])
             except WriteCancelled as cancelled:
                 duplicate = self._duplicate(cancelled, inbound)
@@ -476,6 +479,8 @@ class IngestStore(ConversationStore):
                 raise StorageUnavailable("the timeline could not be written") from cancelled
             except StorageUnavailable as exc:
                 raise StorageUnavailable("the timeline could not be written") from exc
+            if opened is not None:
+                self.note_repeat_contact(customer_id, opened, now)
             created = record is None and owner is None
             logger.info(
                 "message stored",

@@ -392,6 +392,90 @@ def conversation_item(
         "channel_switches": 0,
         "message_count": 1,
         role_counter(role): 1,
+        # Who wrote last decides a quiet-period close's outcome (threadline.outcomes).
+        "last_author_role": AuthorRole(role).value,
         "close_due_at": due_key(due),
         "close_bucket": close_bucket(due),
     }
+
+
+# ---------------------------------------------------------------- web chat
+# ``WEBCHAT#<visitor_id>`` holds a visitor's session, its open connections and its
+# rate-limit windows; ``WSCONN#<connection_id>`` maps a connection to its visitor.
+# Every one carries ``expires_at`` (TTL): nothing outlives the session.
+
+WEBCHAT_SESSION_SK = "SESSION"
+WEBCHAT_CONNECTION_SK = "WSCONN"
+WEBCHAT_CONNECTION_PREFIX = "CONN#"
+
+
+def webchat_pk(visitor_id: str) -> str:
+    return f"WEBCHAT#{visitor_id}"
+
+
+def webchat_connection_pk(connection_id: str) -> str:
+    return f"WSCONN#{connection_id}"
+
+
+def webchat_visitor_connection_sk(connection_id: str) -> str:
+    return f"{WEBCHAT_CONNECTION_PREFIX}{connection_id}"
+
+
+def webchat_rate_sk(window: int) -> str:
+    return f"RATE#{window}"
+
+
+def webchat_session_item(
+    visitor_id: str,
+    *,
+    name: str | None,
+    verified_identity: str | None,
+    claimed_email: str | None,
+    claimed_external_id: str | None,
+    verified: bool,
+    expires: int,
+) -> dict[str, Any]:
+    """``WEBCHAT#<vid>`` / ``SESSION``: a visitor's session and its unverified claims."""
+    return {
+        "pk": webchat_pk(visitor_id),
+        "sk": WEBCHAT_SESSION_SK,
+        "type": "webchat_session",
+        "visitor_id": visitor_id,
+        "name": name,
+        "verified": verified,
+        "verified_identity": verified_identity,
+        "claimed_email": claimed_email,
+        "claimed_external_id": claimed_external_id,
+        "expires_at": expires,
+    }
+
+
+def webchat_connection_items(
+    connection_id: str,
+    visitor_id: str,
+    *,
+    verified_identity: str | None,
+    name: str | None,
+    connected_at: datetime,
+    expires: int,
+) -> list[dict[str, Any]]:
+    """An open connection, written twice: ``WSCONN#<id>`` (connection -> visitor, read
+    by every frame) and ``WEBCHAT#<vid>`` / ``CONN#<id>`` (the visitor's connections,
+    queried by the sender)."""
+    common = {
+        "type": "webchat_connection",
+        "connection_id": connection_id,
+        "visitor_id": visitor_id,
+        "verified_identity": verified_identity,
+        "name": name,
+        "connected_at": connected_at.isoformat(),
+        "expires_at": expires,
+    }
+    return [
+        {"pk": webchat_connection_pk(connection_id), "sk": WEBCHAT_CONNECTION_SK, **common},
+        {
+            "pk": webchat_pk(visitor_id),
+            "sk": webchat_visitor_connection_sk(connection_id),
+            **common,
+        },
+    ]

@@ -262,6 +262,25 @@ class ConversationMetrics(_Model):
     messages: ConversationMessageCounts = Field(default_factory=ConversationMessageCounts)
 
 
+Resolution = Literal["resolved", "unresolved", "abandoned"]
+
+
+class ClosedBy(_Model):
+    """Who closed a conversation: an agent through the API, or the quiet period."""
+
+    role: Literal["agent", "system"]
+    id: str | None = Field(default=None, description="the agent's id in the CRM; null: system")
+
+
+class Rating(_Model):
+    """A customer's answer to the satisfaction question (docs/analytics.md)."""
+
+    conversation_id: str
+    score: int = Field(ge=1, le=5)
+    channel: Channel = Field(description="the channel the answer came on")
+    rated_at: datetime
+
+
 class Conversation(_Model):
     """A customer's exchange across channels: opens with their first message after a
     quiet period, closes after the quiet period or when closed through the API."""
@@ -285,6 +304,23 @@ class Conversation(_Model):
     message_count: int = 0
     first_response_at: datetime | None = None
     metrics: ConversationMetrics = Field(default_factory=ConversationMetrics)
+    resolution: Resolution | None = Field(
+        default=None,
+        description="set at close: resolved, unresolved, or abandoned (quiet period with "
+        "the customer's message last); docs/analytics.md",
+    )
+    closed_by: ClosedBy | None = None
+    previous_conversation_id: str | None = Field(
+        default=None,
+        description="a repeat contact: the resolved conversation closed within the repeat "
+        "window before this one opened",
+    )
+    repeat_conversation_id: str | None = Field(
+        default=None,
+        description="set when a repeat contact reopened this resolved conversation: it no "
+        "longer counts as resolved on first contact",
+    )
+    rating: Rating | None = Field(default=None, description="the customer's CSAT answer")
 
 
 class ConversationPage(_Model):

@@ -75,6 +75,8 @@ KNOWN_EVENT_TYPES = frozenset(
         "conversation.opened",
         "conversation.channel_switched",
         "conversation.closed",
+        "conversation.reopened",
+        "conversation.rated",
         "customer.created",
         "customer.identity_linked",
         "customer.merged",

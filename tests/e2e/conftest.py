@@ -9,11 +9,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +41,7 @@ class RunningStack:
     slack_signing_secret: str = ""
     telegram_secret_token: str = ""
     telegram_bot_token: str = ""
+    lake_dir: Path | None = None
 
 
 def launch_local_stack(
@@ -93,6 +96,8 @@ def local_stack() -> Iterator[RunningStack]:
 def running_stack(extra_env: dict[str, str] | None = None) -> Iterator[RunningStack]:
     """`make dev` on a free port with fresh secrets (and ``extra_env``), until exit."""
     port = free_port()
+    # The stack's analytics lake: the test run's own, never the developer's.
+    lake_dir = Path(tempfile.mkdtemp(prefix="threadline-lake-"))
     token = secrets.token_hex(16)
     api_token = secrets.token_hex(16)
     slack_signing_secret = secrets.token_hex(16)
@@ -107,6 +112,7 @@ def running_stack(extra_env: dict[str, str] | None = None) -> Iterator[RunningSt
         "TELEGRAM_SECRET_TOKEN": telegram_secret_token,
         "TELEGRAM_BOT_TOKEN": telegram_bot_token,
         "PYTHONUNBUFFERED": "1",
+        "THREADLINE_LAKE_DIR": str(lake_dir),
         **(extra_env or {}),
     }
     try:
@@ -122,6 +128,7 @@ def running_stack(extra_env: dict[str, str] | None = None) -> Iterator[RunningSt
         slack_signing_secret=slack_signing_secret,
         telegram_secret_token=telegram_secret_token,
         telegram_bot_token=telegram_bot_token,
+        lake_dir=lake_dir,
     )
     try:
         yield stack

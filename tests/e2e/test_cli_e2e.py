@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -96,6 +97,40 @@ def test_every_channel_sent_by_the_cli_lands_on_the_timeline(local_stack, channe
     assert text in texts(mine)
     if channel == "voice":  # a missed call, then the voicemail with its transcript
         assert any(item["channel_data"].get("call", {}).get("outcome") for item in mine)
+
+
+def test_webchat_sent_by_the_cli_lands_on_the_timeline_and_the_visitor_returns(
+    local_stack, tmp_path
+):
+    cache = {"XDG_CACHE_HOME": str(tmp_path)}  # where the CLI keeps visitors' tokens
+    first_text = f"Do you ship to Norway? {secrets.token_hex(3)}"
+
+    first = run(local_stack, "send", "webchat", "--from", "new", first_text, **cache)
+
+    assert first.exit_code == 0, first.output
+    visitor = re.search(r"threadline timeline (webchat:v_[\w-]+)", first.stdout)
+    message_id = re.search(r"message id (\S+)", first.stdout)
+    assert visitor and message_id, first.stdout
+    found = timeline_json(local_stack, visitor.group(1))
+    stored = {item["id"]: item for item in found["items"]}
+    assert message_id.group(1) in stored
+    assert stored[message_id.group(1)]["channel"] == "webchat"
+    assert stored[message_id.group(1)]["direction"] == "inbound"
+    assert first_text in texts(found["items"])
+
+    again = run(local_stack, "send", "webchat", "--from", visitor.group(1), "Still there?", **cache)
+
+    assert again.exit_code == 0, again.output
+    assert f"threadline timeline {visitor.group(1)}" in again.stdout
+    later = timeline_json(local_stack, visitor.group(1))
+    assert later["customer"]["id"] == found["customer"]["id"]
+    assert {first_text, "Still there?"} <= set(texts(later["items"]))
+
+    stranger = run(
+        local_stack, "send", "webchat", "--from", "webchat:v_notopenedbythecli", "hi", **cache
+    )
+    assert stranger.exit_code != 0
+    assert "--from new" in stranger.output
 
 
 def test_the_timeline_table_shows_channel_direction_text_and_status(local_stack):

@@ -24,6 +24,7 @@ from tests.integration.test_twilio_ingest import sms, whatsapp
 from threadline.channels.base import InboundMessage
 from threadline.channels.twilio import normalize_form
 from threadline.conversations import DUE_INDEX, close_bucket
+from threadline.outbound import SendMessageRequest
 from threadline.schema import Channel, Identity, TextPart, utc_now
 from threadline.store import KeptRaw, RawPayloadRef
 
@@ -221,12 +222,20 @@ def test_a_message_after_the_quiet_period_closes_the_old_conversation_and_opens_
     old = store.ingest(normalize_form(sms(new_sid(), sender=number)), RAW, received_at=long_ago)
     with count_aws_calls() as calls:
         new = store.ingest(normalize_form(sms(new_sid(), sender=number)), RAW)
-    assert calls == ["dynamodb.GetItem", "dynamodb.TransactWriteItems"]
+    # A new conversation also reads the previous one (a repeat contact?): one Query per
+    # opened conversation, none per message that joins one.
+    assert calls == ["dynamodb.GetItem", "dynamodb.TransactWriteItems", "dynamodb.Query"]
 
     newer, older = conversations_of(api_get, old.customer_id)["items"]
     assert newer["state"] == "open"
     assert older["state"] == "closed"
     assert older["close_reason"] == "quiet_period"
+    # The customer had the last word: abandoned, so the new one is no repeat contact.
+    assert (older["resolution"], older["closed_by"]) == (
+        "abandoned",
+        {"role": "system", "id": None},
+    )
+    assert newer["previous_conversation_id"] is None
     # Closed when its quiet period ended, not when the next message happened to come.
     assert older["closed_at"] == (long_ago + QUIET).isoformat().replace("+00:00", "Z")
     assert older["metrics"]["time_to_close_seconds"] == QUIET.total_seconds()
@@ -327,10 +336,61 @@ def test_closing_through_the_api_is_idempotent_and_the_next_message_opens_a_new_
     assert second["statusCode"] == 200
     assert body(second) == closed
 
+    # Closed without a body: resolved, by an agent the CRM did not name.
+    assert (closed["resolution"], closed["closed_by"]) == (
+        "resolved",
+        {"role": "agent", "id": None},
+    )
+
     assert twilio_post(sms(new_sid(), sender=number))["statusCode"] == 200
     newer, older = conversations_of(api_get, customer_id)["items"]
     assert newer["state"] == "open" and newer["id"] != opened["id"]
-    assert older == closed
+    # Back within the repeat window after a resolved close: a repeat contact.
+    assert older == {**closed, "repeat_conversation_id": newer["id"]}
+    assert newer["previous_conversation_id"] == opened["id"]
+
+
+def test_an_api_close_records_the_outcome_and_the_agent(twilio_post, api_get, api_post):
+    number = new_number()
+    assert twilio_post(sms(new_sid(), sender=number))["statusCode"] == 200
+    customer_id = customer_id_of(api_get, f"phone:{number}")
+    (opened,) = conversations_of(api_get, customer_id)["items"]
+    path = f"/v1/conversations/{opened['id']}/close"
+
+    refused = api_post(path, {"resolution": "fixed"})
+    assert refused["statusCode"] == 400
+    assert body(refused)["error"]["code"] == "invalid_close"
+    closing = api_post(path, {"resolution": "unresolved", "agent_id": "agent-7"})
+    assert closing["statusCode"] == 200, closing
+    closed = body(closing)
+    assert (closed["resolution"], closed["closed_by"]) == (
+        "unresolved",
+        {"role": "agent", "id": "agent-7"},
+    )
+    # Not resolved: the customer's next message is no repeat contact.
+    assert twilio_post(sms(new_sid(), sender=number))["statusCode"] == 200
+    newer, older = conversations_of(api_get, customer_id)["items"]
+    assert newer["previous_conversation_id"] is None
+    assert older["repeat_conversation_id"] is None
+
+
+def test_a_quiet_close_after_the_agent_answered_is_resolved_and_later_is_no_repeat(
+    twilio_module, api_module, api_get
+):
+    store = twilio_module.store
+    number = new_number()
+    # The customer wrote 5 days ago and the agent answered last; the quiet period
+    # closed it 4 days ago: resolved, but outside the 72-hour repeat window.
+    long_ago = utc_now() - timedelta(days=5)
+    first = store.ingest(normalize_form(sms(new_sid(), sender=number)), RAW, received_at=long_ago)
+    api_module.store.queue_message(
+        first.customer_id, SendMessageRequest(text="Done!"), now=long_ago + timedelta(minutes=5)
+    )
+    store.ingest(normalize_form(sms(new_sid(), sender=number)), RAW)
+    newer, older = conversations_of(api_get, first.customer_id)["items"]
+    assert (older["resolution"], older["closed_by"]["role"]) == ("resolved", "system")
+    assert newer["previous_conversation_id"] is None
+    assert older["repeat_conversation_id"] is None
 
 
 def test_unknown_conversations_are_404(api_get, api_post):

@@ -18,12 +18,12 @@ from threadline.channels.webchat import (
     continuation_job,
     continue_by_email,
     parse_session_request,
-    session_pk,
     sign_token,
     user_hash,
 )
 from threadline.customers import CustomerStore
 from threadline.errors import SignatureInvalid
+from threadline.items import WEBCHAT_SESSION_SK, webchat_pk
 from threadline.outbound import Dispatcher, DispatchOutcome, SendMessageRequest
 from threadline.schema import Channel, Identity, IdentityKind, MessageStatus, TextPart, utc_now
 from threadline.settings import StoreSettings
@@ -249,7 +249,7 @@ def test_an_unverified_claim_never_links(store):
     assert visitor_customer != mail_customer
     identities = store.get_customer(visitor_customer).identities
     assert all(i.kind is IdentityKind.WEBCHAT for i in identities)
-    session = store.get_item(session_pk(granted.visitor_id), "SESSION")
+    session = store.get_item(webchat_pk(granted.visitor_id), WEBCHAT_SESSION_SK)
     assert session["claimed_email"] == address and session["verified"] is False
 
 

@@ -234,3 +234,55 @@ def test_provider_api_roots_default_to_the_real_apis():
             if _variables(properties).get(f"{provider}_API_BASE_URL") == {"Ref": name}
         ]
         assert "DispatcherFunction" in users, name
+
+
+# ---------------------------------------------------------------- code reads what the registry says
+
+
+def _secrets_read(path: Path) -> set[str]:
+    """The literal names passed to ``get_secret(...)`` in one source file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "get_secret"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    }
+
+
+def _module_path(reference: str) -> Path:
+    module = reference.partition(":")[0]
+    base = REPO_ROOT / "shared" / Path(*module.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def test_the_secret_scan_sees_get_secret_calls(tmp_path):
+    sample = tmp_path / "app.py"
+    sample.write_text('x = lambda: get_secret("A_SECRET")\ny = get_secret(name)\n')
+    assert _secrets_read(sample) == {"A_SECRET"}
+
+
+def test_webhook_functions_read_only_the_secrets_their_registry_entries_name():
+    declared: dict[str, set[str]] = {}
+    for spec in CHANNELS:
+        for webhook in spec.webhooks:
+            declared.setdefault(webhook.function, set()).update(webhook.secrets)
+    assert {"WebchatSessionsFunction", "WebchatSocketFunction"} <= set(declared)
+    for function, secrets in declared.items():
+        handler = REPO_ROOT / str(FUNCTIONS[function]["CodeUri"]) / "app.py"
+        assert handler.exists(), handler
+        read = _secrets_read(handler)
+        assert read <= secrets, f"{function} reads {read - secrets}: declare it in the registry"
+
+
+def test_senders_read_only_the_secrets_the_registry_gives_the_dispatcher():
+    given = {secret for spec in CHANNELS for secret in spec.sender_secrets}
+    modules = {_module_path(spec.sender) for spec in CHANNELS if spec.sender}
+    assert all(path.exists() for path in modules), modules
+    read = {secret for path in modules for secret in _secrets_read(path)}
+    assert read, "the scan found no sender reading a secret"
+    assert read <= given, f"senders read {read - given}: add them to sender_secrets"

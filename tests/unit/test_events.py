@@ -24,6 +24,8 @@ from threadline.events import (
     ConversationChannelSwitched,
     ConversationClosed,
     ConversationOpened,
+    ConversationRated,
+    ConversationReopened,
     CustomerCreated,
     MessageQueued,
     MessageReceived,
@@ -155,6 +157,20 @@ CLOSED_ITEM = {
     "closed_at": "2026-11-23T08:16:49+00:00",
     "close_reason": "api",
 }
+RESOLVED_ITEM = {
+    **CLOSED_ITEM,
+    "resolution": "resolved",
+    "closed_by": {"role": "agent", "id": "agent-42"},
+}
+# A repeat contact within the window reopened it (threadline.outcomes).
+REOPENED_ITEM = {**RESOLVED_ITEM, "repeat_conversation_id": "01J9Z8X7W6V5T4S3R2Q1P0N9D2"}
+RATING = {
+    "conversation_id": CLOSED_ITEM["conversation_id"],
+    "score": 4,
+    "channel": "whatsapp",
+    "rated_at": "2026-11-23T08:30:00+00:00",
+}
+RATED_ITEM = {**RESOLVED_ITEM, "rating": RATING}
 
 LINKED_IDENTITY_ITEM = {
     "pk": "IDENT#email#jane@example.com",
@@ -387,6 +403,38 @@ def test_an_erasure_is_announced_once_when_its_audit_record_turns_done():
     assert events_from_stream_record(record("MODIFY", ERASURE_DONE, ERASURE_DONE)) == []
 
 
+def test_a_close_carries_its_outcome():
+    resolved_closing = {**RESOLVED_ITEM}
+    [event] = events_from_stream_record(record("MODIFY", resolved_closing, SWITCHED_ITEM))
+    assert isinstance(event, ConversationClosed)
+    assert event.conversation.resolution == "resolved"
+    assert event.conversation.closed_by is not None
+    assert (event.conversation.closed_by.role, event.conversation.closed_by.id) == (
+        "agent",
+        "agent-42",
+    )
+
+
+def test_a_repeat_contact_reopens_the_resolved_conversation_once():
+    [event] = events_from_stream_record(record("MODIFY", REOPENED_ITEM, RESOLVED_ITEM))
+    assert isinstance(event, ConversationReopened)
+    assert event.repeat_conversation_id == "01J9Z8X7W6V5T4S3R2Q1P0N9D2"
+    assert event.conversation.repeat_conversation_id == event.repeat_conversation_id
+    # Later changes of the same item (a rating, say) do not announce it again.
+    later = {**REOPENED_ITEM, "rating": RATING}
+    assert [e.type for e in events_from_stream_record(record("MODIFY", later, REOPENED_ITEM))] == [
+        "conversation.rated"
+    ]
+
+
+def test_a_rating_is_conversation_rated_once():
+    [event] = events_from_stream_record(record("MODIFY", RATED_ITEM, RESOLVED_ITEM))
+    assert isinstance(event, ConversationRated)
+    assert (event.rating.score, event.rating.channel) == (4, Channel.WHATSAPP)
+    assert event.conversation.rating == event.rating
+    assert events_from_stream_record(record("MODIFY", RATED_ITEM, RATED_ITEM)) == []
+
+
 def test_deleted_items_announce_nothing():
     for item in (msg(INBOUND), PROFILE_ITEM, CONVERSATION_ITEM, ERASURE_DONE):
         assert events_from_stream_record(record("REMOVE", None, item)) == []
@@ -404,6 +452,8 @@ def all_events() -> list[Any]:
         record("INSERT", CONVERSATION_ITEM),
         record("MODIFY", SWITCHED_ITEM, CONVERSATION_ITEM),
         record("MODIFY", CLOSED_ITEM, SWITCHED_ITEM),
+        record("MODIFY", REOPENED_ITEM, RESOLVED_ITEM),
+        record("MODIFY", RATED_ITEM, RESOLVED_ITEM),
         record("MODIFY", ERASURE_DONE, ERASURE_RUNNING),
         # identity linking and merges (tests/unit/test_identity_events.py)
         record("INSERT", LINKED_IDENTITY_ITEM),

@@ -6,10 +6,12 @@ from typing import Annotated
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from pydantic import ValidationError
 
 from threadline.api.dependencies import customer_store
 from threadline.api.errors import answers
-from threadline.errors import NotFound
+from threadline.errors import MalformedRequest, NotFound
+from threadline.outcomes import CloseRequest
 from threadline.schema import Conversation, ConversationPage
 from threadline.store import MAX_PAGE_SIZE
 
@@ -56,7 +58,14 @@ def get_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
     responses=answers({200: "The conversation, closed"}, 404),
 )
 def close_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
-    conversation = customer_store().close_conversation(conversation_id)
+    # The body is optional ({"resolution": ..., "agent_id": ...}): closing without
+    # one records "resolved" (docs/analytics.md).
+    raw = router.current_event.body
+    try:
+        request = CloseRequest.model_validate_json(raw) if raw else CloseRequest()
+    except ValidationError as exc:
+        raise MalformedRequest(f"close request is not valid: {exc}", code="invalid_close") from exc
+    conversation = customer_store().close_conversation(conversation_id, outcome=request.outcome())
     if conversation is None:
         raise NotFound("no such conversation")
     return conversation

@@ -283,7 +283,7 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         IdentityKind.EMAIL,
         "ses",
         webhooks=(Webhook("EmailInboundFunction", "threadline.email_inbound:handle_s3_event"),),
-        sender="threadline.channels.email:sender_from_env",
+        sender="threadline.channels.email.outbound:sender_from_env",
         feedback_blocks=True,
     ),
     ChannelSpec(
@@ -339,17 +339,17 @@ CHANNELS: tuple[ChannelSpec, ...] = (
         webhooks=(
             Webhook(
                 "WebchatSessionsFunction",
-                "threadline.channels.webchat:WebchatSessions",
+                "threadline.channels.webchat.sessions:WebchatSessions",
                 ("WEBCHAT_TOKEN_SECRET", "WEBCHAT_IDENTITY_SECRET"),
             ),
             Webhook(
                 "WebchatSocketFunction",
-                "threadline.channels.webchat:WebchatSocket",
+                "threadline.channels.webchat.socket:WebchatSocket",
                 ("WEBCHAT_TOKEN_SECRET",),
             ),
         ),
         # Pushes with PostToConnection to every open socket of the visitor.
-        sender="threadline.channels.webchat:build_sender",
+        sender="threadline.channels.webchat.sender:build_sender",
     ),
 )
 

@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
-from threadline.channels.base import InboundMessage, SendFailed, SendResult, build
+from threadline.channels.base import InboundMessage, build
 from threadline.errors import MalformedRequest
 from threadline.schema import (
     AuthorRole,
@@ -47,11 +46,9 @@ from threadline.schema import (
     Identity,
     IdentityKind,
     MediaPart,
-    Message,
     Part,
     TextPart,
 )
-from threadline.settings import required_env
 
 if TYPE_CHECKING:
     from email.message import EmailMessage, MIMEPart
@@ -96,6 +93,19 @@ _OUTLOOK_NEXT = re.compile(
     r"Fecha|Para|Asunto|Inviato|Data|Oggetto|Verzonden|Aan|Onderwerp|Skickat|Till|Ämne):\**\s",
     re.IGNORECASE,
 )
+
+
+# Header length stays sane on long threads: the root and the latest ids matter most
+# to mail clients threading a reply (RFC 5322 3.6.4 allows trimming the middle).
+MAX_REFERENCES = 20
+
+
+def reply_to_of(message_id: str, references: list[str], subject: str | None) -> dict[str, str]:
+    """What an agent's reply to this mail needs to thread (kept on the identity)."""
+    chain = [*references, message_id]
+    if len(chain) > MAX_REFERENCES:
+        chain = [chain[0], *chain[-(MAX_REFERENCES - 1) :]]
+    return {"message_id": message_id, "references": " ".join(chain), "subject": subject or ""}
 
 
 @dataclass(frozen=True)
@@ -384,133 +394,3 @@ def _parse(raw: bytes) -> ParsedEmail:
         # verdicts are in the headers, not enforced), so it links nothing else.
     )
     return ParsedEmail(message=message, attachments=files, filtered=filtered)
-
-
-# --------------------------------------------------------------------------- outbound
-
-DEFAULT_SUBJECT = "Message from support"
-# Header length stays sane on long threads: the root and the latest ids matter most
-# to mail clients threading a reply (RFC 5322 3.6.4 allows trimming the middle).
-MAX_REFERENCES = 20
-_RETRYABLE_SES_ERRORS = frozenset(
-    {"TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException"}
-)
-
-
-def reply_subject(subject: str | None) -> str:
-    """``Re: <subject>`` once: a reply to a reply does not become ``Re: Re:``."""
-    if not subject:
-        return DEFAULT_SUBJECT
-    return subject if re.match(r"^\s*re\s*:", subject, re.IGNORECASE) else f"Re: {subject}"
-
-
-def reply_to_of(message_id: str, references: list[str], subject: str | None) -> dict[str, str]:
-    """What an agent's reply to this mail needs to thread (kept on the identity)."""
-    chain = [*references, message_id]
-    if len(chain) > MAX_REFERENCES:
-        chain = [chain[0], *chain[-(MAX_REFERENCES - 1) :]]
-    return {"message_id": message_id, "references": " ".join(chain), "subject": subject or ""}
-
-
-def build_mime(message: Message, from_address: str, *, message_id: str | None = None) -> bytes:
-    """The raw reply: From us, To the customer, threaded under their last mail."""
-    from email.message import EmailMessage
-
-    if message.recipient is None or message.recipient.kind is not IdentityKind.EMAIL:
-        raise SendFailed(
-            "no_recipient", "an e-mail reply needs an email recipient", retryable=False
-        )
-    reply_to = message.channel_data.get("reply_to") or {}
-    mime = EmailMessage()
-    mime["From"] = from_address
-    mime["To"] = message.recipient.value
-    mime["Subject"] = reply_subject(reply_to.get("subject"))
-    if message_id:
-        mime["Message-ID"] = message_id
-    if reply_to.get("message_id"):
-        mime["In-Reply-To"] = reply_to["message_id"]
-        mime["References"] = reply_to.get("references") or reply_to["message_id"]
-    lines = [message.text] if message.text else []
-    for part in message.parts:
-        # Plain text is what every mail client renders: media go as links.
-        if isinstance(part, MediaPart) and part.url:
-            lines.append(f"{part.caption or part.filename or 'Attachment'}: {part.url}")
-    mime.set_content("\n\n".join(lines) or " ")
-    return mime.as_bytes()
-
-
-class EmailSender:
-    """Sends replies through SES (``sesv2.send_email`` with raw MIME)."""
-
-    provider = PROVIDER
-
-    def __init__(
-        self,
-        from_address: str,
-        client: Callable[[], Any] | None = None,
-        *,
-        configuration_set: str | None = None,
-    ) -> None:
-        self.from_address = from_address
-        # Sending through the configuration set is what makes SES publish the mail's
-        # bounces, complaints and deliveries to the feedback topic.
-        self.configuration_set = configuration_set or None
-        self._client_factory = client
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = (self._client_factory or _sesv2_client)()
-        return self._client
-
-    def send(self, message: Message) -> SendResult:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if not self.from_address:
-            raise SendFailed("email_not_configured", "EmailFromAddress is not set", retryable=False)
-        # SES replaces a Message-ID it is given with its own (<MessageId@...amazonses.com>,
-        # which inbound threading derives from the MessageId); other relays and the
-        # local stack keep ours, so it is recorded as an alias of the message too.
-        message_id = make_message_id(self.from_address)
-        raw = build_mime(message, self.from_address, message_id=message_id)
-        request: dict[str, Any] = {
-            "FromEmailAddress": self.from_address,
-            "Destination": {"ToAddresses": [message.recipient.value if message.recipient else ""]},
-            "Content": {"Raw": {"Data": raw}},
-        }
-        if self.configuration_set:
-            request["ConfigurationSetName"] = self.configuration_set
-        try:
-            response = self.client.send_email(**request)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code") or "ses_error")
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            retryable = code in _RETRYABLE_SES_ERRORS or status == 429 or status >= 500
-            raise SendFailed(code, str(error.get("Message") or code), retryable=retryable) from exc
-        except BotoCoreError as exc:
-            raise SendFailed("network_error", str(exc), retryable=True) from exc
-        return SendResult(provider_message_id=str(response["MessageId"]), aliases=(message_id,))
-
-
-def make_message_id(from_address: str) -> str:
-    """A fresh ``<...@domain>`` Message-ID on the sending address's domain."""
-    from email.utils import make_msgid
-
-    domain = from_address.rpartition("@")[2] or "threadline.invalid"
-    return make_msgid(domain=domain)
-
-
-def _sesv2_client() -> Any:
-    from threadline import aws
-
-    return aws.sesv2()
-
-
-def sender_from_env() -> EmailSender:
-    """The dispatcher's e-mail sender; the From address is template.yaml's EmailFromAddress."""
-    return EmailSender(
-        required_env("EMAIL_FROM_ADDRESS"),
-        configuration_set=required_env("EMAIL_CONFIGURATION_SET"),
-    )
