@@ -69,7 +69,8 @@ def test_a_send_carries_the_mapped_attributes():
     ]
 
 
-def test_a_missing_mapped_header_is_a_bare_500_and_nothing_is_sent():
+def test_a_missing_mapped_header_is_sqs_own_400_and_nothing_is_sent():
+    """SQS refuses an empty attribute value; API Gateway hands its 4xx back."""
     integration = SqsSendMessage(
         "Fallback",
         {
@@ -81,7 +82,9 @@ def test_a_missing_mapped_header_is_a_bare_500_and_nothing_is_sent():
         },
     )
     sqs = RecordingSqs()
-    assert integration.call(sqs, REQUEST, "rid").status == 500
+    response = integration.call(sqs, REQUEST, "rid")
+    assert response.status == 400
+    assert json.loads(response.body)["Error"]["Code"] == "InvalidParameterValue"
     assert sqs.sent == []
 
 
