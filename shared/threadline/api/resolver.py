@@ -97,8 +97,9 @@ def openapi_document() -> dict[str, Any]:
             version=__version__,
             description=(
                 "Customer timelines across every channel. Deployed, every route needs "
-                "SigV4-signed IAM credentials; the local stack accepts a bearer token "
-                "when THREADLINE_API_TOKEN is set."
+                "SigV4-signed IAM credentials (sigv4), or with ApiAuth=jwt an OAuth 2.0 "
+                "access token (jwt) with scope threadline/read (GET) or threadline/write; "
+                "the local stack accepts a bearer token when THREADLINE_API_TOKEN is set."
             ),
             security_schemes=SECURITY_SCHEMES,
             security=[{"sigv4": []}, {"jwt": []}],
