@@ -74,6 +74,10 @@ class Purpose(StrEnum):
     """Replies and service messages about something the customer asked for."""
     MARKETING = "marketing"
     """Promotions; needs an explicit grant (TCPA prior express consent, GDPR opt-in)."""
+    SURVEY = "survey"
+    """The satisfaction question after a resolved conversation (docs/analytics.md):
+    allowed without a record like a reply, but withdrawn on its own, so a customer can
+    refuse surveys and still get replies."""
 
 
 class ConsentState(StrEnum):
@@ -110,8 +114,9 @@ class ConsentRecord(BaseModel):
 
 
 def default_allows(purpose: Purpose) -> bool:
-    """Without any record: replies to someone who wrote in are fine, marketing is not."""
-    return purpose is Purpose.TRANSACTIONAL
+    """Without any record: replies (and the satisfaction question) to someone who wrote
+    in are fine, marketing is not."""
+    return purpose is not Purpose.MARKETING
 
 
 def records_of(entry: Mapping[str, Any] | None) -> dict[Purpose, ConsentRecord]:
@@ -169,11 +174,12 @@ def keyword_records(
     """The identity's new ``consent`` entry after a STOP or START (CTIA rules).
 
     STOP (and its synonyms) ends every message to that number from us, whatever the
-    purpose: it withdraws transactional and marketing alike. START/UNSTOP re-opens
+    purpose: it withdraws transactional, marketing and survey alike. START/UNSTOP re-opens
     the conversation: it grants transactional only, because a keyword is not the
     express written consent marketing needs; marketing needs a new grant through the
     API with its evidence. (Ingest does not read the profile, so the entry is written
-    whole: after START, marketing is back to its default, not allowed.)
+    whole: after START, marketing is back to its default, not allowed, and survey to
+    its default, allowed.)
     """
     records: dict[str, Any] = {}
     if action is ConsentAction.OPT_OUT:

@@ -61,6 +61,14 @@ class MessageQueued(_Event):
     message: Message
 
 
+class MessageNoteAdded(_Event):
+    """An agent wrote an internal note on the timeline (``direction: internal``):
+    never sent to the customer, shown to every CRM (docs/events.md)."""
+
+    type: Literal["message.note_added"] = "message.note_added"
+    message: Message
+
+
 class MessageSent(_Event):
     type: Literal["message.sent"] = "message.sent"
     message: Message
@@ -162,6 +170,7 @@ class CustomerMerged(_Event):
 Event = (
     MessageReceived
     | MessageQueued
+    | MessageNoteAdded
     | MessageSent
     | MessageStatusChanged
     | CustomerCreated
@@ -177,6 +186,7 @@ Event = (
 EVENT_MODELS: tuple[type[_Event], ...] = (
     MessageReceived,
     MessageQueued,
+    MessageNoteAdded,
     MessageSent,
     MessageStatusChanged,
     CustomerCreated,
@@ -221,6 +231,8 @@ def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
         if old is None:
             if new.get("merged_from"):
                 return []  # a merge moved it: it was announced when it arrived
+            if message.direction is Direction.INTERNAL:
+                return [MessageNoteAdded(message=message, **ids("message.note_added"))]
             if message.direction is Direction.INBOUND:
                 return [MessageReceived(message=message, **ids("message.received"))]
             return [MessageQueued(message=message, **ids("message.queued"))]

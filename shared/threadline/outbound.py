@@ -36,6 +36,7 @@ from threadline.errors import ThreadlineError
 from threadline.logs import logger
 from threadline.schema import (
     Channel,
+    Direction,
     Identity,
     MediaPart,
     Message,
@@ -324,6 +325,10 @@ class Dispatcher:
     ) -> DispatchOutcome:
         now = now or utc_now()
         message = self.store.claim(customer_id, message_id, now)
+        # notes: an agent note is never queued, so never claimed; refuse one all the same.
+        message = (
+            None if message is not None and message.direction is Direction.INTERNAL else message
+        )
         if message is None:
             # A merge may have moved the queued reply (same id) to the surviving customer.
             survivor = self.store.merged_into(customer_id)

@@ -29,6 +29,9 @@ def utc_now() -> datetime:
 class Direction(StrEnum):
     INBOUND = "inbound"
     OUTBOUND = "outbound"
+    # An agent's note on the timeline: stored like a message, never sent to the
+    # customer (docs/api.md, "Agent notes").
+    INTERNAL = "internal"
 
 
 class AuthorRole(StrEnum):

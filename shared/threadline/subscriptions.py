@@ -70,6 +70,7 @@ KNOWN_EVENT_TYPES = frozenset(
     {
         "message.received",
         "message.queued",
+        "message.note_added",
         "message.sent",
         "message.status_changed",
         "conversation.opened",

@@ -152,8 +152,9 @@ def test_stop_withdraws_every_purpose_with_the_message_as_evidence(twilio_post, 
     before = consent_of(api_call, customer_id)
     assert before[(identity, "transactional")]["allowed"] is True
     assert before[(identity, "transactional")]["state"] is None
-    # Marketing needs an explicit grant.
+    # Marketing needs an explicit grant; the satisfaction survey does not.
     assert before[(identity, "marketing")]["allowed"] is False
+    assert before[(identity, "survey")]["allowed"] is True
     path = f"/v1/customers/{customer_id}/messages"
     refused = api_call("POST", path, {"text": "20% off", "purpose": "marketing"})
     assert (refused["statusCode"], refused["json"]["error"]["code"]) == (409, "consent_required")
@@ -175,7 +176,7 @@ def test_stop_withdraws_every_purpose_with_the_message_as_evidence(twilio_post, 
         m["id"] for m in timeline(api_get, customer_id) if m["parts"][0]["text"] == "STOP"
     )
     after = consent_of(api_call, customer_id)
-    for purpose in ("transactional", "marketing"):
+    for purpose in ("transactional", "marketing", "survey"):
         entry = after[(identity, purpose)]
         assert entry["state"] == "withdrawn" and entry["allowed"] is False
         assert (entry["source"], entry["evidence"], entry["channel"]) == ("keyword", stop_id, "sms")
@@ -285,6 +286,7 @@ def test_export_archive_holds_everything_about_the_customer(
     assert {(e["identity"], e["purpose"]) for e in consent["consent"]} == {
         (f"email:{address}", "transactional"),
         (f"email:{address}", "marketing"),
+        (f"email:{address}", "survey"),
     }
     assert len(json.loads(archive.read("conversations.json"))) == 1
     manifest = json.loads(archive.read("manifest.json"))

@@ -29,6 +29,8 @@ API_ROUTES = {
     ("GET", "/v1/customers/{customer_id}/conversations"),
     ("GET", "/v1/conversations/{conversation_id}"),
     ("POST", "/v1/conversations/{conversation_id}/close"),
+    ("POST", "/v1/conversations/{conversation_id}/notes"),
+    ("POST", "/v1/customers/{customer_id}/notes"),
     ("POST", "/v1/customers/{customer_id}/identities"),
     ("POST", "/v1/customers/{customer_id}/merge"),
     ("POST", "/v1/subscriptions"),
@@ -131,13 +133,19 @@ def test_every_documented_error_answer_is_the_error_body():
 def test_only_the_routes_that_can_refuse_as_unprocessable_document_a_422():
     document = openapi_document()
     with_422 = {op["operationId"] for _, _, op in operations(document) if "422" in op["responses"]}
-    assert with_422 == {"sendMessage", "createSubscription", "putConsent"}
+    assert with_422 == {
+        "sendMessage",
+        "createSubscription",
+        "putConsent",
+        "addConversationNote",
+        "addCustomerNote",
+    }
     descriptions = {
         op["responses"]["422"]["description"]
         for _, _, op in operations(document)
         if "422" in op["responses"]
     }
-    assert len(descriptions) == 3
+    assert len(descriptions) == 4
 
 
 def test_every_operation_declares_its_success_body_and_a_readable_operation_id():

@@ -196,3 +196,19 @@ def test_records_written_before_purposes_still_count():
 def test_a_granted_record_allows_and_a_withdrawn_one_refuses(purpose, state):
     entry = {purpose.value: {"state": state.value, "at": AT.isoformat(), "source": "api"}}
     assert allows(entry, purpose) is (state is ConsentState.GRANTED)
+
+
+def test_surveys_are_allowed_without_a_record_and_refused_on_their_own():
+    assert allows(None, Purpose.SURVEY) is True
+    withdrawn = {"survey": {"state": "withdrawn", "at": AT.isoformat(), "source": "api"}}
+    assert refusal_code(withdrawn, Purpose.SURVEY) == "opted_out"
+    # Refusing surveys leaves replies alone.
+    assert allows(withdrawn, Purpose.TRANSACTIONAL)
+
+
+def test_start_after_stop_brings_surveys_back_to_their_default():
+    entry = keyword_records(
+        ConsentAction.OPT_IN, source=ConsentSource.KEYWORD, evidence="01MSG", channel="sms", at=AT
+    )
+    assert Purpose.SURVEY not in records_of(entry)
+    assert allows(entry, Purpose.SURVEY)

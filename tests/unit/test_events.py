@@ -27,6 +27,7 @@ from threadline.events import (
     ConversationRated,
     ConversationReopened,
     CustomerCreated,
+    MessageNoteAdded,
     MessageQueued,
     MessageReceived,
     MessageSent,
@@ -79,6 +80,19 @@ INBOUND = Message(
     parts=[TextPart(text="Hi, my order hasn't arrived")],
     status=MessageStatus.RECEIVED,
     status_history=[StatusChange(status=MessageStatus.RECEIVED, at=AT)],
+)
+NOTE = Message(
+    id="01J9Z8X7W6V5T4S3R2Q1P0N9M3",
+    customer_id=CUSTOMER_ID,
+    conversation_id=CONVERSATION_ID,
+    channel=Channel.SMS,
+    direction=Direction.INTERNAL,
+    provider="threadline",
+    author_role=AuthorRole.AGENT,
+    author_id="agent-42",
+    received_at=AT,
+    parts=[TextPart(text="Refund approved by billing")],
+    status=MessageStatus.RECEIVED,
 )
 QUEUED = Message(
     id="01J9Z8X7W6V5T4S3R2Q1P0N9M2",
@@ -229,6 +243,13 @@ def msg(message: Message, **extra: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ what each change means
+
+
+def test_a_note_insert_is_message_note_added_and_nothing_else():
+    [event] = events_from_stream_record(record("INSERT", msg(NOTE)))
+    assert isinstance(event, MessageNoteAdded)
+    assert event.message == NOTE
+    assert events_from_stream_record(record("MODIFY", msg(NOTE), msg(NOTE))) == []
 
 
 def test_inbound_message_insert_is_message_received():
@@ -447,6 +468,7 @@ def all_events() -> list[Any]:
     records = [
         record("INSERT", msg(INBOUND)),
         record("INSERT", msg(QUEUED)),
+        record("INSERT", msg(NOTE)),
         record("MODIFY", msg(SENT), msg(QUEUED)),
         record("INSERT", PROFILE_ITEM),
         record("INSERT", CONVERSATION_ITEM),

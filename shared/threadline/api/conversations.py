@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler.api_gateway import Router
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.api_gateway import Response, Router
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import ValidationError
 
-from threadline.api.dependencies import customer_store
+from threadline.api.dependencies import NoteIdempotencyKey, customer_store
 from threadline.api.errors import answers
 from threadline.errors import MalformedRequest, NotFound
+from threadline.notes import NoteRequest, add_note
 from threadline.outcomes import CloseRequest
-from threadline.schema import Conversation, ConversationPage
+from threadline.schema import Conversation, ConversationPage, Message
 from threadline.store import MAX_PAGE_SIZE
 
 router = Router()  # type: ignore[no-untyped-call]
@@ -69,3 +70,35 @@ def close_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
     if conversation is None:
         raise NotFound("no such conversation")
     return conversation
+
+
+@router.post(
+    "/v1/conversations/<conversation_id>/notes",
+    summary="Add an internal agent note to a conversation (never sent to the customer)",
+    tags=["conversations"],
+    status_code=201,
+    operation_id="addConversationNote",
+    responses=answers(
+        {201: "The note as stored on the timeline"},
+        404,
+        explained={422: "An Idempotency-Key reused for another note"},
+    ),
+)
+def add_conversation_note(
+    conversation_id: Annotated[str, Path()],
+    request: Annotated[NoteRequest, Body()],
+    idempotency_key: NoteIdempotencyKey = None,
+) -> Response[Message]:
+    store = customer_store()
+    conversation = store.get_conversation(conversation_id)
+    if conversation is None:
+        raise NotFound("no such conversation")
+    note, _ = add_note(
+        store,
+        conversation.customer_id,
+        request,
+        conversation_id=conversation.id,
+        conversation_channel=conversation.last_channel,
+        idempotency_key=idempotency_key,
+    )
+    return Response(201, "application/json", note)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.api_gateway import Response, Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 
-from threadline.api.dependencies import customer_store
+from threadline.api.dependencies import NoteIdempotencyKey, customer_store
 from threadline.api.errors import answers
 from threadline.customers import ProfilePatch, parse_external_id
 from threadline.errors import MalformedRequest, NotFound
-from threadline.schema import Customer, Identity, TimelinePage
+from threadline.notes import NoteRequest, add_note
+from threadline.schema import Customer, Identity, Message, TimelinePage
 from threadline.store import MAX_PAGE_SIZE
 
 router = Router()  # type: ignore[no-untyped-call]
@@ -103,3 +104,25 @@ def patch_customer(
     customer_id: Annotated[str, Path()], patch: Annotated[ProfilePatch, Body()]
 ) -> Customer:
     return customer_store().patch_profile(customer_id, patch)
+
+
+@router.post(
+    "/v1/customers/<customer_id>/notes",
+    summary="Add an internal agent note to a customer's timeline (never sent to them)",
+    tags=["customers"],
+    status_code=201,
+    operation_id="addCustomerNote",
+    responses=answers(
+        {201: "The note as stored on the timeline"},
+        404,
+        explained={422: "An Idempotency-Key reused for another note"},
+    ),
+)
+def add_customer_note(
+    customer_id: Annotated[str, Path()],
+    request: Annotated[NoteRequest, Body()],
+    idempotency_key: NoteIdempotencyKey = None,
+) -> Response[Message]:
+    # Joins the open conversation, else the customer's latest one.
+    note, _ = add_note(customer_store(), customer_id, request, idempotency_key=idempotency_key)
+    return Response(201, "application/json", note)

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler.openapi.params import Header
 
 from threadline.customers import CustomerStore
 from threadline.privacy import PrivacyService, PrivacySettings
 from threadline.settings import required_env, store_settings
 from threadline.subscriptions import SubscriptionStore
+
+# The Idempotency-Key header of the routes that write a message (a note; replies have
+# their own wording in messages.py).
+NoteIdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="idempotency-key",
+        max_length=255,
+        description="retrying with the same key returns the first note and writes once",
+    ),
+]
 
 
 @cache

@@ -339,5 +339,10 @@ class WebchatSocket:
             page = self.store.timeline(customer_id, limit=HISTORY_PAGE, cursor=before)
         except MalformedRequest as exc:
             raise FrameError("before is not a cursor of this chat", code="malformed_frame") from exc
-        messages = [m for m in page.items if m.channel is Channel.WEBCHAT]
+        # Agent notes (direction internal) are the team's, never the visitor's.
+        messages = [
+            m
+            for m in page.items
+            if m.channel is Channel.WEBCHAT and m.direction is not Direction.INTERNAL
+        ]
         return history_frame(messages, page.next_cursor)
