@@ -762,7 +762,7 @@ def bench_webhook_worker(stack: Any) -> None:
     delivered = len(receiver.arrivals)
     assert fanned == delivered == WEBHOOK_EVENTS, (fanned, delivered)
     bare = HttpClient()
-    secret = store.get_with_secret(created.id)
+    secret = store.get_with_secrets(created.id)
     assert secret is not None
     payloads = [json.dumps(body, separators=(",", ":")) for body in receiver.bodies]
     started = time.perf_counter()
@@ -772,7 +772,7 @@ def bench_webhook_worker(stack: Any) -> None:
             "POST",
             receiver.url,
             body=payload.encode(),
-            headers=signed_headers(secret[1], event_id, payload, utc_now()),
+            headers=signed_headers(secret[1].current, event_id, payload, utc_now()),
         )
     posts_seconds = time.perf_counter() - started
     # The workers' AWS calls made bare, on fresh event ids so every write lands anew.

@@ -10,6 +10,7 @@ from threadline.api.dependencies import (
     customer_store,
     private_webhook_targets_allowed,
     subscription_store,
+    webhook_delivery_queue_url,
 )
 from threadline.api.resolver import app, openapi_document
 from threadline.api_body import refuse_unreadable_body
@@ -23,6 +24,7 @@ __all__ = ["app", "lambda_handler", "openapi_document", "store"]
 store = customer_store()
 subscription_store()
 private_webhook_targets_allowed()
+webhook_delivery_queue_url()
 
 
 @traced

@@ -167,7 +167,10 @@ def print_banner(stack: LocalStack, out: TextIO) -> None:
         _say(out, f"  web chat      {stack.websocket.demo_url}  (demo page: the widget, live)")
         _say(out, f"  widget        {stack.base_url}/webchat/v1/widget.js")
     auth = (
-        "bearer token required (THREADLINE_API_TOKEN)"
+        "JWT access tokens with scopes (THREADLINE_API_AUTH=jwt): "
+        "GET /_dev/token?scope=threadline/read"
+        if stack.jwt
+        else "bearer token required (THREADLINE_API_TOKEN)"
         if stack.api_token
         else "open; set THREADLINE_API_TOKEN to require a bearer token"
     )

@@ -36,6 +36,7 @@ from werkzeug.wrappers import Request, Response
 from devstack.control import FunctionControl
 from devstack.eventlog import EventLog
 from devstack.gateway import WsgiApp
+from devstack.jwt_auth import LocalJwtAuthorizer
 from devstack.maildrop import EmbeddedSesOutbox, MailDrop
 from devstack.sandbox import ProviderSandbox
 from devstack.sesfeedback import FeedbackError, SesFeedback
@@ -68,6 +69,8 @@ class DevRoutes:
         self.functions: FunctionControl | None = None
         # The console page at "/" and the routes the threadline CLI reads.
         self.console: WebConsole | None = None
+        # THREADLINE_API_AUTH=jwt: mints the access tokens the gateway checks.
+        self.jwt: LocalJwtAuthorizer | None = None
         self._log = log
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -144,10 +147,26 @@ class DevRoutes:
             return _json(202, self.mail.deliver(raw))
         if path == f"{PREFIX}/email/feedback":
             return self._feedback(request, method)
+        if path == f"{PREFIX}/token":
+            return self._token(request, method)
         answer = self.console.answer(request, path, method) if self.console else None
         if answer is not None:
             return answer
         return _json(404, {"message": "Not Found"})
+
+    def _token(self, request: Request, method: str) -> Response:
+        """``GET /_dev/token?scope=threadline/read``: an access token, for loopback only."""
+        if self.jwt is None:
+            return _json(404, {"message": "start the stack with THREADLINE_API_AUTH=jwt"})
+        if method != "GET":
+            return _json(405, {"message": "Method Not Allowed"})
+        if request.remote_addr not in ("127.0.0.1", "::1"):
+            return _json(403, {"message": "tokens are minted for loopback callers only"})
+        scopes = " ".join(request.args.getlist("scope")).split()
+        token = self.jwt.mint(scopes)
+        return _json(
+            200, {"access_token": token, "token_type": "Bearer", "scope": " ".join(scopes)}
+        )
 
     def _feedback(self, request: Request, method: str) -> Response:
         if method != "POST":

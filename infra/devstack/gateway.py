@@ -28,6 +28,7 @@ from devstack.apigw import (
     map_response,
     new_request_id,
 )
+from devstack.jwt_auth import LocalJwtAuthorizer
 from devstack.routes import RouteTable
 from devstack.runtime import Invocation
 
@@ -46,6 +47,7 @@ class Gateway:
         api_ids: dict[str, str],
         account_id: str,
         api_token: str | None = None,
+        jwt: LocalJwtAuthorizer | None = None,
         log: TextIO | None = None,
         service_client: Callable[[str], Any] | None = None,
     ) -> None:
@@ -56,6 +58,8 @@ class Gateway:
         self.api_ids = api_ids
         self.account_id = account_id
         self.api_token = api_token or None
+        # THREADLINE_API_AUTH=jwt: IAM-protected routes take access tokens instead.
+        self.jwt = jwt
         self._log = log
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -84,7 +88,12 @@ class Gateway:
             return json_response(404, "Not Found", request_id=request_id), f"{method} (no route)"
         route = match.route
         label = f"{route.key} -> {route.function}"
-        if route.protected and not self._authorized(request):
+        if route.protected and self.jwt is not None:
+            refused = self.jwt.refusal(request.headers.get("Authorization", ""), method)
+            if refused is not None:
+                message = "Unauthorized" if refused == 401 else "Forbidden"
+                return json_response(refused, message, request_id=request_id), label
+        elif route.protected and not self._authorized(request):
             return json_response(403, "Forbidden", request_id=request_id), label
         if route.integration is not None and self.service_client is not None:
             wire = _wire_request(request, body)

@@ -27,6 +27,7 @@ from devstack.eventlog import EventLog
 from devstack.functions import FunctionSpec, load_functions
 from devstack.gateway import Gateway, GatewayServer
 from devstack.integrations import service_routes
+from devstack.jwt_auth import LocalJwtAuthorizer, route_scopes
 from devstack.maildrop import EmbeddedSesOutbox, MailDrop, mail_targets
 from devstack.pollers import DEFAULT_POLL_INTERVAL, Poller, function_pollers
 from devstack.resources import StackResources, create_resources
@@ -273,6 +274,13 @@ class LocalStack:
         self.api_token = (
             api_token if api_token is not None else self.environ.get("THREADLINE_API_TOKEN")
         )
+        # THREADLINE_API_AUTH=jwt: /v1 takes access tokens minted at /_dev/token and
+        # checked with the scopes of template.yaml's ApiAuth=jwt routes.
+        self.jwt = (
+            LocalJwtAuthorizer(route_scopes(self.template.resources))
+            if self.environ.get("THREADLINE_API_AUTH") == "jwt"
+            else None
+        )
         self.max_workers = max_workers
         self.poll_interval = poll_interval
         self.log = log
@@ -303,6 +311,7 @@ class LocalStack:
 
     def _start(self) -> None:
         dev = DevRoutes(self.sandbox, log=self.log)
+        dev.jwt = self.jwt
         # Bound (not yet serving) first: its URL is a parameter of the resources.
         self.server = GatewayServer(dev, port=self.port)
         self.parameter_defaults = local_parameter_defaults(
@@ -342,6 +351,7 @@ class LocalStack:
             api_ids=self._api_ids(),
             account_id=self.aws.aws.account_id,
             api_token=self.api_token,
+            jwt=self.jwt,
             log=self.log,
             service_client=self.aws.client,
         )
@@ -446,7 +456,8 @@ class LocalStack:
         """
         if not self.has_health_route():
             return
-        headers = {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
+        token = self.jwt.mint(["threadline/read"]) if self.jwt else self.api_token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         request = urllib.request.Request(self.base_url + HEALTH_PATH, headers=headers)  # noqa: S310 - http://127.0.0.1 only
         # No proxies: a developer's HTTP_PROXY must not see loopback traffic.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -18,6 +18,10 @@ The path (docs/events.md, "Signed webhooks"):
 The webhook body is the event exactly as on the bus (its ``detail``), so it
 validates against infra/schemas/event.<type>.v1.json; ``webhook-id`` is the
 event's ``id``, the same on every retry, so a receiver can deduplicate.
+
+An operator's redelivery (:func:`redeliver`) reopens failed deliveries in the table
+and puts their stored jobs back on the same delivery queue: the same worker, the same
+retries, the same ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from threadline.errors import Conflict, NotFound
 from threadline.http import HttpClient, TransportError
 from threadline.items import new_id
 from threadline.logs import logger
@@ -40,6 +45,7 @@ from threadline.ssrf import Resolver, UrlNotAllowed, UrlUnresolvable, check_targ
 from threadline.subscriptions import (
     DeliveryAttempt,
     DeliveryStatus,
+    SigningSecrets,
     Subscription,
     SubscriptionState,
     SubscriptionStore,
@@ -65,6 +71,8 @@ class DeliveryJob(BaseModel):
     customer_id: str | None = None
     # The event JSON exactly as it will be signed and sent.
     payload: str = Field(repr=False)
+    # 0 for the fan-out's job; n for an operator's n-th redelivery of the event.
+    redelivery: int = Field(default=0, ge=0)
 
     @property
     def group_id(self) -> str:
@@ -73,7 +81,10 @@ class DeliveryJob(BaseModel):
 
     @property
     def deduplication_id(self) -> str:
-        return f"{self.subscription_id}:{self.event_id}"
+        # A redelivery is a new message for SQS (its 5-minute deduplication would drop
+        # it); a repeated request for the same redelivery is stopped by the table.
+        suffix = f":r{self.redelivery}" if self.redelivery else ""
+        return f"{self.subscription_id}:{self.event_id}{suffix}"
 
 
 @dataclass
@@ -165,14 +176,21 @@ def enqueue(jobs: list[DeliveryJob], queue_url: str, sqs: Any) -> None:
 # --------------------------------------------------------------------- delivery
 
 
-def signed_headers(secret: str, event_id: str, payload: str, at: datetime) -> dict[str, str]:
-    """The Standard Webhooks headers for ``payload`` sent at ``at``."""
+def signed_headers(
+    secret: str, event_id: str, payload: str, at: datetime, *, also: Sequence[str] = ()
+) -> dict[str, str]:
+    """The Standard Webhooks headers for ``payload`` sent at ``at``.
+
+    ``also``: more secrets that sign it (a rotation's overlap); their signatures
+    follow the first, space-separated, as Standard Webhooks allows.
+    """
     from standardwebhooks import Webhook  # pure Python, imported where it is used
 
+    signatures = [Webhook(key).sign(event_id, at, payload) for key in (secret, *also)]
     return {
         "webhook-id": event_id,
         "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": Webhook(secret).sign(event_id, at, payload),
+        "webhook-signature": " ".join(signatures),
         "content-type": "application/json",
     }
 
@@ -208,15 +226,15 @@ class Deliverer:
         self.resolver = resolver
         self.clock = clock
         # Subscriptions read during one batch: a batch's jobs mostly share a few.
-        self._batch: dict[str, tuple[Subscription, str] | None] = {}
+        self._batch: dict[str, tuple[Subscription, SigningSecrets] | None] = {}
 
     def start_batch(self) -> None:
         """Forget the subscriptions read for the previous batch (call once per invocation)."""
         self._batch.clear()
 
-    def _subscription(self, subscription_id: str) -> tuple[Subscription, str] | None:
+    def _subscription(self, subscription_id: str) -> tuple[Subscription, SigningSecrets] | None:
         if subscription_id not in self._batch:
-            self._batch[subscription_id] = self.store.get_with_secret(subscription_id)
+            self._batch[subscription_id] = self.store.get_with_secrets(subscription_id)
         return self._batch[subscription_id]
 
     def deliver(self, job: DeliveryJob) -> DeliveryStatus | None:
@@ -231,8 +249,9 @@ class Deliverer:
                 extra={"subscription_id": job.subscription_id, "event_id": job.event_id},
             )
             return None
-        subscription, secret = found
+        subscription, secrets = found
         now = self.clock()
+        signing = secrets.at(now)
         attempt = self.store.claim_attempt(job.subscription_id, job.event_id, now=now)
         if attempt is None:
             logger.info(
@@ -253,7 +272,9 @@ class Deliverer:
                 "POST",
                 subscription.url,
                 body=job.payload.encode(),
-                headers=signed_headers(secret, job.event_id, job.payload, now),
+                headers=signed_headers(
+                    signing[0], job.event_id, job.payload, now, also=signing[1:]
+                ),
                 timeout=self.settings.timeout_seconds,
                 # The address just checked, not a second DNS answer (rebinding).
                 connect_to=checked[0] if checked else None,
@@ -303,7 +324,9 @@ class Deliverer:
         if outcome is DeliveryStatus.FAILED and last_attempt:
             # Kept for an operator (the alarm fires) before the history says failed.
             self.dead_letter(job, reason)
-        self.store.record_attempt(record)
+        self.store.record_attempt(
+            record, payload=job.payload if outcome is DeliveryStatus.FAILED else None
+        )
         if outcome is DeliveryStatus.GONE:
             self.store.disable(job.subscription_id, reason, now=now)
             self._batch[job.subscription_id] = None
@@ -322,3 +345,54 @@ class Deliverer:
         if delay is not None:
             raise RetryDelivery(delay, reason)
         return outcome
+
+
+# --------------------------------------------------------------------- redelivery
+
+
+def redeliver(
+    store: SubscriptionStore,
+    subscription_id: str,
+    event_ids: Iterable[str],
+    put_jobs: Callable[[list[DeliveryJob]], None],
+) -> int:
+    """Put failed deliveries back on the delivery queue: how many were queued.
+
+    Each is reopened in the table first (a condition: a repeated request, or one for
+    an event not failed, reopens nothing), then queued; a job the queue refused is
+    marked failed again, so a later request can retry it.
+    """
+    found = store.get(subscription_id)
+    if found is None:
+        raise NotFound("no such subscription")
+    if found.state is not SubscriptionState.ENABLED:
+        raise Conflict(
+            "the subscription is disabled (its receiver answered 410); nothing is delivered",
+            code="subscription_disabled",
+        )
+    jobs: list[DeliveryJob] = []
+    for event_id in dict.fromkeys(event_ids):
+        reopened = store.reopen_failed(subscription_id, event_id)
+        if reopened is None:
+            continue
+        jobs.append(
+            DeliveryJob(
+                subscription_id=subscription_id,
+                event_id=event_id,
+                event_type=str(reopened["event_type"]),
+                customer_id=reopened.get("customer_id"),
+                payload=str(reopened["payload"]),
+                redelivery=int(reopened["redeliveries"]),
+            )
+        )
+    try:
+        put_jobs(jobs)
+    except Exception:
+        for job in jobs:
+            store.close_reopened(subscription_id, job.event_id)
+        raise
+    logger.info(
+        "failed webhook deliveries queued again",
+        extra={"subscription_id": subscription_id, "queued": len(jobs)},
+    )
+    return len(jobs)

@@ -17,7 +17,17 @@ The signing secret lives in the subscription item, under the table's encryption
 at rest, not in Secrets Manager: the worker needs it for every delivery, and one
 GetItem already reads the subscription (URL, state). Secrets Manager would add a
 call (or a cache that outlives a rotation) and a per-secret monthly charge for each
-subscriber. The API returns the secret once, in the answer to the POST.
+subscriber. The API returns the secret once, in the answer to the POST (and a new
+one in the answer to a rotation).
+
+Rotation keeps the previous secret in the item until ``previous_secret_until``:
+during that overlap every delivery is signed with both (Standard Webhooks allows
+several space-separated signatures), so a receiver can switch secrets at its pace.
+
+A delivery that failed for good keeps its payload in its ``EVT#`` item (only failed
+ones: a delivered event's payload is not stored), so an operator can redeliver it
+through the delivery queue: the item is reopened (outcome removed, attempts reset)
+under a condition, which makes a repeated redelivery request queue nothing twice.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import base64
 import contextlib
 import hashlib
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -34,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from threadline.dal.base import Delete, Put, Update, Write, WriteCancelled, put_once
 from threadline.dal.dynamodb import DynamoTable
-from threadline.errors import NotFound, ThreadlineError
+from threadline.errors import Conflict, NotFound, ThreadlineError
 from threadline.items import IDEMPOTENCY_SK, expires_at, new_id
 from threadline.schema import utc_now
 
@@ -49,6 +60,9 @@ MAX_PAGE_SIZE = 100
 MAX_SUBSCRIPTIONS = 100
 # An Idempotency-Key is remembered a week (DynamoDB TTL), as for sending a reply.
 IDEMPOTENCY_DAYS = 7
+# How long a rotated-out secret keeps signing deliveries next to the new one.
+DEFAULT_ROTATION_OVERLAP_HOURS = 24
+MAX_ROTATION_OVERLAP_HOURS = 7 * 24
 
 # Every detail-type a subscription may name: the design's catalog. A filter with a
 # typo would otherwise match nothing, silently.
@@ -145,6 +159,33 @@ class CreatedSubscription(Subscription):
     secret: str = Field(
         description="Standard Webhooks signing secret (whsec_ + base64); shown only here"
     )
+
+
+class RotatedSecret(_Model):
+    subscription_id: str
+    secret: str = Field(description="the new signing secret (whsec_ + base64); shown only here")
+    previous_secret_expires_at: datetime | None = Field(
+        description="until then deliveries carry a signature with the previous secret too"
+    )
+
+
+class Redelivery(_Model):
+    queued: int = Field(ge=0, description="failed deliveries put back on the delivery queue")
+
+
+@dataclass(frozen=True)
+class SigningSecrets:
+    """A subscription's secret and, during a rotation's overlap, the one before it."""
+
+    current: str
+    previous: str | None = None
+    previous_until: datetime | None = None
+
+    def at(self, now: datetime) -> list[str]:
+        """The secrets that sign a delivery made at ``now``: the current one first."""
+        if self.previous and self.previous_until and now < self.previous_until:
+            return [self.current, self.previous]
+        return [self.current]
 
 
 class SubscriptionList(_Model):
@@ -324,9 +365,60 @@ class SubscriptionStore:
         found = self._get_item(subscription_id)
         return _subscription_from_item(found) if found else None
 
-    def get_with_secret(self, subscription_id: str) -> tuple[Subscription, str] | None:
+    def get_with_secrets(self, subscription_id: str) -> tuple[Subscription, SigningSecrets] | None:
         found = self._get_item(subscription_id)
-        return (_subscription_from_item(found), str(found["secret"])) if found else None
+        if found is None:
+            return None
+        until = found.get("previous_secret_until")
+        secrets_ = SigningSecrets(
+            current=str(found["secret"]),
+            previous=found.get("previous_secret"),
+            previous_until=datetime.fromisoformat(until) if until else None,
+        )
+        return _subscription_from_item(found), secrets_
+
+    def rotate_secret(
+        self,
+        subscription_id: str,
+        *,
+        overlap: timedelta = timedelta(hours=DEFAULT_ROTATION_OVERLAP_HOURS),
+        now: datetime | None = None,
+    ) -> RotatedSecret:
+        """A new signing secret; the current one keeps signing too for ``overlap``.
+
+        Rotating again within the overlap drops the oldest secret: at most two sign.
+        The condition on the secret read makes two concurrent rotations one winner and
+        one 409, never a secret that nobody was shown.
+        """
+        now = now or utc_now()
+        found = self._get_item(subscription_id)
+        if found is None:
+            raise NotFound("no such subscription")
+        new = new_secret()
+        until = now + overlap
+        values: dict[str, Any] = {":new": new, ":old": found["secret"]}
+        if overlap > timedelta(0):
+            expression = "SET secret = :new, previous_secret = :old, previous_secret_until = :until"
+            values[":until"] = until.isoformat()
+        else:
+            expression = "SET secret = :new REMOVE previous_secret, previous_secret_until"
+        rotate = Update(
+            key=(SUBS_PK, subscription_pk(subscription_id)),
+            expression=expression,
+            condition="secret = :old",
+            values=values,
+        )
+        try:
+            self.data.write([rotate])
+        except WriteCancelled:
+            raise Conflict(
+                "the subscription was rotated or deleted meanwhile", code="rotation_conflict"
+            ) from None
+        return RotatedSecret(
+            subscription_id=subscription_id,
+            secret=new,
+            previous_secret_expires_at=until if overlap > timedelta(0) else None,
+        )
 
     def _get_item(self, subscription_id: str) -> dict[str, Any] | None:
         return self.data.get((SUBS_PK, subscription_pk(subscription_id)), consistent=True)
@@ -382,8 +474,11 @@ class SubscriptionStore:
         except WriteCancelled:
             return None
 
-    def record_attempt(self, attempt: DeliveryAttempt) -> None:
-        """Write the attempt to the history, and the outcome when it is final."""
+    def record_attempt(self, attempt: DeliveryAttempt, *, payload: str | None = None) -> None:
+        """Write the attempt to the history, and the outcome when it is final.
+
+        A final failure keeps ``payload`` (the signed body) for a redelivery.
+        """
         history = {
             "pk": subscription_pk(attempt.subscription_id),
             "sk": f"DLV#{attempt.id}",
@@ -392,7 +487,23 @@ class SubscriptionStore:
             "expires_at": _expires_at(attempt.attempted_at),
         }
         writes: list[Write] = [Put(history)]
-        if attempt.status is not DeliveryStatus.RETRYING:
+        if attempt.status is DeliveryStatus.FAILED and payload is not None:
+            writes.append(
+                Update(
+                    key=(subscription_pk(attempt.subscription_id), f"EVT#{attempt.event_id}"),
+                    expression=(
+                        "SET outcome = :outcome, payload = :payload, event_type = :type, "
+                        "customer_id = :customer"
+                    ),
+                    values={
+                        ":outcome": attempt.status.value,
+                        ":payload": payload,
+                        ":type": attempt.event_type,
+                        ":customer": attempt.customer_id,
+                    },
+                )
+            )
+        elif attempt.status is not DeliveryStatus.RETRYING:
             writes.append(
                 Update(
                     key=(subscription_pk(attempt.subscription_id), f"EVT#{attempt.event_id}"),
@@ -401,6 +512,58 @@ class SubscriptionStore:
                 )
             )
         self.data.write(writes)
+
+    def attempt(self, subscription_id: str, delivery_id: str) -> DeliveryAttempt | None:
+        """One recorded attempt (a delivery id of ``GET .../deliveries``)."""
+        found = self.data.get((subscription_pk(subscription_id), f"DLV#{delivery_id}"))
+        return DeliveryAttempt.model_validate_json(found["attempt"]) if found else None
+
+    def failed_event_ids(self, subscription_id: str, *, since: datetime) -> list[str]:
+        """The events whose delivery failed for good, last tried at ``since`` or later."""
+        items = self.data.query_all(
+            subscription_pk(subscription_id),
+            "EVT#",
+            consistent=True,
+            attributes=("sk", "outcome", "last_attempt_at"),
+        )
+        return [
+            str(item["sk"]).removeprefix("EVT#")
+            for item in items
+            if item.get("outcome") == DeliveryStatus.FAILED.value
+            and datetime.fromisoformat(str(item["last_attempt_at"])) >= since
+        ]
+
+    def reopen_failed(self, subscription_id: str, event_id: str) -> dict[str, Any] | None:
+        """Reopen a failed delivery for one more round of attempts: its stored job.
+
+        None when it is not (or no longer) failed: delivered, already reopened by an
+        earlier request, or failed before payloads were kept. The condition makes a
+        repeated request reopen nothing twice.
+        """
+        reopen = Update(
+            key=(subscription_pk(subscription_id), f"EVT#{event_id}"),
+            expression=(
+                "REMOVE outcome SET attempts = :zero, "
+                "redeliveries = if_not_exists(redeliveries, :zero) + :one"
+            ),
+            condition="outcome = :failed AND attribute_exists(payload)",
+            values={":zero": 0, ":one": 1, ":failed": DeliveryStatus.FAILED.value},
+        )
+        try:
+            return self.data.update_returning(reopen)
+        except WriteCancelled:
+            return None
+
+    def close_reopened(self, subscription_id: str, event_id: str) -> None:
+        """Mark a reopened delivery failed again (its job could not be queued)."""
+        close = Update(
+            key=(subscription_pk(subscription_id), f"EVT#{event_id}"),
+            expression="SET outcome = :failed",
+            condition="attribute_not_exists(outcome)",
+            values={":failed": DeliveryStatus.FAILED.value},
+        )
+        with contextlib.suppress(WriteCancelled):
+            self.data.write([close])
 
     def deliveries(
         self, subscription_id: str, *, limit: int = 50, cursor: str | None = None

@@ -371,3 +371,148 @@ def test_bodies_that_are_not_events_or_jobs_never_block_a_queue(
     assert answer == {"batchItemFailures": []}
     (parked,) = sqs.receive_message(QueueUrl=dead_letters, MaxNumberOfMessages=10)["Messages"]
     assert json.loads(parked["Body"]) == {"body": record["body"], "reason": "not a delivery job"}
+
+
+# ------------------------------------------------- operators: rotation, redelivery
+
+
+def test_a_rotated_secret_signs_next_to_the_old_one_until_the_overlap_ends(
+    call_api, aws, stack, delivery_module, receivers
+):
+    sqs = stack.client("sqs")
+    receiver = Receiver(204)
+    receivers.append(receiver)
+    store = SubscriptionStore(aws.table, dynamodb=aws.dynamodb)
+    from threadline.subscriptions import SubscriptionRequest
+
+    created = store.create(SubscriptionRequest(url=receiver.url))
+    status, rotated = call_api(
+        "POST", f"/v1/subscriptions/{created.id}/rotate-secret", query="overlap_hours=2"
+    )
+    assert status == 200, rotated
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != created.secret
+    until = datetime.fromisoformat(rotated["previous_secret_expires_at"])
+    assert timedelta(hours=1, minutes=59) < until - datetime.now(UTC) <= timedelta(hours=2)
+
+    delivery_queue = stack.physical_id("WebhookDeliveryQueue")
+    drain(sqs, delivery_queue)
+    job = delivery_job(created.id, "ev-rotation-1")
+    sqs.send_message(
+        QueueUrl=delivery_queue,
+        MessageBody=job.model_dump_json(),
+        MessageGroupId=job.group_id,
+        MessageDeduplicationId=job.deduplication_id,
+    )
+    records = lambda_records(sqs, delivery_queue, stack.resources["WebhookDeliveryQueue"].arn)
+    assert delivery_module.lambda_handler({"Records": records}, DeliveryContext()) == {
+        "batchItemFailures": []
+    }
+    for record in records:
+        sqs.delete_message(QueueUrl=delivery_queue, ReceiptHandle=record["receiptHandle"])
+    ((headers, body),) = receiver.requests
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (created.secret, rotated["secret"]):
+        assert Webhook(secret).verify(body, headers)["id"] == "ev-rotation-1"
+
+    # Rotating with no overlap: the old secret stops signing at once.
+    status, again = call_api(
+        "POST", f"/v1/subscriptions/{created.id}/rotate-secret", query="overlap_hours=0"
+    )
+    assert status == 200 and again["previous_secret_expires_at"] is None
+    found = store.get_with_secrets(created.id)
+    assert found is not None
+    assert found[1].at(datetime.now(UTC)) == [again["secret"]]
+    assert call_api("POST", "/v1/subscriptions/nope/rotate-secret")[0] == 404
+    store.delete(created.id)
+
+
+def drain(sqs: Any, queue_url: str) -> None:
+    """Delete what earlier tests left visible (PurgeQueue: once a minute only)."""
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
+        if not messages:
+            return
+        for message in messages:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def delivery_job(subscription_id: str, event_id: str) -> Any:
+    from threadline.crm_webhooks import DeliveryJob
+
+    detail = {"id": event_id, "type": "message.received", "customer_id": "C-redeliver"}
+    return DeliveryJob(
+        subscription_id=subscription_id,
+        event_id=event_id,
+        event_type="message.received",
+        customer_id="C-redeliver",
+        payload=json.dumps(detail),
+    )
+
+
+def test_failed_deliveries_are_redelivered_once_through_the_delivery_queue(
+    call_api, aws, stack, delivery_module, receivers
+):
+    sqs = stack.client("sqs")
+    delivery_queue = stack.physical_id("WebhookDeliveryQueue")
+    delivery_arn = stack.resources["WebhookDeliveryQueue"].arn
+    drain(sqs, delivery_queue)
+    receiver = Receiver(400)  # a final failure at once
+    receivers.append(receiver)
+    store = SubscriptionStore(aws.table, dynamodb=aws.dynamodb)
+    from threadline.subscriptions import SubscriptionRequest
+
+    created = store.create(SubscriptionRequest(url=receiver.url))
+    started = datetime.now(UTC)
+
+    def deliver_queued() -> None:
+        records = lambda_records(sqs, delivery_queue, delivery_arn)
+        assert records, "nothing on the delivery queue"
+        answer = delivery_module.lambda_handler({"Records": records}, DeliveryContext())
+        assert answer == {"batchItemFailures": []}
+        # As Lambda does with a batch that succeeded (else the FIFO group stays held).
+        for record in records:
+            sqs.delete_message(QueueUrl=delivery_queue, ReceiptHandle=record["receiptHandle"])
+
+    for event_id in ("ev-redeliver-1", "ev-redeliver-2"):
+        job = delivery_job(created.id, event_id)
+        sqs.send_message(
+            QueueUrl=delivery_queue,
+            MessageBody=job.model_dump_json(),
+            MessageGroupId=job.group_id,
+            MessageDeduplicationId=job.deduplication_id,
+        )
+    deliver_queued()
+    assert len(receiver.requests) == 2
+    history = store.deliveries(created.id).items
+    assert {d.status for d in history} == {DeliveryStatus.FAILED}
+    first = next(d for d in history if d.event_id == "ev-redeliver-1")
+
+    # The receiver is fixed; the operator redelivers one delivery, twice.
+    receiver.status = 204
+    path = f"/v1/subscriptions/{created.id}/deliveries/{first.id}/redeliver"
+    assert call_api("POST", path) == (202, {"queued": 1})
+    assert call_api("POST", path) == (202, {"queued": 0})
+    deliver_queued()
+    ((headers, body),) = receiver.requests[2:]
+    assert Webhook(created.secret).verify(body, headers)["id"] == "ev-redeliver-1"
+    assert headers["webhook-id"] == "ev-redeliver-1"
+    assert store.claim_attempt(created.id, "ev-redeliver-1") is None  # delivered: final
+    assert call_api("POST", path) == (202, {"queued": 0})
+
+    # Every failure since a time: only the one still failed; then nothing.
+    since = started.isoformat().replace("+00:00", "Z")
+    every = f"/v1/subscriptions/{created.id}/redeliver"
+    assert call_api("POST", every, query=f"since={since}") == (202, {"queued": 1})
+    assert call_api("POST", every, query=f"since={since}") == (202, {"queued": 0})
+    deliver_queued()
+    assert [h["webhook-id"] for h, _ in receiver.requests[3:]] == ["ev-redeliver-2"]
+    later = (datetime.now(UTC) + timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+    assert call_api("POST", every, query=f"since={later}") == (202, {"queued": 0})
+
+    status, naive = call_api("POST", every, query="since=2026-12-01T00:00:00")
+    assert status == 400, naive
+    assert call_api("POST", f"/v1/subscriptions/{created.id}/deliveries/nope/redeliver")[0] == 404
+    assert call_api("POST", "/v1/subscriptions/nope/redeliver", query=f"since={since}")[0] == 404
+    store.delete(created.id)

@@ -38,6 +38,9 @@ API_ROUTES = {
     ("GET", "/v1/subscriptions/{subscription_id}"),
     ("DELETE", "/v1/subscriptions/{subscription_id}"),
     ("GET", "/v1/subscriptions/{subscription_id}/deliveries"),
+    ("POST", "/v1/subscriptions/{subscription_id}/rotate-secret"),
+    ("POST", "/v1/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver"),
+    ("POST", "/v1/subscriptions/{subscription_id}/redeliver"),
     ("GET", "/v1/customers/{customer_id}/consent"),
     ("PUT", "/v1/customers/{customer_id}/consent"),
     ("POST", "/v1/customers/{customer_id}/exports"),
@@ -107,13 +110,77 @@ def test_the_openapi_document_describes_every_route_and_is_valid_openapi():
     assert document["components"]["schemas"]["Error"]["required"] == ["error"]
 
 
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    ]
+
+
 def test_every_documented_error_answer_is_the_error_body():
     document = openapi_document()
-    for method, path in API_ROUTES - {("GET", "/v1/health")}:
-        responses = document["paths"][path][method.lower()]["responses"]
-        assert {"400", "404", "503"} <= set(responses), (method, path)
-        schema = responses["404"]["content"]["application/json"]["schema"]
-        assert schema == {"$ref": "#/components/schemas/Error"}
+    for method, path, operation in operations(document):
+        errors = {s: r for s, r in operation["responses"].items() if int(s) >= 400}
+        if path != "/v1/health":
+            assert {"400", "503"} <= set(errors), (method, path)
+        for response in errors.values():
+            schema = response["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/Error"}, (method, path)
+    assert "HTTPValidationError" not in json.dumps(document)
+
+
+def test_only_the_routes_that_can_refuse_as_unprocessable_document_a_422():
+    document = openapi_document()
+    with_422 = {op["operationId"] for _, _, op in operations(document) if "422" in op["responses"]}
+    assert with_422 == {
+        "sendMessage",
+        "createSubscription",
+        "putConsent",
+        "addConversationNote",
+        "addCustomerNote",
+    }
+    descriptions = {
+        op["responses"]["422"]["description"]
+        for _, _, op in operations(document)
+        if "422" in op["responses"]
+    }
+    assert len(descriptions) == 4
+
+
+def test_every_operation_declares_its_success_body_and_a_readable_operation_id():
+    document = openapi_document()
+    ids = [op["operationId"] for _, _, op in operations(document)]
+    assert len(set(ids)) == len(ids)
+    assert {"getTimeline", "sendMessage", "findCustomer", "createSubscription"} <= set(ids)
+    for method, path, operation in operations(document):
+        assert operation["operationId"].isalnum(), operation["operationId"]
+        assert operation["tags"], (method, path)
+        successes = {s: r for s, r in operation["responses"].items() if s.startswith("2")}
+        assert successes, (method, path)
+        for status, response in successes.items():
+            if status == "204":
+                assert "content" not in response
+            else:
+                assert "$ref" in response["content"]["application/json"]["schema"], (
+                    method,
+                    path,
+                    status,
+                )
+
+
+def test_the_document_names_both_ways_to_authenticate():
+    document = openapi_document()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["sigv4"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": schemes["sigv4"]["description"],
+    }
+    assert schemes["jwt"]["scheme"] == "bearer"
+    assert schemes["jwt"]["bearerFormat"] == "JWT"
+    assert document["security"] == [{"sigv4": []}, {"jwt": []}]
 
 
 def test_health_answers_without_aws():

@@ -35,6 +35,7 @@ from threadline.http import HttpClient
 from threadline.subscriptions import (
     DeliveryAttempt,
     DeliveryStatus,
+    SigningSecrets,
     Subscription,
     SubscriptionRequest,
     SubscriptionState,
@@ -220,12 +221,15 @@ class MemoryStore:
         self.history: list[DeliveryAttempt] = []
         self.disabled: list[str] = []
         self.reads = 0
+        self.previous: str | None = None
+        self.previous_until: datetime | None = None
+        self.payloads: dict[str, str] = {}
 
-    def get_with_secret(self, subscription_id: str) -> tuple[Subscription, str] | None:
+    def get_with_secrets(self, subscription_id: str) -> tuple[Subscription, SigningSecrets] | None:
         self.reads += 1
         if subscription_id != self.subscription.id:
             return None
-        return self.subscription, self.secret
+        return self.subscription, SigningSecrets(self.secret, self.previous, self.previous_until)
 
     def claim_attempt(self, subscription_id: str, event_id: str, *, now: datetime) -> int | None:
         if event_id in self.outcomes:
@@ -233,8 +237,10 @@ class MemoryStore:
         self.attempts[event_id] = self.attempts.get(event_id, 0) + 1
         return self.attempts[event_id]
 
-    def record_attempt(self, attempt: DeliveryAttempt) -> None:
+    def record_attempt(self, attempt: DeliveryAttempt, *, payload: str | None = None) -> None:
         self.history.append(attempt)
+        if payload is not None:
+            self.payloads[attempt.event_id] = payload
         if attempt.status is not DeliveryStatus.RETRYING:
             self.outcomes[attempt.event_id] = attempt.status.value
 
@@ -390,3 +396,55 @@ def test_a_batch_reads_each_subscription_once_and_the_next_batch_reads_it_again(
     assert deliverer.deliver(job("ev4")) is None
     assert store.reads == 2
     assert len(receiver.requests) == 3
+
+
+# ------------------------------------------------------------- secret rotation
+
+
+def test_during_the_overlap_both_secrets_sign_and_each_verifies_alone():
+    old, new = new_secret(), new_secret()
+    body = json.dumps({"id": "e1"})
+    now = datetime.now(UTC)  # the library refuses old timestamps
+    secrets = SigningSecrets(new, previous=old, previous_until=now + timedelta(hours=24))
+    signing = secrets.at(now)
+    headers = signed_headers(signing[0], "e1", body, now, also=signing[1:])
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    # A receiver that still has the old secret, and one that has the new one.
+    for secret in (old, new):
+        Webhook(secret).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+
+
+def test_after_the_overlap_only_the_new_secret_signs():
+    old, new = new_secret(), new_secret()
+    secrets = SigningSecrets(new, previous=old, previous_until=NOW)
+    assert secrets.at(NOW) == [new]
+    assert secrets.at(NOW - timedelta(seconds=1)) == [new, old]
+    assert SigningSecrets(new).at(NOW) == [new]
+
+
+def test_the_deliverer_signs_with_both_secrets_during_a_rotation(world, receiver):
+    deliverer, store, _, secret = world
+    store.previous, store.secret = secret, new_secret()
+    store.previous_until = datetime.now(UTC) + timedelta(hours=1)
+    assert deliverer.deliver(job()) is DeliveryStatus.DELIVERED
+    ((headers, body),) = receiver.requests
+    assert Webhook(secret).verify(body, headers)["id"] == "ev1"
+    assert Webhook(store.secret).verify(body, headers)["id"] == "ev1"
+
+
+def test_a_final_failure_keeps_the_payload_for_a_redelivery_and_a_success_does_not(world, receiver):
+    deliverer, store, _, _ = world
+    receiver.answers = [(400, {}), (204, {})]
+    assert deliverer.deliver(job("ev-failed")) is DeliveryStatus.FAILED
+    assert deliverer.deliver(job("ev-ok")) is DeliveryStatus.DELIVERED
+    assert store.payloads == {"ev-failed": job("ev-failed").payload}
+
+
+def test_a_redelivery_is_a_new_message_for_the_fifo_queue_deduplication():
+    first = job()
+    again = first.model_copy(update={"redelivery": 1})
+    assert first.deduplication_id == "S1:ev1"
+    assert again.deduplication_id == "S1:ev1:r1"
+    assert again.group_id == first.group_id

@@ -145,7 +145,8 @@ def test_only_webhook_routes_skip_iam_auth():
 
 def test_service_integration_routes_are_webhooks_only():
     # Routes declared as raw ApiGatewayV2 resources bypass SAM's default authorizer,
-    # so each must be a webhook that verifies its provider's signature downstream.
+    # so each must be a webhook that verifies its provider's signature downstream,
+    # or (ApiAuth=jwt) a /v1 route behind the JWT authorizer.
     resources = load_template()["Resources"]
     websocket_apis = {
         k
@@ -161,6 +162,13 @@ def test_service_integration_routes_are_webhooks_only():
     assert routes, "the Twilio fallback route is declared as a raw route"
     for logical_id, route in routes.items():
         _method, path = route["Properties"]["RouteKey"].split(" ", 1)
+        if route["Properties"].get("AuthorizationType") == "JWT":
+            # ApiAuth=jwt: the /v1 routes behind the JWT authorizer, with scopes.
+            assert route["Condition"] == "UseJwtAuth", logical_id
+            assert path == "/v1/{proxy+}", logical_id
+            assert route["Properties"]["AuthorizerId"] == {"Ref": "ApiJwtAuthorizer"}
+            assert route["Properties"]["AuthorizationScopes"], logical_id
+            continue
         assert path.startswith("/webhooks/"), logical_id
         assert route["Properties"].get("AuthorizationType", "NONE") == "NONE", logical_id
 

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import ValidationError
 
 from threadline.api.dependencies import NoteIdempotencyKey, customer_store
-from threadline.api.errors import ERROR_RESPONSES
+from threadline.api.errors import answers
 from threadline.errors import MalformedRequest, NotFound
 from threadline.notes import NoteRequest, add_note
 from threadline.outcomes import CloseRequest
@@ -23,7 +23,8 @@ router = Router()  # type: ignore[no-untyped-call]
     "/v1/customers/<customer_id>/conversations",
     summary="A customer's conversations, newest first",
     tags=["conversations"],
-    responses=ERROR_RESPONSES,
+    operation_id="listConversations",
+    responses=answers({200: "A page of conversations"}, 404),
 )
 def list_conversations(
     customer_id: Annotated[str, Path()],
@@ -40,7 +41,8 @@ def list_conversations(
     "/v1/conversations/<conversation_id>",
     summary="Get a conversation with its metrics",
     tags=["conversations"],
-    responses=ERROR_RESPONSES,
+    operation_id="getConversation",
+    responses=answers({200: "The conversation"}, 404),
 )
 def get_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
     conversation = customer_store().get_conversation(conversation_id)
@@ -53,7 +55,8 @@ def get_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
     "/v1/conversations/<conversation_id>/close",
     summary="Close a conversation (idempotent: a closed one is answered as it is)",
     tags=["conversations"],
-    responses=ERROR_RESPONSES,
+    operation_id="closeConversation",
+    responses=answers({200: "The conversation, closed"}, 404),
 )
 def close_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
     # The body is optional ({"resolution": ..., "agent_id": ...}): closing without
@@ -74,7 +77,12 @@ def close_conversation(conversation_id: Annotated[str, Path()]) -> Conversation:
     summary="Add an internal agent note to a conversation (never sent to the customer)",
     tags=["conversations"],
     status_code=201,
-    responses=ERROR_RESPONSES,
+    operation_id="addConversationNote",
+    responses=answers(
+        {201: "The note as stored on the timeline"},
+        404,
+        explained={422: "An Idempotency-Key reused for another note"},
+    ),
 )
 def add_conversation_note(
     conversation_id: Annotated[str, Path()],

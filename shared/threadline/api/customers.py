@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Response, Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 
 from threadline.api.dependencies import NoteIdempotencyKey, customer_store
-from threadline.api.errors import ERROR_RESPONSES
+from threadline.api.errors import answers
 from threadline.customers import ProfilePatch, parse_external_id
 from threadline.errors import MalformedRequest, NotFound
 from threadline.notes import NoteRequest, add_note
@@ -22,7 +22,8 @@ router = Router()  # type: ignore[no-untyped-call]
     "/v1/customers",
     summary="Find the customer who owns an identity",
     tags=["customers"],
-    responses=ERROR_RESPONSES,
+    operation_id="findCustomer",
+    responses=answers({200: "The customer"}, 404),
 )
 def find_customer(
     identity: Annotated[
@@ -62,7 +63,8 @@ def find_customer(
     "/v1/customers/<customer_id>",
     summary="Get a customer",
     tags=["customers"],
-    responses=ERROR_RESPONSES,
+    operation_id="getCustomer",
+    responses=answers({200: "The customer (the survivor, for a merged-away id)"}, 404),
 )
 def get_customer(customer_id: Annotated[str, Path()]) -> Customer:
     # The id of a merged-away customer is an alias: the survivor answers (its own id).
@@ -76,7 +78,8 @@ def get_customer(customer_id: Annotated[str, Path()]) -> Customer:
     "/v1/customers/<customer_id>/timeline",
     summary="A customer's messages on every channel, newest first",
     tags=["customers"],
-    responses=ERROR_RESPONSES,
+    operation_id="getTimeline",
+    responses=answers({200: "A page of the timeline"}, 404),
 )
 def get_timeline(
     customer_id: Annotated[str, Path()],
@@ -94,7 +97,8 @@ def get_timeline(
     "/v1/customers/<customer_id>",
     summary="Change profile attributes (JSON merge patch: null removes)",
     tags=["customers"],
-    responses=ERROR_RESPONSES,
+    operation_id="patchCustomer",
+    responses=answers({200: "The customer as patched"}, 404, 409),
 )
 def patch_customer(
     customer_id: Annotated[str, Path()], patch: Annotated[ProfilePatch, Body()]
@@ -107,7 +111,12 @@ def patch_customer(
     summary="Add an internal agent note to a customer's timeline (never sent to them)",
     tags=["customers"],
     status_code=201,
-    responses=ERROR_RESPONSES,
+    operation_id="addCustomerNote",
+    responses=answers(
+        {201: "The note as stored on the timeline"},
+        404,
+        explained={422: "An Idempotency-Key reused for another note"},
+    ),
 )
 def add_customer_note(
     customer_id: Annotated[str, Path()],

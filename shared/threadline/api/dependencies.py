@@ -43,3 +43,9 @@ def privacy_service() -> PrivacyService:
 def private_webhook_targets_allowed() -> bool:
     """Whether subscriptions may point at private addresses (the local stack's receivers)."""
     return required_env("WEBHOOK_ALLOW_PRIVATE_TARGETS") == "true"
+
+
+@cache
+def webhook_delivery_queue_url() -> str:
+    """The FIFO queue a redelivery puts failed webhook deliveries back on."""
+    return required_env("WEBHOOK_DELIVERY_QUEUE_URL")

@@ -1,8 +1,14 @@
-"""The API's one error body, `{"error": {"code", "message", "details"?}}`, and its OpenAPI text."""
+"""The API's one error body, `{"error": {"code", "message", "details"?}}`, and its OpenAPI text.
+
+Every 4xx/5xx answer of a route carries this body (never RFC 9457 problem details: the
+body predates the OpenAPI document and CRMs already parse it). Each route documents the
+statuses it really answers with `answers(...)`.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -12,18 +18,27 @@ if TYPE_CHECKING:
 
 
 ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "description": "Every error answer of the API: a stable code, a readable message.",
     "type": "object",
     "required": ["error"],
     "properties": {
         "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "details": {},
-            },
+            "$ref": "#/components/schemas/ErrorBody",
         }
+    },
+}
+ERROR_BODY_SCHEMA: dict[str, Any] = {
+    "title": "ErrorBody",
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {
+        "code": {
+            "type": "string",
+            "description": "machine-readable, e.g. not_found, invalid_request, opted_out",
+        },
+        "message": {"type": "string", "description": "for people; may change"},
+        "details": {"description": "optional, code-specific (e.g. which fields are invalid)"},
     },
 }
 
@@ -36,19 +51,39 @@ def error_response_doc(description: str) -> OpenAPIResponse:
     }
 
 
-# The errors every route can answer (threadline.errors names the codes).
-ERROR_RESPONSES: dict[int, OpenAPIResponse] = {
-    status: error_response_doc(description)
-    for status, description in {
-        400: "Invalid request",
-        404: "Not found",
-        409: "Conflicts with the data: opted out of this channel or purpose, the e-mail "
-        "address bounced or complained, an identity or external id held by another "
-        "customer (details name it), merge refused",
-        422: "The message cannot be sent to this customer as asked",
-        503: "Storage or the job queue is unavailable; retry",
-    }.items()
+# What each error status means across the API (threadline.errors names the codes).
+ERROR_MEANINGS: dict[int, str] = {
+    400: "Invalid request: a parameter or the body does not validate (details name them)",
+    404: "No such customer, conversation, message, job or subscription",
+    409: "Conflicts with the data: opted out of this channel or purpose, the e-mail "
+    "address bounced or complained, an identity or external id held by another "
+    "customer (details name it), merge refused",
+    503: "Storage or the job queue is unavailable; retry",
 }
+# Every route can meet a request it cannot read and a storage outage.
+COMMON_ERRORS = (400, 503)
+
+
+def answers(
+    success: Mapping[int, str],
+    *errors: int,
+    explained: Mapping[int, str] | None = None,
+    models: Mapping[int, type] | None = None,
+) -> dict[int, OpenAPIResponse]:
+    """A route's documented answers: its 2xx and the error statuses it really gives.
+
+    A 2xx's body is the route's return annotation unless `models` names another (a
+    route answering two shapes); `explained` gives a route's own wording for a status.
+    """
+    documented: dict[int, OpenAPIResponse] = {}
+    for status, description in success.items():
+        documented[status] = {"description": description}
+        if models and status in models:
+            documented[status]["content"] = {"application/json": {"model": models[status]}}
+    meanings = {**ERROR_MEANINGS, **(explained or {})}
+    for status in sorted({*COMMON_ERRORS, *errors, *(explained or {})}):
+        documented[status] = error_response_doc(meanings[status])
+    return documented
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response[str]:

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Response, Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 
 from threadline.api.dependencies import customer_store
-from threadline.api.errors import ERROR_RESPONSES
+from threadline.api.errors import answers
 from threadline.customers import MergeRequest, MergeStatus
 from threadline.merge import MERGED
 from threadline.schema import Customer, Identity
@@ -30,10 +30,17 @@ def _merge_deadline() -> float:
     "/v1/customers/<customer_id>/identities",
     summary="Link an identity to a customer (201 new, 200 already linked or merged)",
     tags=["customers"],
-    responses={
-        **ERROR_RESPONSES,
-        202: {"description": "merge=true began a merge that a repeated request finishes"},
-    },
+    operation_id="linkIdentity",
+    responses=answers(
+        {
+            200: "Already linked, or merged",
+            201: "Linked",
+            202: "merge=true began a merge that a repeated request finishes",
+        },
+        404,
+        409,
+        models={200: Customer, 201: Customer, 202: MergeStatus},
+    ),
 )
 def link_identity(
     customer_id: Annotated[str, Path()],
@@ -57,7 +64,8 @@ def link_identity(
     "/v1/customers/<customer_id>/merge",
     summary="Merge another customer into this one (200 merged, 202 POST again to finish)",
     tags=["customers"],
-    responses={**ERROR_RESPONSES, 202: {"description": "still merging: POST again"}},
+    operation_id="mergeCustomers",
+    responses=answers({200: "Merged", 202: "Still merging: POST again"}, 404, 409),
 )
 def merge_customers(
     customer_id: Annotated[str, Path()], request: Annotated[MergeRequest, Body()]

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Response, Router
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
 
 from threadline.api.dependencies import customer_store
-from threadline.api.errors import ERROR_RESPONSES, error_response_doc
+from threadline.api.errors import answers
 from threadline.media import MediaFetcher, MediaLink, media_link
 from threadline.outbound import SendMessageRequest
 from threadline.schema import Message
@@ -22,7 +22,16 @@ router = Router()  # type: ignore[no-untyped-call]
     summary="Send a reply: queued now, sent by the dispatcher",
     tags=["messages"],
     status_code=202,
-    responses=ERROR_RESPONSES,
+    operation_id="sendMessage",
+    responses=answers(
+        {202: "Queued: the message as stored, status queued"},
+        404,
+        409,
+        explained={
+            422: "Cannot be sent as asked: no identity on the channel, an option the "
+            "channel does not carry, or an Idempotency-Key reused for another body"
+        },
+    ),
 )
 def send_message(
     customer_id: Annotated[str, Path()],
@@ -60,10 +69,12 @@ def media_fetchers() -> dict[str, MediaFetcher]:
     "/v1/customers/<customer_id>/messages/<message_id>/media/<index>",
     summary="Where to fetch a message's media part: a short-lived URL",
     tags=["messages"],
-    responses={
-        **ERROR_RESPONSES,
-        502: error_response_doc("The provider did not hand over the media"),
-    },
+    operation_id="getMessageMedia",
+    responses=answers(
+        {200: "A short-lived URL of the media part"},
+        404,
+        explained={502: "The provider did not hand over the media"},
+    ),
 )
 def get_media(
     customer_id: Annotated[str, Path()],

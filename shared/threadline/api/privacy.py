@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 
 from threadline import privacy as privacy_domain
 from threadline.api.dependencies import customer_store, privacy_service
-from threadline.api.errors import ERROR_RESPONSES
+from threadline.api.errors import answers
 from threadline.privacy import ConsentUpdate, CustomerConsent, JobState, PrivacyJob
 
 router = Router()  # type: ignore[no-untyped-call]
@@ -19,7 +19,8 @@ router = Router()  # type: ignore[no-untyped-call]
     "/v1/customers/<customer_id>/consent",
     summary="The customer's consent per identity and purpose",
     tags=["privacy"],
-    responses=ERROR_RESPONSES,
+    operation_id="getConsent",
+    responses=answers({200: "Consent per identity and purpose"}, 404),
 )
 def get_consent(customer_id: Annotated[str, Path()]) -> CustomerConsent:
     return privacy_domain.get_consent(customer_store(), customer_id)
@@ -29,7 +30,13 @@ def get_consent(customer_id: Annotated[str, Path()]) -> CustomerConsent:
     "/v1/customers/<customer_id>/consent",
     summary="Record a grant or withdrawal of consent for one identity and purpose",
     tags=["privacy"],
-    responses=ERROR_RESPONSES,
+    operation_id="putConsent",
+    responses=answers(
+        {200: "Consent after the change"},
+        404,
+        409,
+        explained={422: "The identity is not the customer's"},
+    ),
 )
 def put_consent(
     customer_id: Annotated[str, Path()], update: Annotated[ConsentUpdate, Body()]
@@ -42,7 +49,8 @@ def put_consent(
     summary="Start building an archive of everything held about the customer",
     tags=["privacy"],
     status_code=202,
-    responses=ERROR_RESPONSES,
+    operation_id="startExport",
+    responses=answers({202: "The export job; Location names its status"}, 404),
 )
 def start_export(customer_id: Annotated[str, Path()]) -> Response[PrivacyJob]:
     job = privacy_service().request_export(customer_id)
@@ -54,7 +62,8 @@ def start_export(customer_id: Annotated[str, Path()]) -> Response[PrivacyJob]:
     "/v1/customers/<customer_id>/exports/<job_id>",
     summary="An export's progress; when done, a short-lived download URL of the zip",
     tags=["privacy"],
-    responses=ERROR_RESPONSES,
+    operation_id="getExport",
+    responses=answers({200: "The export job"}, 404),
 )
 def export_status(
     customer_id: Annotated[str, Path()], job_id: Annotated[str, Path()]
@@ -67,7 +76,15 @@ def export_status(
     summary="Erase the customer: everything in the table and the buckets",
     tags=["privacy"],
     status_code=202,
-    responses=ERROR_RESPONSES,
+    operation_id="eraseCustomer",
+    responses=answers(
+        {
+            200: "Already erased: the audit record",
+            202: "Erasure started; Location names its status",
+        },
+        404,
+        409,
+    ),
 )
 def erase_customer(
     customer_id: Annotated[str, Path()],
@@ -89,7 +106,8 @@ def erase_customer(
     "/v1/customers/<customer_id>/erasure",
     summary="The erasure of a customer: progress, then the audit record (ids and counts)",
     tags=["privacy"],
-    responses=ERROR_RESPONSES,
+    operation_id="getErasure",
+    responses=answers({200: "The erasure job"}, 404),
 )
 def erasure_status(customer_id: Annotated[str, Path()]) -> PrivacyJob:
     return privacy_service().erasure_status(customer_id)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import (
+    APIKey,
+    APIKeyIn,
+    HTTPBearer,
+    SecurityScheme,
+)
+from pydantic import BaseModel
 
 from threadline import __version__
 from threadline.api import conversations, customers, identities, messages, privacy, subscriptions
-from threadline.api.errors import ERROR_SCHEMA, error_response
+from threadline.api.errors import ERROR_BODY_SCHEMA, ERROR_SCHEMA, error_response
 from threadline.errors import ThreadlineError
 
 app = APIGatewayHttpResolver(enable_validation=True)
@@ -50,9 +57,37 @@ def _not_found(_: Exception) -> Response[str]:
 # ------------------------------------------------------------------------- meta
 
 
-@app.get("/v1/health", summary="Liveness check", tags=["meta"])
-def health() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+@app.get("/v1/health", summary="Liveness check", tags=["meta"], operation_id="getHealth")
+def health() -> Health:
+    return Health(status="ok", version=__version__)
+
+
+# How a caller proves who it is: the deployed API takes one of the two (template.yaml's
+# ApiAuth parameter); the local stack takes a bearer token.
+SECURITY_SCHEMES: dict[str, SecurityScheme] = {
+    "sigv4": APIKey(
+        name="Authorization",
+        in_=APIKeyIn.header,
+        description=(
+            "AWS Signature Version 4 with IAM credentials allowed execute-api:Invoke on "
+            "the API (ApiAuth=iam, the default): sign every request with service "
+            "`execute-api`, e.g. botocore's SigV4Auth or aws-sigv4 in your language."
+        ),
+    ),
+    "jwt": HTTPBearer(
+        bearerFormat="JWT",
+        description=(
+            "An OAuth 2.0 access token from the issuer named by JwtIssuer, for the "
+            "audience JwtAudience (ApiAuth=jwt), e.g. Amazon Cognito client credentials. "
+            "Scope threadline/read reads; threadline/write also changes (docs/deployment.md)."
+        ),
+    ),
+}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -62,12 +97,31 @@ def openapi_document() -> dict[str, Any]:
             version=__version__,
             description=(
                 "Customer timelines across every channel. Deployed, every route needs "
-                "SigV4-signed IAM credentials; the local stack accepts a bearer token "
-                "when THREADLINE_API_TOKEN is set."
+                "SigV4-signed IAM credentials (sigv4), or with ApiAuth=jwt an OAuth 2.0 "
+                "access token (jwt) with scope threadline/read (GET) or threadline/write; "
+                "the local stack accepts a bearer token when THREADLINE_API_TOKEN is set."
             ),
+            security_schemes=SECURITY_SCHEMES,
+            security=[{"sigv4": []}, {"jwt": []}],
         )
     )
-    document.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    # Powertools documents a 422 HTTPValidationError on every route; this API answers
+    # invalid requests with 400 and the error body, so only routes that declare their own
+    # 422 (with the error body) keep one.
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+                del responses["422"]
+            for status, response in responses.items():
+                if status == "204" or response.get("content") == {"application/json": {}}:
+                    response.pop("content", None)
+    if "ResponseValidationError" not in json.dumps(document["paths"]):
+        for unused in ("HTTPValidationError", "ValidationError", "ResponseValidationError"):
+            schemas.pop(unused, None)
+    schemas["Error"] = ERROR_SCHEMA
+    schemas["ErrorBody"] = ERROR_BODY_SCHEMA
     return document
 
 
