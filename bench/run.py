@@ -3,10 +3,10 @@
 Everything is measured against a baseline taken in the same run on the same
 machine, so the numbers compare across machines; nothing here asserts a time.
 
-1. Cold import of each handler module / `import boto3` alone (target <= 1.5), each
-   handler run in turn with its baseline; Powertools Metrics and the built Tracer; the
-   first call (import + Tracer + first DynamoDB client) / `import boto3` + one client;
-   the Lambda layer's size (`make layer`, target <= 30 MB).
+1. Cold import of each handler module / `import boto3` alone (target <= 1.5, <= 1.3
+   for webhook handlers), each handler run in turn with its baseline; Powertools
+   Metrics and the built Tracer; the first call (import + Tracer + first DynamoDB
+   client) / `import boto3` + one client; the Lambda layer's size (`make layer`, target <= 30 MB).
 2. AWS calls per inbound message: new customer, known customer, large raw payload
    (targets: <= 3 for a known customer; floor 2).
 3. Warm handler time per message / the same DynamoDB calls made bare with boto3
@@ -93,7 +93,25 @@ FIRST_CALL_FUNCTIONS = (
 )
 
 
-def bench_cold_imports(function_env: Callable[[str], dict[str, str]]) -> list[tuple[str, float]]:
+# Cold-import targets (issue 12): a provider waits on a webhook's cold start, so those
+# handlers have the tighter one.
+IMPORT_TARGET = 1.5
+WEBHOOK_IMPORT_TARGET = 1.3
+
+
+def import_target(properties: dict[str, Any]) -> float:
+    """The cold-import ratio a function must stay under: webhook routes get the tighter one."""
+    paths = [
+        str(event.get("Properties", {}).get("Path", ""))
+        for event in (properties.get("Events") or {}).values()
+    ]
+    webhook = any(path.startswith("/webhooks/") for path in paths)
+    return WEBHOOK_IMPORT_TARGET if webhook else IMPORT_TARGET
+
+
+def bench_cold_imports(
+    function_env: Callable[[str], dict[str, str]],
+) -> list[tuple[str, float, float]]:
     base_env = {"PATH": os.environ.get("PATH", "")}
     shared = [str(REPO_ROOT / "shared")]
 
@@ -105,8 +123,9 @@ def bench_cold_imports(function_env: Callable[[str], dict[str, str]]) -> list[tu
         path = [str(REPO_ROOT / properties["CodeUri"]), *shared]
         env = {**function_env(logical_id), "PATH": base_env["PATH"]}
         seconds, base, ratio = _alternated_ratio((f"import {module}", env, path), baseline)
-        ratios.append((logical_id, ratio))
-        verdict = "ok" if ratio <= 1.5 else "OVER TARGET 1.5"
+        target = import_target(properties)
+        ratios.append((logical_id, ratio, target))
+        verdict = "ok" if ratio <= target else f"OVER TARGET {target}"
         print(
             f"  {logical_id:<34} {seconds * 1000:7.1f} ms  boto3 {base * 1000:6.1f} ms  "
             f"ratio {ratio:4.2f}  {verdict}"
@@ -998,7 +1017,7 @@ def main() -> int:
         # Only section 1: `python bench/run.py imports`.
         with EmbeddedAws.start() as embedded:
             ratios = bench_cold_imports(embedded.function_environment)
-        return 0 if all(ratio <= 1.5 for _, ratio in ratios) else 1
+        return 0 if all(ratio <= target for _, ratio, target in ratios) else 1
     if sys.argv[1:] == ["latency"]:
         # Only the end-to-end latency on the local stack: `python bench/run.py latency`.
         bench_webhook_latency()

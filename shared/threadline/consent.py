@@ -13,7 +13,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from threadline.model import Model
 
 OPT_OUT_KEYWORDS = frozenset(
     {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
@@ -97,7 +99,7 @@ class ConsentSource(StrEnum):
     IMPORT = "import"
 
 
-class ConsentRecord(BaseModel):
+class ConsentRecord(Model):
     """The latest consent of one identity for one purpose, with its evidence."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")

@@ -34,12 +34,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from threadline.errors import Conflict, NotFound
 from threadline.http import HttpClient, TransportError
 from threadline.items import new_id
 from threadline.logs import logger
+from threadline.model import Model
 from threadline.schema import utc_now
 from threadline.ssrf import Resolver, UrlNotAllowed, UrlUnresolvable, check_target, system_resolver
 from threadline.subscriptions import (
@@ -60,7 +61,7 @@ DELIVERY_TIMEOUT_SECONDS = 10.0
 MAX_ERROR_LENGTH = 300
 
 
-class DeliveryJob(BaseModel):
+class DeliveryJob(Model):
     """One event for one subscription: the body of a delivery-queue message."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

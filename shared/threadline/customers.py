@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from threadline.dal.base import Delete, Put, Update, Write, WriteCancelled, put_once
 from threadline.errors import Conflict, NotFound, StorageUnavailable
@@ -27,6 +27,7 @@ from threadline.items import (
 )
 from threadline.logs import logger
 from threadline.merge import MERGED, Merger, MergeResult
+from threadline.model import Model
 from threadline.outbound_store import OutboundStore
 from threadline.schema import Customer, Identity, utc_now
 from threadline.store import Profile
@@ -67,7 +68,7 @@ def canonical_language(tag: str) -> str:
     return out + match.group("rest")
 
 
-class ProfilePatch(BaseModel):
+class ProfilePatch(Model):
     """``PATCH /v1/customers/{id}``: JSON merge patch (RFC 7396) of the profile.
 
     A field left out is unchanged; ``null`` removes it. ``tags`` replaces the whole
@@ -406,7 +407,7 @@ class CustomerStore(OutboundStore):
 # ---------------------------------------------------------------------- API documents
 
 
-class MergeRequest(BaseModel):
+class MergeRequest(Model):
     """``POST /v1/customers/{id}/merge``: absorb ``source_customer_id`` into ``{id}``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -419,7 +420,7 @@ class MergeRequest(BaseModel):
     )
 
 
-class MergeStatus(BaseModel):
+class MergeStatus(Model):
     surviving_customer_id: str
     absorbed_customer_id: str
     state: str = Field(description="merged, or merging: POST the same request again to finish")

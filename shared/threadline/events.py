@@ -17,10 +17,11 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from threadline.conversations import CLOSED, OPEN, conversation_from_item
 from threadline.items import from_item, message_from_item
+from threadline.model import Model
 from threadline.schema import (
     SCHEMA_VERSION,
     Channel,
@@ -38,7 +39,7 @@ from threadline.store import profile_from_item
 EVENT_SOURCE = "threadline"
 
 
-class _Event(BaseModel):
+class _Event(Model):
     # Fields with defaults are always in the JSON we emit: the schema says so, so
     # consumers can rely on them being present.
     model_config = ConfigDict(
@@ -125,7 +126,7 @@ class ConversationRated(_Event):
     rating: Rating
 
 
-class Erasure(BaseModel):
+class Erasure(Model):
     """What an erasure removed: ids, times and counts, never personal data."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

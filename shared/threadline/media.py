@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from threadline.channels.base import SendFailed
 from threadline.dal.base import Update, WriteCancelled
@@ -27,13 +27,14 @@ from threadline.items import (
     message_sk,
 )
 from threadline.logs import logger
+from threadline.model import Model
 from threadline.schema import MediaPart, Message
 from threadline.store import TimelineStore
 
 PRESIGNED_URL_SECONDS = 900
 
 
-class MediaLink(BaseModel):
+class MediaLink(Model):
     """Where a media part can be fetched."""
 
     model_config = ConfigDict(frozen=True)

@@ -23,8 +23,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from threadline.model import Model
 from threadline.schema import AuthorRole, ClosedBy, Resolution
 
 REPEAT_CONTACT_WINDOW = timedelta(hours=72)
@@ -40,7 +41,7 @@ _SCORE = re.compile(r"^\s*([1-5])\s*(?:/\s*5|stars?|\.|!)?\s*$", re.IGNORECASE)
 _STARS = re.compile(r"^\s*(⭐{1,5})\s*$")
 
 
-class CloseRequest(BaseModel):
+class CloseRequest(Model):
     """The optional body of ``POST /v1/conversations/{id}/close``."""
 
     model_config = ConfigDict(extra="forbid")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from threadline import consent
 from threadline.consent import ConsentRecord, ConsentSource, ConsentState, Purpose
@@ -16,13 +16,14 @@ from threadline.dal.base import Update, WriteCancelled
 from threadline.errors import MalformedRequest, NotFound, StorageUnavailable, ThreadlineError
 from threadline.items import PROFILE_SK, customer_pk
 from threadline.logs import logger
+from threadline.model import Model
 from threadline.schema import Identity, utc_now
 from threadline.store import TimelineStore, profile_from_item
 
 _CONSENT_ATTEMPTS = 5
 
 
-class ConsentEntry(BaseModel):
+class ConsentEntry(Model):
     """One identity's consent for one purpose, as the dispatcher sees it."""
 
     identity: str
@@ -35,12 +36,12 @@ class ConsentEntry(BaseModel):
     channel: str | None = None
 
 
-class CustomerConsent(BaseModel):
+class CustomerConsent(Model):
     customer_id: str
     consent: list[ConsentEntry]
 
 
-class ConsentUpdate(BaseModel):
+class ConsentUpdate(Model):
     """``PUT /v1/customers/{id}/consent``: record a grant or a withdrawal, with evidence."""
 
     model_config = ConfigDict(extra="forbid")

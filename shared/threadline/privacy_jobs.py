@@ -11,12 +11,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from threadline import aws
 from threadline.dal.base import Update
 from threadline.errors import StorageUnavailable
 from threadline.items import customer_pk
+from threadline.model import Model
 from threadline.settings import required_env
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def export_key(customer_id: str, job_id: str) -> str:
     return f"{customer_id}/{job_id}.zip"
 
 
-class PrivacySettings(BaseModel):
+class PrivacySettings(Model):
     model_config = ConfigDict(frozen=True)
 
     export_bucket: str
@@ -70,7 +71,7 @@ class JobState(StrEnum):
     FAILED = "failed"
 
 
-class PrivacyJob(BaseModel):
+class PrivacyJob(Model):
     """An export or erasure job: its progress, and for a finished export the download."""
 
     job_id: str

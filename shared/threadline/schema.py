@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from threadline.channels.registry import Channel as Channel
 from threadline.channels.registry import IdentityKind as IdentityKind
 from threadline.identity import canonical_identity_value
+from threadline.model import Model
 
 SCHEMA_VERSION: Literal["1"] = "1"
 
@@ -50,7 +51,7 @@ class MessageStatus(StrEnum):
     FAILED = "failed"
 
 
-class _Model(BaseModel):
+class _Model(Model):
     # Frozen so a normalized message cannot be changed by accident on its way to the
     # store; forbid so a typo in a normalizer fails loudly instead of vanishing.
     # Fields with defaults are always in the JSON we emit: the schema says so, so

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from functools import cache
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from threadline.model import Model
 
 
 def required_env(name: str) -> str:
@@ -27,7 +29,7 @@ def api_base_url(variable: str, default: str) -> str:
     return (os.environ.get(variable) or default).rstrip("/")
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(Model):
     model_config = ConfigDict(frozen=True)
 
     table_name: str
@@ -48,7 +50,7 @@ class StoreSettings(BaseModel):
         )
 
 
-class WebhookSettings(BaseModel):
+class WebhookSettings(Model):
     model_config = ConfigDict(frozen=True)
 
     public_base_url: str | None = None

@@ -41,12 +41,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from threadline.dal.base import Delete, Put, Update, Write, WriteCancelled, put_once
 from threadline.dal.dynamodb import DynamoTable
 from threadline.errors import Conflict, NotFound, ThreadlineError
 from threadline.items import IDEMPOTENCY_SK, expires_at, new_id
+from threadline.model import Model
 from threadline.schema import utc_now
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class DeliveryStatus(StrEnum):
     GONE = "gone"
 
 
-class _Model(BaseModel):
+class _Model(Model):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from threadline.errors import MalformedRequest
 from threadline.jsonsafe import load_json
+from threadline.model import Model
 from threadline.schema import (
     AuthorRole,
     Channel,
@@ -142,7 +143,7 @@ class WebhookRequest:
         return hashlib.sha256(self.body).hexdigest()
 
 
-class InboundMessage(BaseModel):
+class InboundMessage(Model):
     """A message as a channel understood it, before it has a customer or a timeline id."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -171,7 +172,7 @@ class InboundMessage(BaseModel):
     carry it in ``channel_data["reply_to"]``."""
 
 
-class StatusUpdate(BaseModel):
+class StatusUpdate(Model):
     """A provider telling us what became of a message we sent."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -197,7 +198,7 @@ class Acknowledgement:
     body: str = ""
 
 
-class MessageEdit(BaseModel):
+class MessageEdit(Model):
     """A provider telling us a message it sent before was changed or deleted.
 
     Not a new message: the stored one is updated, its earlier parts kept in its
