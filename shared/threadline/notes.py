@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from threadline.dal.base import ConditionCheck, Put, Write, WriteCancelled, put_once
 from threadline.errors import NotFound, StorageUnavailable, ThreadlineError
@@ -28,6 +28,7 @@ from threadline.items import (
     new_id,
 )
 from threadline.logs import logger
+from threadline.model import Model
 from threadline.outbound import IDEMPOTENCY_RETENTION_DAYS, IdempotencyKeyReused
 from threadline.schema import (
     AuthorRole,
@@ -48,7 +49,7 @@ _IDEMPOTENCY_INDEX = 1
 """Where the Idempotency-Key put sits in the note's transaction."""
 
 
-class NoteRequest(BaseModel):
+class NoteRequest(Model):
     """``POST /v1/conversations/{id}/notes`` and ``POST /v1/customers/{id}/notes``."""
 
     model_config = ConfigDict(extra="forbid")

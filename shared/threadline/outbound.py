@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from threadline.channels.base import Sender, SendFailed, StatusUpdate
 from threadline.channels.registry import (
@@ -39,6 +39,7 @@ from threadline.channels.whatsapp import ProviderChoice
 from threadline.consent import Purpose
 from threadline.errors import ThreadlineError
 from threadline.logs import logger
+from threadline.model import Model
 from threadline.schema import (
     Channel,
     Direction,
@@ -91,7 +92,7 @@ class IdempotencyKeyReused(ThreadlineError):
     code = "idempotency_key_reused"
 
 
-class MediaIn(BaseModel):
+class MediaIn(Model):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(pattern=r"^https://", max_length=2048)
@@ -99,7 +100,7 @@ class MediaIn(BaseModel):
     caption: str | None = Field(default=None, max_length=1024)
 
 
-class WhatsAppTemplate(BaseModel):
+class WhatsAppTemplate(Model):
     """An approved WhatsApp message template, the only thing WhatsApp carries outside the
     24-hour window (Meta's Cloud API; Twilio's WhatsApp uses Content templates)."""
 
@@ -123,7 +124,7 @@ MessageTag = Literal[
 ]
 
 
-class SendMessageRequest(BaseModel):
+class SendMessageRequest(Model):
     """``POST /v1/customers/{id}/messages``: an agent's (or bot's) reply."""
 
     model_config = ConfigDict(extra="forbid")

@@ -13,12 +13,12 @@ from aws_lambda_powertools.event_handler.openapi.models import (
     HTTPBearer,
     SecurityScheme,
 )
-from pydantic import BaseModel
 
 from threadline import __version__
 from threadline.api import conversations, customers, identities, messages, privacy, subscriptions
 from threadline.api.errors import ERROR_BODY_SCHEMA, ERROR_SCHEMA, error_response
 from threadline.errors import ThreadlineError
+from threadline.model import Model
 
 app = APIGatewayHttpResolver(enable_validation=True)
 for router in (
@@ -57,7 +57,7 @@ def _not_found(_: Exception) -> Response[str]:
 # ------------------------------------------------------------------------- meta
 
 
-class Health(BaseModel):
+class Health(Model):
     status: Literal["ok"]
     version: str
 

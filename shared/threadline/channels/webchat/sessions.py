@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from threadline.channels.webchat.settings import (
     CONNECTION_LIFETIME,
@@ -34,13 +34,14 @@ from threadline.errors import MalformedRequest, SignatureInvalid, ThreadlineErro
 from threadline.identity import canonical_email
 from threadline.items import webchat_session_item
 from threadline.logs import logger
+from threadline.model import Model
 from threadline.schema import Identity, IdentityKind, utc_now
 
 if TYPE_CHECKING:
     from threadline.customers import CustomerStore
 
 
-class SessionRequest(BaseModel):
+class SessionRequest(Model):
     """``POST /webchat/v1/sessions``."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -57,7 +58,7 @@ class SessionRequest(BaseModel):
         return canonical_email(value) if value else None
 
 
-class SessionGranted(BaseModel):
+class SessionGranted(Model):
     visitor_id: str
     token: str
     websocket_url: str

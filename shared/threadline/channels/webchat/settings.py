@@ -8,8 +8,9 @@ import secrets
 from datetime import timedelta
 from functools import cache
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from threadline.model import Model
 from threadline.schema import Identity, IdentityKind
 
 PROVIDER = "webchat"
@@ -40,7 +41,7 @@ def new_visitor_id() -> str:
 # ---------------------------------------------------------------- settings
 
 
-class WebchatSettings(BaseModel):
+class WebchatSettings(Model):
     """What template.yaml configures for the web chat functions."""
 
     model_config = ConfigDict(frozen=True)
