@@ -15,21 +15,17 @@ from datetime import datetime
 
 from pydantic import ConfigDict, Field
 
-from threadline.dal.base import ConditionCheck, Put, Write, WriteCancelled, put_once
+from threadline.dal.base import WriteCancelled
 from threadline.errors import NotFound, StorageUnavailable, ThreadlineError
 from threadline.items import (
     IDEMPOTENCY_SK,
-    PROFILE_SK,
-    customer_pk,
-    expires_at,
-    idempotency_item,
     idempotency_pk,
-    message_item,
     new_id,
 )
 from threadline.logs import logger
 from threadline.model import Model
-from threadline.outbound import IDEMPOTENCY_RETENTION_DAYS, IdempotencyKeyReused
+from threadline.outbound import IdempotencyKeyReused
+from threadline.outbound_store import keyed_message_writes
 from threadline.schema import (
     AuthorRole,
     Channel,
@@ -129,33 +125,14 @@ def add_note(
         or new_id(now)
     )
     message = note_message(profile, request, conversation_id, channel, now)
-    item = message_item(message)
-    item["expires_at"] = expires_at(now, store.settings.message_retention_days)
-    # Erasure finds the customer's IDEMPOTENCY item through its message.
-    item["idempotency_key"] = idempotency_key
-    writes: list[Write] = [Put(item)]
-    if idempotency_key:
-        writes.append(
-            put_once(
-                idempotency_item(
-                    customer_id,
-                    idempotency_key,
-                    message.id,
-                    request.fingerprint(),
-                    now,
-                    IDEMPOTENCY_RETENTION_DAYS,
-                ),
-                replay=True,
-            )
-        )
-    # A merge that began after our read would strand the note on the absorbed customer.
-    profile_check = len(writes)
-    writes.append(
-        ConditionCheck(
-            key=(customer_pk(customer_id), PROFILE_SK),
-            condition="attribute_exists(pk) AND attribute_not_exists(merge_state)",
-        )
+    writes = keyed_message_writes(
+        message,
+        idempotency_key,
+        request.fingerprint(),
+        now,
+        store.settings.message_retention_days,
     )
+    profile_check = len(writes) - 1
     try:
         store.data.write(writes)
     except WriteCancelled as cancelled:

@@ -110,6 +110,41 @@ def queued_message(
     )
 
 
+def keyed_message_writes(
+    message: Message,
+    idempotency_key: str | None,
+    fingerprint: str,
+    now: datetime,
+    retention_days: int,
+) -> list[Write]:
+    """The writes that file an API-made message (a reply, a note) once: the message,
+    its Idempotency-Key record (replayed to a retry) and, last, a check that the
+    customer is not being merged, since a merge that began after our read would leave
+    the message behind on the absorbed customer."""
+    item = message_item(message)
+    item["expires_at"] = expires_at(now, retention_days)
+    # Erasure finds the customer's IDEMPOTENCY item through its message.
+    item["idempotency_key"] = idempotency_key
+    writes: list[Write] = [Put(item)]
+    if idempotency_key:
+        record = idempotency_item(
+            message.customer_id,
+            idempotency_key,
+            message.id,
+            fingerprint,
+            now,
+            IDEMPOTENCY_RETENTION_DAYS,
+        )
+        writes.append(put_once(record, replay=True))
+    writes.append(
+        ConditionCheck(
+            key=(customer_pk(message.customer_id), PROFILE_SK),
+            condition="attribute_exists(pk) AND attribute_not_exists(merge_state)",
+        )
+    )
+    return writes
+
+
 class OutboundStore(TimelineStore):
     """The timeline store plus the writes outbound messages go through."""
 
@@ -145,30 +180,14 @@ class OutboundStore(TimelineStore):
         route = choose_channel(profile, request.channel, request.purpose)
         identity_item = self.get_item(identity_pk(route[1]), IDENT_SK) or {}
         message = queued_message(profile, request, route, identity_item, now)
-        item = message_item(message)
-        item["expires_at"] = expires_at(now, self.settings.message_retention_days)
-        # Erasure finds the customer's IDEMPOTENCY item through its message.
-        item["idempotency_key"] = idempotency_key
-        writes: list[Write] = [Put(item)]
-        if idempotency_key:
-            idempotency = idempotency_item(
-                customer_id,
-                idempotency_key,
-                message.id,
-                request.fingerprint(),
-                now,
-                IDEMPOTENCY_RETENTION_DAYS,
-            )
-            writes.append(put_once(idempotency, replay=True))
-        # A merge that began after our read would leave the reply behind on the
-        # absorbed customer: the profile must still be its own.
-        profile_check = len(writes)
-        writes.append(
-            ConditionCheck(
-                key=(customer_pk(customer_id), PROFILE_SK),
-                condition="attribute_exists(pk) AND attribute_not_exists(merge_state)",
-            )
+        writes = keyed_message_writes(
+            message,
+            idempotency_key,
+            request.fingerprint(),
+            now,
+            self.settings.message_retention_days,
         )
+        profile_check = len(writes) - 1
         open_conversation = profile.open_conversation_id
         if open_conversation:
             # Last, so the other items keep their places in the cancellation reasons.
