@@ -51,7 +51,7 @@ def post_note(api_module, path: str, body: Any, key: str | None = None) -> dict[
 def test_a_conversation_note_is_on_the_timeline_published_and_never_sent(
     twilio_post, api_get, api_module, pipeline, provider_sandbox
 ):
-    number = "+15551260001"
+    number = "+15551390001"
     twilio_post(sms(new_sid(), sender=number, body="Where is my parcel?"))
     customer_id = customer_for(api_get, number)
     pipeline.run()  # the inbound message's events: out of the way
@@ -125,7 +125,7 @@ def test_a_conversation_note_is_on_the_timeline_published_and_never_sent(
 def test_a_customer_note_joins_the_open_conversation_and_unknowns_are_404(
     twilio_post, api_get, api_module
 ):
-    number = "+15551260002"
+    number = "+15551390002"
     twilio_post(sms(new_sid(), sender=number, body="Hello"))
     customer_id = customer_for(api_get, number)
 
@@ -147,7 +147,7 @@ def test_a_customer_note_joins_the_open_conversation_and_unknowns_are_404(
 def test_notes_are_exported_and_erased_with_the_customer(
     twilio_post, api_get, api_module, api_call, worker, aws
 ):
-    number = "+15551260003"
+    number = "+15551390003"
     twilio_post(sms(new_sid(), sender=number, body="I am Quinn"))
     customer_id = customer_for(api_get, number)
     note = post_note(
