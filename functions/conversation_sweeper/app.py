@@ -7,11 +7,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline.logs import logger
+from threadline.outbound_store import OutboundStore
 from threadline.settings import store_settings
-from threadline.store import TimelineStore
 from threadline.telemetry import traced
 
-store = TimelineStore(store_settings())
+# The outbound store: a resolved close may queue the satisfaction question.
+store = OutboundStore(store_settings())
 
 
 @traced

@@ -467,6 +467,10 @@ class ConversationStore:
 
     # ------------------------------------------------------------- closing
 
+    def conversation_closed(self, customer_id: str, conversation_id: str) -> None:
+        """Called after this store closed a conversation (API or sweeper); the
+        outbound store asks the satisfaction question here."""
+
     def _close(
         self,
         customer_id: str,
@@ -502,6 +506,7 @@ class ConversationStore:
                 self.data.write([close])
             except WriteCancelled:
                 return False
+        self.conversation_closed(customer_id, conversation_id)
         return True
 
     def close_conversation(

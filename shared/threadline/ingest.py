@@ -35,6 +35,7 @@ from threadline.items import (
     IDENT_SK,
     PROFILE_SK,
     blob_ref_item,
+    conversation_sk,
     customer_pk,
     dedup_item,
     dedup_pk,
@@ -46,12 +47,14 @@ from threadline.items import (
     profile_item,
 )
 from threadline.logs import logger
+from threadline.outcomes import rating_answer
 from threadline.schema import (
     Direction,
     Identity,
     MediaPart,
     Message,
     MessageStatus,
+    Rating,
     StatusChange,
     TextPart,
     utc_now,
@@ -74,6 +77,8 @@ class IdentityRecord:
     customer_id: str
     conversation: KnownConversation | None
     """The conversation this identity last wrote in, as it was then (a hint)."""
+    csat_pending: dict[str, Any] | None = None
+    """A satisfaction question sent to this identity, not yet answered (outcomes)."""
 
 
 def identity_record(item: dict[str, Any] | None) -> IdentityRecord | None:
@@ -87,7 +92,11 @@ def identity_record(item: dict[str, Any] | None) -> IdentityRecord | None:
             last_message_at=str(item["last_message_at"]),
             last_channel=item.get("conversation_channel"),
         )
-    return IdentityRecord(customer_id=str(item["customer_id"]), conversation=conversation)
+    return IdentityRecord(
+        customer_id=str(item["customer_id"]),
+        conversation=conversation,
+        csat_pending=item.get("csat_pending"),
+    )
 
 
 @dataclass(frozen=True)
@@ -275,7 +284,9 @@ def known_customer_writes(
                 "SET conversation_id = :conv, last_message_at = :now, "
                 "conversation_channel = :channel"
             )
-            + (", reply_to = :reply" if inbound.reply_to else ""),
+            + (", reply_to = :reply" if inbound.reply_to else "")
+            # Only the message right after the satisfaction question can answer it.
+            + " REMOVE csat_pending",
             condition="customer_id = :cid",
             values=identity_values,
         ),
@@ -283,6 +294,46 @@ def known_customer_writes(
             key=(customer_pk(customer_id), PROFILE_SK),
             expression=update,
             condition=condition,
+            names=names,
+            values=values,
+        ),
+    ]
+
+
+def rating_writes(
+    arrival: Arrival, customer_id: str, conversation_id: str, score: int
+) -> list[Write]:
+    """An answer to the satisfaction question: filed on the closed conversation it
+    rates, which takes the rating (published as ``conversation.rated``), and on the
+    profile as ``last_csat``. No conversation opens and none is continued."""
+    inbound = arrival.inbound
+    rating = Rating(
+        conversation_id=conversation_id,
+        score=score,
+        channel=inbound.channel,
+        rated_at=arrival.now,
+    ).model_dump(mode="json")
+    update, names, values = profile_update(arrival)
+    values[":rating"] = rating
+    return [
+        dedup_put(arrival, customer_id, conversation_id),
+        message_put(arrival, customer_id, conversation_id),
+        Update(
+            key=(customer_pk(customer_id), conversation_sk(conversation_id)),
+            expression="SET rating = :rating",
+            condition="attribute_exists(pk)",
+            values={":rating": rating},
+        ),
+        Update(
+            key=(identity_pk(inbound.sender), IDENT_SK),
+            expression="REMOVE csat_pending",
+            condition="customer_id = :cid",
+            values={":cid": customer_id},
+        ),
+        Update(
+            key=(customer_pk(customer_id), PROFILE_SK),
+            expression=update + ", last_csat = :rating",
+            condition="attribute_exists(pk)",
             names=names,
             values=values,
         ),
@@ -461,9 +512,15 @@ class IngestStore(ConversationStore):
                         # the quiet period, so an old thread's reply opens a new one).
                         filed = inbound.model_copy(update={"in_reply_to": thread.message_id})
                         arrival = replace(arrival, inbound=filed)
-                    plan = self._plan(record, arrival.inbound, arrival, trust_hint)
-                    writes = known_customer_writes(arrival, customer_id, plan)
-                    opened = plan.conversation_id if plan.opened else None
+                    answer = rating_answer(record.csat_pending, text_of(inbound), now)
+                    if answer is not None:
+                        # An answer to the satisfaction question: not a new contact.
+                        opened = None
+                        writes = rating_writes(arrival, customer_id, *answer)
+                    else:
+                        plan = self._plan(record, arrival.inbound, arrival, trust_hint)
+                        writes = known_customer_writes(arrival, customer_id, plan)
+                        opened = plan.conversation_id if plan.opened else None
                 self.data.write([*writes, *blob_ref_puts(arrival, customer_id)])
             except WriteCancelled as cancelled:
                 duplicate = self._duplicate(cancelled, inbound)

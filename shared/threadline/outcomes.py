@@ -11,8 +11,10 @@ paths and the inbound path apply the same rules:
   default 72) after a ``resolved`` close is a repeat contact: the new conversation
   names the earlier one, which gets ``repeat_conversation_id`` (published as
   ``conversation.reopened``) and stops counting as resolved on first contact;
-- the satisfaction question is sent under the ``survey`` consent purpose, and an
-  answer is a message whose whole text is one score from 1 to 5.
+- the satisfaction question (``CSAT_SURVEY=on``) follows a ``resolved`` close only,
+  is sent under the ``survey`` consent purpose, and the identity it went to carries
+  ``csat_pending`` (conversation and deadline) for ``RATING_WINDOW``: that identity's
+  next message whose whole text is one score from 1 to 5 is the answer.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from threadline.schema import AuthorRole, ClosedBy, Resolution
 
 REPEAT_CONTACT_WINDOW = timedelta(hours=72)
 # How long after the question an answer counts as a rating, not a new message.
-RATING_WINDOW = timedelta(hours=72)
-SURVEY_QUESTION = "How did we do? Reply with a number from 1 (poor) to 5 (great)."
+RATING_WINDOW = timedelta(hours=24)
+SURVEY_QUESTION = "How did we do? Reply 1-5"
 RESOLUTIONS: tuple[Resolution, ...] = ("resolved", "unresolved", "abandoned")
 SYSTEM = ClosedBy(role="system")
 
@@ -111,3 +113,37 @@ def parse_rating(text: str) -> int | None:
         return int(match.group(1))
     stars = _STARS.match(text)
     return len(stars.group(1)) if stars else None
+
+
+def csat_survey_on() -> bool:
+    """``CSAT_SURVEY`` (template parameter CsatSurvey): ``on`` asks after a resolved close."""
+    return os.environ.get("CSAT_SURVEY", "off") == "on"
+
+
+def csat_question() -> str:
+    """``CSAT_QUESTION`` (template parameter CsatQuestion)."""
+    return os.environ.get("CSAT_QUESTION") or SURVEY_QUESTION
+
+
+def asks_for_rating(resolution: str | None, already_asked: bool, survey_on: bool) -> bool:
+    """Whether a closed conversation gets the satisfaction question: once, resolved only."""
+    return survey_on and resolution == "resolved" and not already_asked
+
+
+def csat_pending(conversation_id: str, asked_at: datetime) -> dict[str, str]:
+    """The mark the asked identity carries until answered or ``RATING_WINDOW`` passes."""
+    return {
+        "conversation_id": conversation_id,
+        "deadline": (asked_at + RATING_WINDOW).isoformat(),
+    }
+
+
+def rating_answer(
+    pending: Mapping[str, Any] | None, text: str, now: datetime
+) -> tuple[str, int] | None:
+    """(conversation id, score) when a message answers a pending question, else None:
+    a question is pending, its deadline has not passed, and the text is just a score."""
+    if not pending or now > datetime.fromisoformat(str(pending["deadline"])):
+        return None
+    score = parse_rating(text)
+    return (str(pending["conversation_id"]), score) if score is not None else None

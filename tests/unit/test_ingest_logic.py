@@ -13,6 +13,7 @@ from threadline.channels.twilio import normalize_form
 from threadline.conversations import KnownConversation, plan_inbound
 from threadline.dal.base import Put, Update
 from threadline.items import IDENT_SK, identity_item, identity_pk, profile_item
+from threadline.outcomes import csat_pending
 from threadline.schema import AuthorRole, Channel, Identity, IdentityKind, RawPayloadRef
 from threadline.settings import StoreSettings
 from threadline.store import KeptRaw, TimelineStore
@@ -177,3 +178,63 @@ def test_the_first_conversation_needs_no_open_one_on_the_profile():
 
     assert plan.opened
     assert plan.profile_condition == "attribute_not_exists(open_conversation_id)"
+
+
+# ------------------------------------------------------------------ satisfaction answers
+
+
+def asked(store: TimelineStore, table: FakeTable, sid: int) -> tuple[str, str]:
+    """A customer whose conversation closed and whose phone was asked the question
+    (the mark the outbound store leaves on the identity)."""
+    first = store.ingest(sms(tw.sid("SM", sid)), RAW, received_at=AT)
+    key = (identity_pk(Identity.parse(f"phone:{tw.CUSTOMER}")), IDENT_SK)
+    conversation_id = str(table.items[key]["conversation_id"])
+    table.items[key]["csat_pending"] = csat_pending(conversation_id, AT + timedelta(hours=1))
+    table.calls.clear()
+    return first.customer_id, conversation_id
+
+
+def answer(sid: int, text: str):
+    return normalize_form(
+        {**tw.SMS, "MessageSid": tw.sid("SM", sid), "SmsSid": tw.sid("SM", sid), "Body": text}
+    )
+
+
+def test_a_score_answering_the_question_rates_the_conversation_at_the_same_cost(store, table):
+    _, conversation_id = asked(store, table, 950)
+
+    store.ingest(answer(951, "5"), RAW, received_at=AT + timedelta(hours=2))
+
+    assert table.calls == ["get", "write"]  # what any message of a known sender costs
+    writes = table.written[-1]
+    puts = [w.item["type"] for w in writes if isinstance(w, Put)]
+    assert sorted(puts) == ["dedup", "message"]  # no conversation opens
+    (message,) = [w.item for w in writes if isinstance(w, Put) and w.item["type"] == "message"]
+    assert message["conversation_id"] == conversation_id
+    updates = {w.key[1].split("#")[0]: w for w in writes if isinstance(w, Update)}
+    assert updates["CONV"].expression == "SET rating = :rating"
+    assert updates["CONV"].values[":rating"]["score"] == 5
+    assert updates["CONV"].key[1] == f"CONV#{conversation_id}"
+    assert "last_csat = :rating" in updates["PROFILE"].expression
+    assert "open_conversation_id" not in updates["PROFILE"].expression
+    assert updates["IDENT"].expression == "REMOVE csat_pending"
+
+
+def test_a_message_that_is_no_score_is_an_ordinary_message_and_ends_the_question(store, table):
+    asked(store, table, 960)
+
+    store.ingest(answer(961, "2 parcels are missing"), RAW, received_at=AT + timedelta(hours=2))
+
+    assert table.calls == ["get", "write"]
+    updates = [w for w in table.written[-1] if isinstance(w, Update)]
+    assert not any("rating" in u.expression for u in updates)
+    identity = next(u for u in updates if u.key[1] == IDENT_SK)
+    assert identity.expression.endswith("REMOVE csat_pending")
+
+
+def test_a_score_after_the_deadline_is_an_ordinary_message(store, table):
+    asked(store, table, 970)
+
+    store.ingest(answer(971, "5"), RAW, received_at=AT + timedelta(hours=26))
+
+    assert not any("rating" in w.expression for w in table.written[-1] if isinstance(w, Update))

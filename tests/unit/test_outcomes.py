@@ -7,10 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from threadline.outcomes import (
+    RATING_WINDOW,
     api_close_outcome,
+    asks_for_rating,
+    csat_pending,
     is_repeat_contact,
     parse_rating,
     quiet_period_outcome,
+    rating_answer,
     repeat_window_from_env,
 )
 from threadline.schema import AuthorRole, ClosedBy
@@ -102,3 +106,22 @@ def test_the_outcome_of_an_item_is_recorded_or_derived_from_who_wrote_last():
     # Open, or closed before outcomes were recorded: no outcome.
     assert outcome_of({"state": "open", "last_author_role": "customer"}) == (None, None)
     assert outcome_of(closed) == (None, None)
+
+
+def test_only_a_resolved_close_asks_and_only_once_and_only_when_on():
+    assert asks_for_rating("resolved", already_asked=False, survey_on=True)
+    assert not asks_for_rating("resolved", already_asked=True, survey_on=True)
+    assert not asks_for_rating("resolved", already_asked=False, survey_on=False)
+    for other in ("unresolved", "abandoned", None):
+        assert not asks_for_rating(other, already_asked=False, survey_on=True)
+
+
+def test_an_answer_is_a_score_before_the_deadline_of_a_pending_question():
+    asked_at = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    pending = csat_pending("01J9Z8X7W6V5T4S3R2Q1P0N9D1", asked_at)
+    within = asked_at + RATING_WINDOW - timedelta(seconds=1)
+    assert rating_answer(pending, "5", within) == ("01J9Z8X7W6V5T4S3R2Q1P0N9D1", 5)
+    assert rating_answer(pending, "⭐⭐⭐", within) == ("01J9Z8X7W6V5T4S3R2Q1P0N9D1", 3)
+    assert rating_answer(pending, "5 more days?", within) is None
+    assert rating_answer(pending, "5", asked_at + RATING_WINDOW + timedelta(seconds=1)) is None
+    assert rating_answer(None, "5", within) is None
