@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_note_is_on_the_timeline_published_and_never_sent(local_stack):
-    number = "+15551270001"
+    number = "+15551380001"
     inbound(local_stack, number, "Can I change my delivery address?")
     customer_id = customer_of(local_stack, number)
     conversation_id = api(local_stack, "GET", f"/v1/customers/{customer_id}/conversations").json()[
