@@ -468,8 +468,7 @@ class ConversationStore:
     # ------------------------------------------------------------- closing
 
     def conversation_closed(self, customer_id: str, conversation_id: str) -> None:
-        """Called after this store closed a conversation (API or sweeper); the
-        outbound store asks the satisfaction question here."""
+        """After a close (API or sweeper): OutboundStore asks for a rating here."""
 
     def _close(
         self,

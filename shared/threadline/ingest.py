@@ -35,7 +35,6 @@ from threadline.items import (
     IDENT_SK,
     PROFILE_SK,
     blob_ref_item,
-    conversation_sk,
     customer_pk,
     dedup_item,
     dedup_pk,
@@ -54,7 +53,6 @@ from threadline.schema import (
     MediaPart,
     Message,
     MessageStatus,
-    Rating,
     StatusChange,
     TextPart,
     utc_now,
@@ -300,46 +298,6 @@ def known_customer_writes(
     ]
 
 
-def rating_writes(
-    arrival: Arrival, customer_id: str, conversation_id: str, score: int
-) -> list[Write]:
-    """An answer to the satisfaction question: filed on the closed conversation it
-    rates, which takes the rating (published as ``conversation.rated``), and on the
-    profile as ``last_csat``. No conversation opens and none is continued."""
-    inbound = arrival.inbound
-    rating = Rating(
-        conversation_id=conversation_id,
-        score=score,
-        channel=inbound.channel,
-        rated_at=arrival.now,
-    ).model_dump(mode="json")
-    update, names, values = profile_update(arrival)
-    values[":rating"] = rating
-    return [
-        dedup_put(arrival, customer_id, conversation_id),
-        message_put(arrival, customer_id, conversation_id),
-        Update(
-            key=(customer_pk(customer_id), conversation_sk(conversation_id)),
-            expression="SET rating = :rating",
-            condition="attribute_exists(pk)",
-            values={":rating": rating},
-        ),
-        Update(
-            key=(identity_pk(inbound.sender), IDENT_SK),
-            expression="REMOVE csat_pending",
-            condition="customer_id = :cid",
-            values={":cid": customer_id},
-        ),
-        Update(
-            key=(customer_pk(customer_id), PROFILE_SK),
-            expression=update + ", last_csat = :rating",
-            condition="attribute_exists(pk)",
-            names=names,
-            values=values,
-        ),
-    ]
-
-
 def linked_identity_writes(
     arrival: Arrival, customer_id: str, plan: ConversationPlan
 ) -> list[Write]:
@@ -516,6 +474,9 @@ class IngestStore(ConversationStore):
                     if answer is not None:
                         # An answer to the satisfaction question: not a new contact.
                         opened = None
+                        # Imported here: satisfaction builds on this module's writers.
+                        from threadline.satisfaction import rating_writes
+
                         writes = rating_writes(arrival, customer_id, *answer)
                     else:
                         plan = self._plan(record, arrival.inbound, arrival, trust_hint)

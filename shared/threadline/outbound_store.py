@@ -12,7 +12,6 @@ from typing import Any
 
 from threadline.channels.base import SendFailed
 from threadline.channels.registry import channel_spec
-from threadline.consent import Purpose
 from threadline.conversations import reply_write
 from threadline.dal.base import ConditionCheck, Put, Update, Write, WriteCancelled, put_once
 from threadline.email_feedback import email_block
@@ -21,7 +20,6 @@ from threadline.items import (
     IDEMPOTENCY_SK,
     IDENT_SK,
     PROFILE_SK,
-    conversation_sk,
     customer_pk,
     dedup_item,
     expires_at,
@@ -41,19 +39,10 @@ from threadline.outbound import (
     DispatchState,
     EmailBlocked,
     IdempotencyKeyReused,
-    NoIdentityForChannel,
-    OptedOut,
     SendMessageRequest,
     choose_channel,
     meta_send_options,
     provider_for,
-)
-from threadline.outcomes import (
-    asks_for_rating,
-    csat_pending,
-    csat_question,
-    csat_survey_on,
-    outcome_of,
 )
 from threadline.schema import (
     AuthorRole,
@@ -238,69 +227,10 @@ class OutboundStore(TimelineStore):
     # ----------------------------------------------------------------- satisfaction
 
     def conversation_closed(self, customer_id: str, conversation_id: str) -> None:
-        """After a ``resolved`` close, with ``CSAT_SURVEY=on``: queue the satisfaction
-        question once, through the normal outbound path (purpose ``survey``, the
-        customer's latest channel: the dispatcher applies consent and windows), and
-        mark the identity it goes to with ``csat_pending`` so its answer is a rating."""
-        if not csat_survey_on():
-            return
-        key = (customer_pk(customer_id), conversation_sk(conversation_id))
-        item = self.data.get(key, consistent=True) or {}
-        resolution, _ = outcome_of(item)
-        if not asks_for_rating(resolution, "csat_requested_at" in item, survey_on=True):
-            return
-        now = utc_now()
-        try:  # claimed first, so a retried close never asks twice
-            self.data.write(
-                [
-                    Update(
-                        key=key,
-                        expression="SET csat_requested_at = :now",
-                        condition=(
-                            "attribute_exists(pk) AND attribute_not_exists(csat_requested_at)"
-                        ),
-                        values={":now": now.isoformat()},
-                    )
-                ]
-            )
-        except WriteCancelled:
-            return
-        request = SendMessageRequest(
-            text=csat_question(), author_role="system", purpose=Purpose.SURVEY
-        )
-        try:
-            message, _ = self.queue_message(customer_id, request, now=now)
-        except (OptedOut, NoIdentityForChannel, EmailBlocked) as refused:
-            # The customer refused surveys, or cannot be reached: not an error.
-            logger.info(
-                "satisfaction question not sent",
-                extra={"conversation_id": conversation_id, "reason": type(refused).__name__},
-            )
-            return
-        assert message.recipient is not None  # an outbound message always has one
-        self.data.write(
-            [
-                Update(
-                    key=key,
-                    expression="SET csat_question_message_id = :message",
-                    condition="attribute_exists(pk)",
-                    values={":message": message.id},
-                ),
-                Update(
-                    key=(identity_pk(message.recipient), IDENT_SK),
-                    expression="SET csat_pending = :pending",
-                    condition="customer_id = :cid",
-                    values={
-                        ":pending": csat_pending(conversation_id, now),
-                        ":cid": message.customer_id,
-                    },
-                ),
-            ]
-        )
-        logger.info(
-            "satisfaction question queued",
-            extra={"conversation_id": conversation_id, "message_id": message.id},
-        )
+        """After a close: the satisfaction question, when it is on (threadline.satisfaction)."""
+        from threadline.satisfaction import ask_for_rating
+
+        ask_for_rating(self, customer_id, conversation_id)
 
     def _replay(
         self, customer_id: str, request: SendMessageRequest, record: dict[str, Any]
