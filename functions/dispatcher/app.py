@@ -17,11 +17,11 @@ from threadline import aws
 from threadline.logs import logger
 from threadline.outbound import (
     Dispatcher,
-    OutboundStore,
     RetryLater,
     claim_timeout_from_env,
     job_from_queue_body,
 )
+from threadline.outbound_store import OutboundStore
 from threadline.settings import required_env, store_settings
 from threadline.telemetry import traced
 

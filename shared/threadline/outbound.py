@@ -29,7 +29,6 @@ from pydantic import ConfigDict, Field, model_validator
 
 from threadline.channels.base import Sender, SendFailed, StatusUpdate
 from threadline.channels.registry import (
-    channel_providers,
     channel_spec,
     sender_factory,
     tagged_channels,
@@ -55,11 +54,9 @@ from threadline.store import Profile
 from threadline.telemetry import MESSAGES_FAILED, MESSAGES_SENT, count_message
 
 if TYPE_CHECKING:
-    from threadline.outbound_store import OutboundStore as OutboundStore
+    # The store imports this module; the Dispatcher only needs its type here.
+    from threadline.outbound_store import OutboundStore
 
-# Who carries replies on each channel by default, derived from the channel registry
-# (declare channels there, not here).
-CHANNEL_PROVIDER: Mapping[Channel, str] = channel_providers()
 MAX_DISPATCH_ATTEMPTS = 5
 # An Idempotency-Key is remembered for a week (DynamoDB TTL): retries come within
 # minutes, and the item must not outlive the customer's data for long.
@@ -333,15 +330,6 @@ def stale_claim_verdict(
     if calling and not (channel and channel_spec(Channel(channel)).repeat_is_harmless):
         return ClaimVerdict.UNKNOWN, 0.0
     return ClaimVerdict.RESEND, 0.0
-
-
-def __getattr__(name: str) -> Any:
-    """``OutboundStore`` lives in threadline.outbound_store (it imports this module)."""
-    if name == "OutboundStore":
-        from threadline.outbound_store import OutboundStore
-
-        return OutboundStore
-    raise AttributeError(name)
 
 
 class DispatchOutcome(StrEnum):

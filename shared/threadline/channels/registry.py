@@ -373,11 +373,6 @@ def identity_rule(kind: IdentityKind | str) -> IdentityRule:
     return IDENTITY_RULES[IdentityKind(kind)]
 
 
-def channel_providers() -> dict[Channel, str]:
-    """Who carries replies on each channel by default."""
-    return {spec.channel: spec.provider for spec in CHANNELS}
-
-
 def template_channels() -> list[Channel]:
     return [s.channel for s in CHANNELS if s.window is not None and s.window.templates]
 
