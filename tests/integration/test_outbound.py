@@ -107,6 +107,19 @@ class Pipeline:
             for m in response.get("Messages", [])
         ]
 
+    def receive_job(self, message_id: str) -> dict:
+        """The queued job for ``message_id``. Jobs an earlier test left unacknowledged
+        come back once their visibility timeout runs out; they are dropped here."""
+        deadline = utc_now() + timedelta(seconds=30)
+        while utc_now() < deadline:
+            records = self.receive()
+            mine = [r for r in records if message_id in r["body"]]
+            self.delete([r for r in records if r not in mine])
+            if mine:
+                (record,) = mine
+                return record
+        raise AssertionError(f"no job for {message_id} reached the dispatch queue")
+
     def dispatch(self, records: list[dict]) -> dict:
         return self.dispatcher.lambda_handler({"Records": records}, LambdaContext())
 
