@@ -258,12 +258,6 @@ def _secret_parameters(properties: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def test_the_kms_key_policy_covers_every_function_role():
-    policy = load_template()["Resources"]["KmsKeyUsePolicy"]["Properties"]
-    roles = {role["Ref"] for role in policy["Roles"]}
-    assert roles == {f"{logical_id}Role" for logical_id in FUNCTIONS}
-
-
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
 def test_a_function_may_read_exactly_the_secrets_it_is_told_about(logical_id):
     properties = FUNCTIONS[logical_id]
