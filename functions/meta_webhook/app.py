@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from threadline.channels.meta import MetaWebhook
+from threadline.channels.meta.webhook import MetaWebhook
 from threadline.logs import logger
 from threadline.secrets import get_secret
 from threadline.settings import store_settings

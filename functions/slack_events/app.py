@@ -6,7 +6,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from threadline.channels.slack import SlackEvents, directory_from_env
+from threadline.channels.slack.events import SlackEvents, directory_from_env
 from threadline.logs import logger
 from threadline.secrets import get_secret
 from threadline.settings import store_settings

@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from threadline.channels.twilio import TwilioMessaging
+from threadline.channels.twilio.messaging import TwilioMessaging
 from threadline.errors import ThreadlineError
 from threadline.logs import logger
 from threadline.secrets import get_secret

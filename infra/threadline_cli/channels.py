@@ -262,7 +262,7 @@ def send_slack(request: SendRequest) -> None:
 
 
 def meta_signature(target: Target, body: bytes) -> str:
-    from threadline.channels.meta import signature_of
+    from threadline.channels.meta.webhook import signature_of
 
     return signature_of(body, target.secret("META_APP_SECRET"))
 

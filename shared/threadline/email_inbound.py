@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from threadline.channels.base import InboundMessage
-from threadline.channels.email import FILTER_AUTO_REPLY, PROVIDER, parse_email
+from threadline.channels.email.inbound import FILTER_AUTO_REPLY, PROVIDER, parse_email
 from threadline.errors import MalformedRequest, StorageUnavailable
 from threadline.items import DEDUP_SK, customer_pk, dedup_pk, message_sk
 from threadline.logs import logger

@@ -34,7 +34,7 @@ from threadline.channels.registry import (
     tagged_channels,
     template_channels,
 )
-from threadline.channels.whatsapp import ProviderChoice
+from threadline.channels.twilio.whatsapp import ProviderChoice
 from threadline.consent import Purpose
 from threadline.errors import ThreadlineError
 from threadline.logs import logger

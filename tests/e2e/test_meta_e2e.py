@@ -30,7 +30,7 @@ from tests.e2e.test_outbound_e2e import (
     message as timeline_message,
 )
 from tests.unit import meta_payloads as mp
-from threadline.channels.meta import signature_of
+from threadline.channels.meta.webhook import signature_of
 
 pytestmark = pytest.mark.e2e
 

@@ -20,11 +20,11 @@ from threadline.channels.base import (
     MessageEdit,
     StatusUpdate,
 )
-from threadline.channels.meta import MetaWebhook
-from threadline.channels.slack import SlackEvents
-from threadline.channels.telegram import TelegramWebhook
-from threadline.channels.twilio import TwilioMessaging, TwilioStatusCallback
-from threadline.channels.twilio_voice import TwilioVoice
+from threadline.channels.meta.webhook import MetaWebhook
+from threadline.channels.slack.events import SlackEvents
+from threadline.channels.telegram.inbound import TelegramWebhook
+from threadline.channels.twilio.messaging import TwilioMessaging, TwilioStatusCallback
+from threadline.channels.twilio.voice import TwilioVoice
 from threadline.errors import ThreadlineError
 from threadline.store import KeptRaw, RawPayload, RawPayloadRef
 from threadline.webhook import handle_webhook, process_request, request_from_queue

@@ -22,7 +22,7 @@ from tests.conftest import load_handler_module
 from tests.integration.conftest import LambdaContext, http_api_event
 from tests.integration.test_twilio_ingest import sms, whatsapp
 from threadline.channels.base import InboundMessage
-from threadline.channels.twilio import normalize_form
+from threadline.channels.twilio.messaging import normalize_form
 from threadline.conversations import DUE_INDEX, close_bucket
 from threadline.outbound import SendMessageRequest
 from threadline.schema import Channel, Identity, TextPart, utc_now

@@ -151,7 +151,7 @@ def test_the_sweeper_asks_after_a_quiet_resolved_close(
     from datetime import timedelta
 
     from tests.integration.test_conversations import RAW
-    from threadline.channels.twilio import normalize_form
+    from threadline.channels.twilio.messaging import normalize_form
     from threadline.outbound import SendMessageRequest
     from threadline.schema import utc_now
 

@@ -239,7 +239,7 @@ def _reply_mail(address: str, message_id: str, in_reply_to: str, references: str
 
 def _ingest_at(email_module, address: str, days_ago: float) -> Any:
     """A mail from ``address`` filed ``days_ago``: conversations split on quiet days."""
-    from threadline.channels.email import parse_email
+    from threadline.channels.email.inbound import parse_email
     from threadline.email_inbound import MAIL_CONTENT_TYPE
     from threadline.schema import RawPayloadRef
     from threadline.store import KeptRaw

@@ -24,7 +24,7 @@ from tests.integration import test_outbound as outbound
 from tests.integration.conftest import LambdaContext, http_api_event
 from tests.integration.test_twilio_ingest import items_with_prefix, sms
 from tests.unit import meta_payloads as mp
-from threadline.channels.meta import signature_of
+from threadline.channels.meta.webhook import signature_of
 
 # The outbound tests' fixtures, shared rather than copied.
 api_post = outbound.api_post

@@ -406,7 +406,7 @@ def test_whatsapp_inside_the_window_goes_out_on_whatsapp(
 
 
 def _old_whatsapp_customer(twilio_module, number: str, sid: str) -> str:
-    from threadline.channels.twilio import normalize_form
+    from threadline.channels.twilio.messaging import normalize_form
     from threadline.schema import RawPayloadRef, utc_now
     from threadline.store import KeptRaw
 

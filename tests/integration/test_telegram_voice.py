@@ -24,7 +24,7 @@ from tests.integration.test_outbound import api_post, pipeline, timeline  # noqa
 from tests.integration.test_twilio_ingest import sms
 from tests.unit import telegram_payloads as tg
 from tests.unit import twilio_voice_payloads as tv
-from threadline.channels.twilio_voice import VoiceSettings
+from threadline.channels.twilio.voice import VoiceSettings
 from threadline.outbound import RetryLater
 
 

@@ -265,7 +265,7 @@ def test_a_new_customer_costs_two_aws_calls(twilio_post, count_aws_calls):
 
 
 def test_a_message_after_the_quiet_period_opens_a_new_conversation(twilio_module, api_get):
-    from threadline.channels.twilio import normalize_form
+    from threadline.channels.twilio.messaging import normalize_form
     from threadline.schema import utc_now
     from threadline.store import KeptRaw, RawPayloadRef
 

@@ -9,18 +9,15 @@ import boto3
 import pytest
 
 from threadline.channels.base import InboundMessage
-from threadline.channels.webchat import (
+from threadline.channels.webchat.sender import WebchatSender, continuation_job, continue_by_email
+from threadline.channels.webchat.sessions import (
     VerificationRequired,
-    WebchatSender,
     WebchatSessions,
-    WebchatSettings,
-    WebchatSocket,
-    continuation_job,
-    continue_by_email,
     parse_session_request,
-    sign_token,
-    user_hash,
 )
+from threadline.channels.webchat.settings import WebchatSettings
+from threadline.channels.webchat.socket import WebchatSocket
+from threadline.channels.webchat.tokens import sign_token, user_hash
 from threadline.customers import CustomerStore
 from threadline.errors import SignatureInvalid
 from threadline.items import WEBCHAT_SESSION_SK, webchat_pk

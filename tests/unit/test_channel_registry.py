@@ -36,6 +36,77 @@ def test_every_channel_is_declared_exactly_once():
     assert len(declared) == len(set(declared))
 
 
+ACME_SPEC = """
+import re
+
+from threadline.channels.registry import ChannelSpec, IdentityRule, Webhook
+
+IDENTITY_RULES = {{"acme": IdentityRule(pattern=re.compile(r"^u_[a-z0-9]+$"), hint="u_...")}}
+CHANNELS = (
+    ChannelSpec(
+        name="{name}",
+        identity="{identity}",
+        provider="acme",
+        webhooks=(Webhook("AcmeWebhookFunction", "acme_module:AcmeWebhook"),),
+        sender="acme_module:sender_from_env",
+    ),
+)
+"""
+
+
+def _packages(tmp_path, monkeypatch, **specs: str) -> tuple[str, str]:
+    """A channels folder of its own (a package name per test: imports are cached),
+    one package per keyword holding ``spec.py``."""
+    package = "made_up_" + "".join(c if c.isalnum() else "_" for c in tmp_path.name)
+    root = tmp_path / package
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    for folder, source in specs.items():
+        (root / folder).mkdir()
+        (root / folder / "__init__.py").write_text('"""A made-up channel."""\n')
+        (root / folder / "spec.py").write_text(source)
+    (root / "not_a_channel").mkdir()  # a folder without spec.py is not a channel
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return str(root), package
+
+
+def test_a_channel_package_with_a_spec_module_is_found_without_editing_the_registry(
+    tmp_path, monkeypatch
+):
+    root, package = _packages(
+        tmp_path, monkeypatch, acme=ACME_SPEC.format(name="acme", identity="acme")
+    )
+    specs, rules = registry.declared(root, package)
+    assert [spec.name for spec in specs] == ["acme"]
+    assert specs[0].webhooks[0].function == "AcmeWebhookFunction"
+    assert rules["acme"].apply(" u_1a2b ") == "u_1a2b"
+    with pytest.raises(ValueError, match="u_"):
+        rules["acme"].apply("U-1")
+
+
+def test_two_packages_declaring_one_channel_are_refused(tmp_path, monkeypatch):
+    source = ACME_SPEC.format(name="acme", identity="acme")
+    root, package = _packages(
+        tmp_path, monkeypatch, acme=source, acme2=source.replace("IDENTITY_RULES = ", "_ = ")
+    )
+    with pytest.raises(ValueError, match="declared twice"):
+        registry.declared(root, package)
+
+
+def test_a_channel_whose_identity_kind_has_no_rule_is_refused(tmp_path, monkeypatch):
+    root, package = _packages(
+        tmp_path, monkeypatch, acme=ACME_SPEC.format(name="acme", identity="acmeid")
+    )
+    with pytest.raises(ValueError, match="acmeid"):
+        registry.declared(root, package)
+
+
+def test_the_enums_are_the_declared_values():
+    assert [c.value for c in Channel] == [spec.name for spec in CHANNELS]
+    assert Channel.SMS == "sms" and IdentityKind.PHONE == "phone"
+    assert registry.channel_spec(Channel.VOICE).reply_channel is Channel.SMS
+
+
 def test_every_identity_kind_has_a_canonicalization_rule():
     assert set(IDENTITY_RULES) == set(IdentityKind)
     assert {spec.identity_kind for spec in CHANNELS} <= set(IDENTITY_RULES)
@@ -143,8 +214,8 @@ def test_no_consumer_lists_channels_by_hand():
     assert any(p.name == "outbound.py" for p in consumers), "the scan lost its consumers"
     hand_listed = [hit for path in consumers for hit in _hand_listed(path)]
     assert not hand_listed, (
-        "declare per-channel facts in threadline/channels/registry.py and read them "
-        f"from there: {hand_listed}"
+        "declare per-channel facts in the channel's spec module and read them "
+        f"from threadline.channels.registry: {hand_listed}"
     )
 
 
@@ -185,12 +256,6 @@ def _secret_parameters(properties: dict[str, Any]) -> dict[str, str]:
         if name.endswith("_PARAM") and parameter is not None:
             found[name] = parameter
     return found
-
-
-def test_the_kms_key_policy_covers_every_function_role():
-    policy = load_template()["Resources"]["KmsKeyUsePolicy"]["Properties"]
-    roles = {role["Ref"] for role in policy["Roles"]}
-    assert roles == {f"{logical_id}Role" for logical_id in FUNCTIONS}
 
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))

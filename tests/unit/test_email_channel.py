@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit import email_messages as em
-from threadline.channels.email import html_to_text, parse_email, strip_quoted
+from threadline.channels.email.inbound import html_to_text, parse_email, strip_quoted
 from threadline.errors import MalformedRequest
 from threadline.schema import AuthorRole, Channel, Identity, MediaPart, TextPart
 

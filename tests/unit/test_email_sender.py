@@ -10,7 +10,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from tests.unit import email_messages as em
 from threadline.channels.base import SendFailed
-from threadline.channels.email import EmailSender, parse_email, reply_subject
+from threadline.channels.email.inbound import parse_email
+from threadline.channels.email.outbound import EmailSender, reply_subject
 from threadline.schema import (
     AuthorRole,
     Channel,

@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit import twilio_payloads as tw
 from tests.unit.fake_table import FakeTable
-from threadline.channels.twilio import normalize_form
+from threadline.channels.twilio.messaging import normalize_form
 from threadline.conversations import KnownConversation, plan_inbound
 from threadline.dal.base import Put, Update
 from threadline.items import IDENT_SK, identity_item, identity_pk, profile_item

@@ -19,7 +19,7 @@ from threadline.channels.base import (
     StatusUpdate,
     WebhookRequest,
 )
-from threadline.channels.meta import MetaWebhook, normalize_notification, signature_of
+from threadline.channels.meta.webhook import MetaWebhook, normalize_notification, signature_of
 from threadline.errors import MalformedRequest, StorageUnavailable
 from threadline.schema import (
     Channel,
@@ -286,7 +286,7 @@ def test_whatsapp_text_is_the_phone_identity_with_profile_name_and_reply_route()
 
 
 def test_same_number_on_whatsapp_cloud_and_twilio_is_one_identity():
-    from threadline.channels.twilio import normalize_form
+    from threadline.channels.twilio.messaging import normalize_form
 
     cloud = only_message(mp.whatsapp_envelope(mp.whatsapp_value(mp.WA_TEXT)))
     twilio = normalize_form(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tests.unit import meta_payloads as mp
 from tests.unit.test_meta_channel import CHANNEL, MetaStore, post_event
 from threadline.channels.base import InboundMessage, MessageEdit, StatusUpdate
-from threadline.channels.meta import normalize_notification
+from threadline.channels.meta.webhook import normalize_notification
 from threadline.errors import MalformedRequest
 from threadline.webhook import handle_webhook
 

@@ -25,7 +25,7 @@ from threadline.channels.base import SendFailed, SendResult
 from threadline.channels.meta.media import WhatsAppMediaClient
 from threadline.channels.meta.payload import callback_data
 from threadline.channels.meta.senders import MessengerSender, WhatsAppCloudSender
-from threadline.channels.whatsapp import ProviderChoice
+from threadline.channels.twilio.whatsapp import ProviderChoice
 from threadline.outbound import (
     SendMessageRequest,
     SendOptionNotSupported,

@@ -10,7 +10,7 @@ import pytest
 from tests.unit import twilio_payloads as tw
 from tests.unit.fake_table import FakeTable
 from tests.unit.test_ingest_logic import RAW
-from threadline.channels.twilio import normalize_form
+from threadline.channels.twilio.messaging import normalize_form
 from threadline.dal.base import ConditionCheck, Put, Update
 from threadline.outbound import IdempotencyKeyReused, SendMessageRequest
 from threadline.outbound_store import OutboundStore

@@ -18,7 +18,7 @@ from tests.unit.webhook_events import (
     signed_event,
     url_for,
 )
-from threadline.channels.twilio import TwilioMessaging, normalize_form
+from threadline.channels.twilio.messaging import TwilioMessaging, normalize_form
 from threadline.errors import MalformedRequest
 from threadline.identity import canonical_phone
 from threadline.logs import REDACTED, redact

@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit import twilio_payloads as tw
 from tests.unit.webhook_events import API_HOST, AUTH_TOKEN, RecordingStore, sign
-from threadline.channels.twilio import TwilioMessaging
+from threadline.channels.twilio.messaging import TwilioMessaging
 from threadline.errors import SignatureInvalid, StorageUnavailable
 from threadline.webhook import process_request, request_from_queue
 

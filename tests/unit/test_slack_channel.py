@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from tests.unit import slack_payloads as sp
 from tests.unit.webhook_events import RecordingStore
 from threadline.channels.base import Acknowledgement, InboundMessage, MessageEdit, WebhookRequest
-from threadline.channels.slack import SlackEvents, SlackSender, _send_failed, is_from_a_bot
+from threadline.channels.slack.events import SlackEvents, is_from_a_bot
+from threadline.channels.slack.outbound import SlackSender, _send_failed
 from threadline.errors import MalformedRequest, SignatureInvalid
 from threadline.schema import (
     AuthorRole,

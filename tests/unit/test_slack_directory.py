@@ -10,7 +10,8 @@ from werkzeug.serving import make_server
 from devstack.sandbox import ProviderSandbox
 from tests.unit.test_slack_channel import outbound
 from threadline.channels.base import SendFailed
-from threadline.channels.slack import SlackDirectory, SlackSender, web_api_url
+from threadline.channels.slack.events import SlackDirectory, web_api_url
+from threadline.channels.slack.outbound import SlackSender
 from threadline.schema import MediaPart, TextPart
 
 

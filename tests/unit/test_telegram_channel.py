@@ -20,7 +20,7 @@ from threadline.channels.base import (
     MessageEdit,
     WebhookRequest,
 )
-from threadline.channels.telegram import TelegramWebhook, normalize_update
+from threadline.channels.telegram.inbound import TelegramWebhook, normalize_update
 from threadline.errors import MalformedRequest, SignatureInvalid, StorageUnavailable
 from threadline.schema import (
     ContactPart,

@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 from devstack.sandbox import TELEGRAM_RETRY_AFTER_SECONDS, ProviderSandbox
 from tests.unit import telegram_payloads as tg
 from threadline.channels.base import SendFailed
-from threadline.channels.telegram import TelegramSender
+from threadline.channels.telegram.outbound import TelegramSender
 from threadline.schema import (
     AuthorRole,
     Channel,

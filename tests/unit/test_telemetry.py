@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from tests.unit import twilio_payloads as tw
 from tests.unit.webhook_events import AUTH_TOKEN, RecordingStore, signed_event
-from threadline.channels.twilio import TwilioMessaging
+from threadline.channels.twilio.messaging import TwilioMessaging
 from threadline.telemetry import MESSAGES_RECEIVED, count_message, traced
 from threadline.webhook import handle_webhook
 

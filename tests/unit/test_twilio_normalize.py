@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit import twilio_payloads as tw
-from threadline.channels.twilio import normalize_form
+from threadline.channels.twilio.messaging import normalize_form
 from threadline.errors import MalformedRequest
 from threadline.schema import (
     Channel,

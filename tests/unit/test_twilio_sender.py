@@ -28,7 +28,7 @@ import pytest
 
 from tests.unit import twilio_payloads as tw
 from threadline.channels.base import SendFailed, SendResult
-from threadline.channels.twilio import TwilioSender, status_callback_url
+from threadline.channels.twilio.messaging import TwilioSender, status_callback_url
 from threadline.schema import (
     AuthorRole,
     Channel,

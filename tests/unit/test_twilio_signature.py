@@ -18,7 +18,7 @@ from tests.unit.webhook_events import (
     url_for,
 )
 from threadline.channels.base import WebhookRequest
-from threadline.channels.twilio import TwilioMessaging
+from threadline.channels.twilio.messaging import TwilioMessaging
 from threadline.errors import SignatureInvalid
 
 PUBLIC = "https://hooks.example.com"

@@ -25,7 +25,7 @@ import pytest
 from tests.unit import twilio_payloads as tw
 from tests.unit.webhook_events import AUTH_TOKEN, http_api_event, sign, signed_event, url_for
 from threadline.channels.base import StatusUpdate, WebhookRequest
-from threadline.channels.twilio import (
+from threadline.channels.twilio.messaging import (
     TwilioStatusCallback,
     normalize_status_form,
     status_callback_url,

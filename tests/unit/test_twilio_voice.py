@@ -22,7 +22,7 @@ from tests.unit.webhook_events import (
     url_for,
 )
 from threadline.channels.base import Acknowledgement, InboundMessage, MessageEdit, WebhookRequest
-from threadline.channels.twilio_voice import (
+from threadline.channels.twilio.voice import (
     Event,
     TwilioVoice,
     VoiceSettings,

@@ -9,22 +9,26 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from threadline.channels.webchat import (
-    MAX_FRAME_BYTES,
+from threadline.channels.webchat.sessions import (
+    SessionRequest,
+    parse_session_request,
+    verified_subject,
+)
+from threadline.channels.webchat.settings import MAX_FRAME_BYTES
+from threadline.channels.webchat.socket import (
     FrameError,
     HistoryFrame,
-    InvalidToken,
     ReadFrame,
     SendFrame,
-    SessionRequest,
     parse_frame,
-    parse_session_request,
     public_message,
+)
+from threadline.channels.webchat.tokens import (
+    InvalidToken,
     read_token,
     sign_token,
     user_hash,
     user_hash_matches,
-    verified_subject,
 )
 from threadline.errors import MalformedRequest, SignatureInvalid
 from threadline.schema import Identity

@@ -25,7 +25,7 @@ from tests.unit.webhook_events import (
     signed_event,
     url_for,
 )
-from threadline.channels.twilio import TwilioMessaging
+from threadline.channels.twilio.messaging import TwilioMessaging
 from threadline.errors import StorageUnavailable
 from threadline.logs import logger
 from threadline.settings import webhook_settings

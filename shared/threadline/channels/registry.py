@@ -1,63 +1,42 @@
-"""Every channel threadline speaks, declared once: the registry the rest of the code reads.
+"""Every channel threadline speaks, declared once, by the channel itself: the
+registry the rest of the code reads.
 
-Adding a channel is one entry here (its ``Channel`` and ``IdentityKind`` values, its
-identity rule and its :class:`ChannelSpec`) beside its own module under
-``threadline.channels``; the dispatcher, the outbound rules (identity, provider,
-send window, where a reply to a call goes), identity canonicalization, the API's
-media route and the template checks all derive from what is written below, and
-``tests/unit/test_channel_registry.py`` fails when another module lists channels by
-hand. docs/channels.md ("Adding a channel") walks through it.
+Each channel package under ``threadline.channels`` has a ``spec`` module that
+declares its channels (:class:`ChannelSpec`: identity kind, provider, webhooks and
+their secrets, a lazy sender factory, media fetchers, send window, reply fallback)
+and the identity kinds it introduces (:class:`IdentityRule`). This module finds
+those ``spec`` modules by looking at the package's folders, so adding a channel
+touches its own package and nothing here. The ``Channel`` and ``IdentityKind``
+enums of the common schema are built from what the packages declare.
 
-Importing this module is cheap on purpose (``threadline.schema`` imports it): it
-names senders, adapters and media fetchers as ``"module:attribute"`` strings that
-are imported only when first used, so no handler pays for twilio, slack_sdk or
-urllib3 before it sends.
+The dispatcher, the outbound rules (identity, provider, send window, where a reply to
+a call goes), identity canonicalization, the API's media route and the template
+checks all derive from the declarations; ``tests/unit/test_channel_registry.py``
+fails when another module lists channels by hand. docs/channels.md ("Adding a
+channel") walks through it.
+
+Importing this module is cheap on purpose (``threadline.schema`` imports it): a
+``spec`` module imports nothing but this module's dataclasses, and names senders,
+adapters and media fetchers as ``"module:attribute"`` strings that are imported only
+when first used, so no handler pays for twilio, slack_sdk or urllib3 before it sends.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-
-from threadline.identity import canonical_email, canonical_phone
+from enum import EnumMeta, StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from threadline.channels.base import Sender
     from threadline.media import MediaFetcher
 
-# The two enums are the common schema's (threadline.schema re-exports them, and the
-# JSON Schemas under infra/schemas list their values): they live here so that a
-# channel's values and its rules are written in one place.
-
-
-class Channel(StrEnum):
-    SMS = "sms"
-    WHATSAPP = "whatsapp"
-    VOICE = "voice"
-    EMAIL = "email"
-    SLACK = "slack"
-    MESSENGER = "messenger"
-    INSTAGRAM = "instagram"
-    TELEGRAM = "telegram"
-    WEBCHAT = "webchat"
-
-
-class IdentityKind(StrEnum):
-    PHONE = "phone"
-    EMAIL = "email"
-    SLACK = "slack"
-    MESSENGER = "messenger"
-    INSTAGRAM = "instagram"
-    TELEGRAM = "telegram"
-    WEBCHAT = "webchat"
-
-
-# ---------------------------------------------------------------- identity kinds
+# ---------------------------------------------------------------- what a spec declares
 
 
 @dataclass(frozen=True)
@@ -85,39 +64,6 @@ class IdentityRule:
         if not text:
             raise ValueError("empty identity")
         return text
-
-
-# Page-scoped (Messenger PSID) and Instagram-scoped (IGSID) user ids are decimal digits.
-_META_SCOPED_ID = re.compile(r"^[0-9]{1,64}$")
-
-IDENTITY_RULES: Mapping[IdentityKind, IdentityRule] = {
-    IdentityKind.PHONE: IdentityRule(canonical=canonical_phone),
-    IdentityKind.EMAIL: IdentityRule(canonical=canonical_email),
-    IdentityKind.SLACK: IdentityRule(
-        pattern=re.compile(r"^[A-Z0-9]+:[A-Z0-9]+$"),
-        upper=True,
-        hint="slack identities are team:user, e.g. T0001:U0002",
-    ),
-    IdentityKind.MESSENGER: IdentityRule(
-        pattern=_META_SCOPED_ID, hint="messenger identities are Meta's numeric scoped user ids"
-    ),
-    IdentityKind.INSTAGRAM: IdentityRule(
-        pattern=_META_SCOPED_ID, hint="instagram identities are Meta's numeric scoped user ids"
-    ),
-    # Telegram user ids are positive integers below 2**52 (the Bot API's own bound).
-    IdentityKind.TELEGRAM: IdentityRule(
-        pattern=re.compile(r"^[1-9][0-9]{0,15}$"),
-        hint="telegram identities are the user's numeric id, e.g. 123456789",
-    ),
-    # Visitor ids are what POST /webchat/v1/sessions hands out.
-    IdentityKind.WEBCHAT: IdentityRule(
-        pattern=re.compile(r"^[A-Za-z0-9_-]{8,64}$"),
-        hint="webchat identities are visitor ids (8-64 of A-Z a-z 0-9 _ -)",
-    ),
-}
-
-
-# ---------------------------------------------------------------- send windows
 
 
 @dataclass(frozen=True)
@@ -163,37 +109,6 @@ class SendWindow:
         )
 
 
-# WhatsApp accepts free-form business messages only within 24 hours of the
-# customer's last message to us; outside it only approved templates.
-WHATSAPP_WINDOW = SendWindow(
-    free_for=timedelta(hours=24),
-    remedy="only a template can be sent",
-    label="WhatsApp",
-    templates=True,
-)
-# Messenger and Instagram take free-form replies for 24 hours after the customer's
-# last message; the HUMAN_AGENT tag stretches that to 7 days; Messenger's other tags
-# are not time-bound (Meta polices what they are used for). Instagram takes only
-# HUMAN_AGENT.
-_HUMAN_AGENT = {"HUMAN_AGENT": timedelta(days=7)}
-MESSENGER_WINDOW = SendWindow(
-    free_for=timedelta(hours=24),
-    remedy="send with a message_tag",
-    tags={
-        **_HUMAN_AGENT,
-        "ACCOUNT_UPDATE": None,
-        "CONFIRMED_EVENT_UPDATE": None,
-        "POST_PURCHASE_UPDATE": None,
-    },
-)
-INSTAGRAM_WINDOW = SendWindow(
-    free_for=timedelta(hours=24), remedy="send with a message_tag", tags=_HUMAN_AGENT
-)
-
-
-# ---------------------------------------------------------------- channels
-
-
 @dataclass(frozen=True)
 class Webhook:
     """A function that receives this channel's messages (template.yaml logical id),
@@ -210,9 +125,10 @@ class Webhook:
 class ChannelSpec:
     """Everything the rest of threadline needs to know about one channel."""
 
-    channel: Channel
-    identity_kind: IdentityKind
-    """The identity that reaches a customer on this channel."""
+    name: str
+    """The channel's value in the common schema (``Channel(name)``)."""
+    identity: str
+    """The identity kind that reaches a customer on this channel."""
     provider: str
     """Who carries replies by default (recorded on a queued reply; the sender may
     pick another, see :attr:`sender`)."""
@@ -228,8 +144,8 @@ class ChannelSpec:
     """Provider name -> ``"module:factory"`` of a MediaFetcher for media that arrived
     as a provider id only (WhatsApp Cloud API), downloaded on demand by the API."""
     window: SendWindow | None = None
-    reply_channel: Channel | None = None
-    """Where a reply goes when this channel carries no written reply (voice: SMS)."""
+    reply_via: str | None = None
+    """The channel a reply goes by when this one carries no written reply (voice: sms)."""
     feedback_blocks: bool = False
     """The provider's delivery feedback can stop sends to an identity (SES bounces
     and complaints): checked when queueing and again before sending."""
@@ -238,126 +154,97 @@ class ChannelSpec:
     entry per message id), so a dispatcher that died while calling the provider
     sends it again instead of failing it ``send_outcome_unknown``."""
 
+    @property
+    def channel(self) -> Channel:
+        return Channel(self.name)
 
-_TWILIO_MESSAGING = Webhook(
-    "TwilioMessagingFunction", "threadline.channels.twilio:TwilioMessaging", ("TWILIO_AUTH_TOKEN",)
-)
-_META = Webhook(
-    "MetaWebhookFunction",
-    "threadline.channels.meta.webhook:MetaWebhook",
-    ("META_APP_SECRET", "META_VERIFY_TOKEN"),
-)
-_META_MEDIA = {"meta": "threadline.channels.meta.media:media_client_from_env"}
+    @property
+    def identity_kind(self) -> IdentityKind:
+        return IdentityKind(self.identity)
 
-CHANNELS: tuple[ChannelSpec, ...] = (
-    ChannelSpec(
-        Channel.SMS,
-        IdentityKind.PHONE,
-        "twilio",
-        webhooks=(_TWILIO_MESSAGING,),
-        sender="threadline.channels.twilio:sender_from_env",
-        sender_secrets=("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"),
-    ),
-    ChannelSpec(
-        Channel.WHATSAPP,
-        IdentityKind.PHONE,
-        "twilio",
-        webhooks=(_TWILIO_MESSAGING, _META),
-        # Twilio or Meta's Cloud API, whichever the customer last wrote through.
-        sender="threadline.channels.whatsapp:sender_from_env",
-        sender_secrets=("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "META_ACCESS_TOKEN"),
-        media_fetchers=_META_MEDIA,
-        window=WHATSAPP_WINDOW,
-    ),
-    ChannelSpec(
-        Channel.VOICE,
-        IdentityKind.PHONE,
-        "twilio",
-        webhooks=(
-            Webhook(
-                "TwilioVoiceFunction",
-                "threadline.channels.twilio_voice:TwilioVoice",
-                ("TWILIO_AUTH_TOKEN",),
-            ),
-        ),
-        reply_channel=Channel.SMS,
-    ),
-    ChannelSpec(
-        Channel.EMAIL,
-        IdentityKind.EMAIL,
-        "ses",
-        webhooks=(Webhook("EmailInboundFunction", "threadline.email_inbound:handle_s3_event"),),
-        sender="threadline.channels.email.outbound:sender_from_env",
-        feedback_blocks=True,
-    ),
-    ChannelSpec(
-        Channel.SLACK,
-        IdentityKind.SLACK,
-        "slack",
-        webhooks=(
-            Webhook(
-                "SlackEventsFunction",
-                "threadline.channels.slack:SlackEvents",
-                ("SLACK_SIGNING_SECRET", "SLACK_BOT_TOKEN"),
-            ),
-        ),
-        sender="threadline.channels.slack:sender_from_env",
-        sender_secrets=("SLACK_BOT_TOKEN",),
-    ),
-    ChannelSpec(
-        Channel.MESSENGER,
-        IdentityKind.MESSENGER,
-        "meta",
-        webhooks=(_META,),
-        sender="threadline.channels.meta.senders:messenger_sender_from_env",
-        sender_secrets=("META_PAGE_ACCESS_TOKEN",),
-        window=MESSENGER_WINDOW,
-    ),
-    ChannelSpec(
-        Channel.INSTAGRAM,
-        IdentityKind.INSTAGRAM,
-        "meta",
-        webhooks=(_META,),
-        sender="threadline.channels.meta.senders:instagram_sender_from_env",
-        sender_secrets=("META_PAGE_ACCESS_TOKEN",),
-        window=INSTAGRAM_WINDOW,
-    ),
-    ChannelSpec(
-        Channel.TELEGRAM,
-        IdentityKind.TELEGRAM,
-        "telegram",
-        webhooks=(
-            Webhook(
-                "TelegramWebhookFunction",
-                "threadline.channels.telegram:TelegramWebhook",
-                ("TELEGRAM_SECRET_TOKEN",),
-            ),
-        ),
-        sender="threadline.channels.telegram:sender_from_env",
-        sender_secrets=("TELEGRAM_BOT_TOKEN",),
-    ),
-    ChannelSpec(
-        Channel.WEBCHAT,
-        IdentityKind.WEBCHAT,
-        "webchat",
-        webhooks=(
-            Webhook(
-                "WebchatSessionsFunction",
-                "threadline.channels.webchat.sessions:WebchatSessions",
-                ("WEBCHAT_TOKEN_SECRET", "WEBCHAT_IDENTITY_SECRET"),
-            ),
-            Webhook(
-                "WebchatSocketFunction",
-                "threadline.channels.webchat.socket:WebchatSocket",
-                ("WEBCHAT_TOKEN_SECRET",),
-            ),
-        ),
-        # Pushes with PostToConnection to every open socket of the visitor.
-        sender="threadline.channels.webchat.sender:build_sender",
-        repeat_is_harmless=True,
-    ),
-)
+    @property
+    def reply_channel(self) -> Channel | None:
+        return Channel(self.reply_via) if self.reply_via else None
 
+
+# ---------------------------------------------------------------- the declarations
+
+SPEC_MODULE = "spec"
+"""The module of a channel package that declares it: ``CHANNELS`` (a tuple of
+:class:`ChannelSpec`) and, for identity kinds it introduces, ``IDENTITY_RULES``."""
+
+
+def _spec_modules(root: str, package: str) -> list[Any]:
+    """Every ``<package>.<folder>.spec`` under ``root``, in folder-name order. A folder
+    listing rather than pkgutil: it is what runs on every cold start."""
+    folders = sorted(
+        entry.name
+        for entry in os.scandir(root)
+        if entry.is_dir() and os.path.isfile(os.path.join(entry.path, f"{SPEC_MODULE}.py"))
+    )
+    return [importlib.import_module(f"{package}.{name}.{SPEC_MODULE}") for name in folders]
+
+
+def declared(
+    root: str = os.path.dirname(__file__), package: str = __package__ or "threadline.channels"
+) -> tuple[tuple[ChannelSpec, ...], dict[str, IdentityRule]]:
+    """The channels (sorted by name) and identity rules the ``spec`` modules of the
+    packages under ``root`` declare; ValueError when two declare the same channel or
+    identity kind, or a channel's identity kind has no rule."""
+    specs: list[ChannelSpec] = []
+    rules: dict[str, IdentityRule] = {}
+    for module in _spec_modules(root, package):
+        specs += getattr(module, "CHANNELS", ())
+        for kind, rule in getattr(module, "IDENTITY_RULES", {}).items():
+            if kind in rules:
+                raise ValueError(f"identity kind {kind!r} is declared twice ({module.__name__})")
+            rules[kind] = rule
+    names = [spec.name for spec in specs]
+    if len(names) != len(set(names)):
+        raise ValueError(f"a channel is declared twice: {sorted(names)}")
+    missing = {spec.identity for spec in specs} - set(rules)
+    if missing:
+        raise ValueError(f"identity kinds without an IDENTITY_RULES entry: {sorted(missing)}")
+    return tuple(sorted(specs, key=lambda spec: spec.name)), dict(sorted(rules.items()))
+
+
+_SPECS, _RULES = declared()
+
+# The two enums are the common schema's (threadline.schema re-exports them, and the
+# JSON Schemas under infra/schemas list their values), built from the declarations.
+# mypy cannot see members made at run time: the stand-ins below let it type
+# ``Channel.SMS`` as a Channel; a misspelt member still fails the first test to run it.
+_EnumT = TypeVar("_EnumT")
+
+if TYPE_CHECKING:
+
+    class _DeclaredMembers(EnumMeta):
+        def __getattr__(cls: type[_EnumT], name: str) -> _EnumT: ...
+
+    class Channel(StrEnum, metaclass=_DeclaredMembers):
+        """A channel some package declares."""
+
+    class IdentityKind(StrEnum, metaclass=_DeclaredMembers):
+        """An identity kind some package declares."""
+
+else:
+    Channel = StrEnum(
+        "Channel",
+        [(spec.name.upper(), spec.name) for spec in _SPECS],
+        module=__name__,
+        qualname="Channel",
+    )
+    IdentityKind = StrEnum(
+        "IdentityKind",
+        [(kind.upper(), kind) for kind in _RULES],
+        module=__name__,
+        qualname="IdentityKind",
+    )
+
+CHANNELS: tuple[ChannelSpec, ...] = _SPECS
+IDENTITY_RULES: Mapping[IdentityKind, IdentityRule] = {
+    IdentityKind(kind): rule for kind, rule in _RULES.items()
+}
 _BY_CHANNEL: Mapping[Channel, ChannelSpec] = {spec.channel: spec for spec in CHANNELS}
 
 

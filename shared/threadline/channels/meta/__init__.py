@@ -12,12 +12,6 @@ One module per job:
 
 Identities: a WhatsApp sender's ``wa_id`` is the ``phone`` identity in E.164, the
 same as their SMS and Twilio WhatsApp; Messenger and Instagram senders are
-``messenger:<PSID>`` and ``instagram:<IGSID>``. The channels' registry entries
-(``threadline.channels.registry``) name these modules.
+``messenger:<PSID>`` and ``instagram:<IGSID>``. The channels' declarations
+(:mod:`.spec`, and ``twilio.spec`` for WhatsApp) name these modules.
 """
-
-from threadline.channels.meta.payload import PROVIDER as PROVIDER
-from threadline.channels.meta.webhook import MetaWebhook as MetaWebhook
-from threadline.channels.meta.webhook import normalize_notification as normalize_notification
-from threadline.channels.meta.webhook import signature_of as signature_of
-from threadline.channels.meta.webhook import verify_signature as verify_signature

@@ -22,7 +22,7 @@ from threadline.channels.meta.payload import (
     string_at,
     unix_seconds,
 )
-from threadline.channels.whatsapp import PROVIDER_KEY as WHATSAPP_PROVIDER_KEY
+from threadline.channels.twilio.whatsapp import PROVIDER_KEY as WHATSAPP_PROVIDER_KEY
 from threadline.errors import MalformedRequest
 from threadline.schema import (
     Channel,

@@ -1,6 +1,6 @@
 """WhatsApp replies: two providers carry the channel, Twilio and Meta's Cloud API.
 
-Inbound WhatsApp arrives through either webhook (:mod:`threadline.channels.twilio`,
+Inbound WhatsApp arrives through either webhook (:mod:`threadline.channels.twilio.messaging`,
 :mod:`threadline.channels.meta.whatsapp`), and each records on the customer's
 identity which one it came through (``reply_to["whatsapp_provider"]``). A reply goes
 back the same way; the registry names :func:`sender_from_env` as WhatsApp's sender.
@@ -47,8 +47,8 @@ class ProviderChoice:
 def sender_from_env() -> ProviderChoice:
     """The provider the customer last wrote through, else Twilio when its WhatsApp
     sender is configured, else Meta's Cloud API (docs/outbound.md)."""
-    from threadline.channels import twilio
     from threadline.channels.meta.senders import whatsapp_sender_from_env
+    from threadline.channels.twilio import messaging as twilio
 
     twilio_sender = twilio.sender_from_env()
     return ProviderChoice(

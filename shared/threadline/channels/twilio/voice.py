@@ -1,7 +1,7 @@
 """Twilio Programmable Voice: answer calls with TwiML, file calls and voicemail on the timeline.
 
 One function serves five routes, each a Twilio-signed form POST checked with the
-messaging webhook's validator (:func:`threadline.channels.twilio.verify_signature`):
+messaging webhook's validator (:func:`threadline.channels.twilio.messaging.verify_signature`):
 
 * ``/webhooks/twilio/voice`` — a call comes in: answer with TwiML built by twilio's
   ``VoiceResponse``: the greeting, then either a ``<Dial>`` to the configured number
@@ -43,7 +43,7 @@ from threadline.channels.base import (
     WebhookRequest,
     build,
 )
-from threadline.channels.twilio import EMPTY_TWIML, PROVIDER, parse_form, verify_signature
+from threadline.channels.twilio.messaging import EMPTY_TWIML, PROVIDER, parse_form, verify_signature
 from threadline.errors import MalformedRequest
 from threadline.identity import canonical_phone
 from threadline.logs import logger

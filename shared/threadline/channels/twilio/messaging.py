@@ -24,7 +24,7 @@ from threadline.channels.base import (
     WebhookRequest,
     build,
 )
-from threadline.channels.whatsapp import PROVIDER_KEY as WHATSAPP_PROVIDER_KEY
+from threadline.channels.twilio.whatsapp import PROVIDER_KEY as WHATSAPP_PROVIDER_KEY
 from threadline.errors import MalformedRequest, SignatureInvalid
 from threadline.identity import canonical_phone
 from threadline.schema import (
