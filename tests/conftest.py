@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -42,3 +44,44 @@ def load_handler_module(code_uri: str, module: str = "app") -> ModuleType:
     sys.modules[name] = loaded
     spec.loader.exec_module(loaded)
     return loaded
+
+
+def _template_value(value: Any, parameters: dict[str, Any]) -> str:
+    """A parameter reference becomes its default; anything else a placeholder name."""
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
+        return str(parameters[value["Ref"]].get("Default", ""))
+    return value if isinstance(value, str) else "placeholder"
+
+
+def import_handler_cleanly(logical_id: str, then: str = "") -> subprocess.CompletedProcess[str]:
+    """Import a function's handler module in a clean interpreter (``python -I``, as
+    Lambda and `make bench` do) given just its template variables, then run ``then``.
+
+    Values are placeholders (nothing is called at import), but the names are exactly
+    the template's, so a module that reads a variable the template does not set at
+    import time fails.
+    """
+    template = load_template()
+    properties = serverless_functions()[logical_id]
+    variables = {
+        **(
+            (template.get("Globals", {}).get("Function", {}).get("Environment") or {}).get(
+                "Variables"
+            )
+            or {}
+        ),
+        **((properties.get("Environment") or {}).get("Variables") or {}),
+    }
+    parameters = template.get("Parameters", {})
+    env = {name: _template_value(value, parameters) for name, value in variables.items()}
+    path = [str(REPO_ROOT / properties["CodeUri"]), str(REPO_ROOT / "shared")]
+    env.update(
+        PATH=os.environ.get("PATH", ""),
+        PYTHONPATH=os.pathsep.join(path),
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    module = properties["Handler"].rpartition(".")[0]
+    code = f"import sys; sys.path[:0] = {path!r}; import {module}\n{then}"
+    return subprocess.run(
+        [sys.executable, "-I", "-c", code], env=env, capture_output=True, text=True, check=False
+    )

@@ -14,13 +14,15 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from threadline.channels.webchat.sender import continuation_job, continue_by_email
-from threadline.customers import CustomerStore
 from threadline.logs import logger
+from threadline.outbound_store import OutboundStore
 from threadline.settings import store_settings
 from threadline.telemetry import traced
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-store = CustomerStore(store_settings())
+# The outbound store is all a continuation needs (read, resolve, queue); the customer
+# store's profile writes and merges are the API's.
+store = OutboundStore(store_settings())
 
 
 def continue_record(record: SQSRecord) -> None:

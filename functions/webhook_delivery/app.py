@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
@@ -19,7 +20,6 @@ from threadline.crm_webhooks import (
     DeliverySettings,
     RetryDelivery,
 )
-from threadline.http import http_client
 from threadline.logs import logger
 from threadline.settings import required_env, store_settings
 from threadline.subscriptions import SubscriptionStore
@@ -31,6 +31,7 @@ processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 # Report every failed record, even when all failed, so only those come back (the
 # FIFO processor takes no such argument).
 processor.raise_on_entire_batch_failure = False
+table_name = store_settings().table_name
 queue_url = required_env("WEBHOOK_DELIVERY_QUEUE_URL")
 dead_letter_url = required_env("WEBHOOK_DEAD_LETTER_QUEUE_URL")
 settings = DeliverySettings(
@@ -55,12 +56,17 @@ def dead_letter(job: DeliveryJob, reason: str) -> None:
     )
 
 
-deliverer = Deliverer(
-    SubscriptionStore(store_settings().table_name),
-    http_client(),
-    settings,
-    dead_letter=dead_letter,
-)
+@cache
+def deliverer() -> Deliverer:
+    """Built by the first batch: the HTTP client's pool (urllib3) is not a cold start's."""
+    from threadline.http import http_client
+
+    return Deliverer(
+        SubscriptionStore(table_name),
+        http_client(),
+        settings,
+        dead_letter=dead_letter,
+    )
 
 
 def deliver_record(record: SQSRecord) -> None:
@@ -81,7 +87,7 @@ def deliver_record(record: SQSRecord) -> None:
     try:
         if context is not None and context.get_remaining_time_in_millis() < TIME_NEEDED_MS:
             raise RetryDelivery(0, "not enough time left in this invocation")
-        deliverer.deliver(job)
+        deliverer().deliver(job)
     except RetryDelivery as retry:
         retries[record.message_id] = (job.group_id, int(retry.delay))
         raise
@@ -130,7 +136,7 @@ def _reschedule(event: dict[str, Any], response: PartialItemFailureResponse) -> 
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     retries.clear()
-    deliverer.start_batch()
+    deliverer().start_batch()
     invocation["context"] = context
     response = process_partial_response(
         event=event, record_handler=deliver_record, processor=processor, context=context

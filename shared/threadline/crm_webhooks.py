@@ -32,12 +32,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field
 
 from threadline.errors import Conflict, NotFound
-from threadline.http import HttpClient, TransportError
 from threadline.items import new_id
 from threadline.logs import logger
 from threadline.model import Model
@@ -51,6 +50,11 @@ from threadline.subscriptions import (
     SubscriptionState,
     SubscriptionStore,
 )
+
+if TYPE_CHECKING:
+    # The HTTP client (urllib3) is the delivery worker's alone: the fan-out and the API
+    # import this module without it.
+    from threadline.http import HttpClient
 
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_RETRY_BASE_SECONDS = 5.0
@@ -243,6 +247,8 @@ class Deliverer:
 
         Raises :class:`RetryDelivery` when the receiver should be tried again later.
         """
+        from threadline.http import TransportError
+
         found = self._subscription(job.subscription_id)
         if found is None or found[0].state is not SubscriptionState.ENABLED:
             logger.info(

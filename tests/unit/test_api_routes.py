@@ -7,14 +7,25 @@ these tests resolve real API Gateway HTTP API events that never reach a store
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
 
 from threadline import __version__
-from threadline.api.resolver import app, openapi_document
+from threadline.api.resolver import (
+    ROUTERS,
+    ROUTERS_BY_RESOURCE,
+    app,
+    openapi_document,
+    resource_of,
+    routers_for,
+)
 
 # The surface CRMs integrate against (docs/api.md): (method, OpenAPI path).
 API_ROUTES = {
@@ -84,6 +95,7 @@ def resolve(method: str, path: str, query: str = "", body: str | None = None) ->
 
 
 def registered_routes() -> set[tuple[str, str]]:
+    app.include_routers()
     routes = app._static_routes + app._dynamic_routes
     return {(route.method, route.openapi_path) for route in routes}
 
@@ -97,9 +109,106 @@ def documented_routes(document: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def test_every_route_of_the_api_is_registered_once():
-    routes = app._static_routes + app._dynamic_routes
     assert registered_routes() == API_ROUTES | UNDOCUMENTED_ROUTES
+    routes = app._static_routes + app._dynamic_routes
     assert len(routes) == len(API_ROUTES | UNDOCUMENTED_ROUTES)
+
+
+def _example_path(rule: str) -> str:
+    """A concrete path for a powertools rule: each <name> becomes an id-like value."""
+    return re.sub(r"<(\w+)>", lambda match: f"{match.group(1)}-1", rule)
+
+
+def router_routes() -> list[tuple[str, str, str]]:
+    """(router module, method, rule) of every route the routers declare."""
+    routes = []
+    for name in ROUTERS:
+        router = importlib.import_module(f"threadline.api.{name}").router
+        for key in router._routes:
+            rule, methods = key[0], key[1]
+            routes.extend((name, method.upper(), rule) for method in methods)
+    return routes
+
+
+def test_every_route_is_reached_through_the_routing_table():
+    # The resolver includes only the routers the table names for a path; a route the
+    # table sent elsewhere would answer 404 on a cold start.
+    served: set[tuple[str, tuple[str, str | None] | None]] = set()
+    for name, method, rule in router_routes():
+        path = _example_path(rule)
+        assert resource_of(path) in ROUTERS_BY_RESOURCE, (method, rule)
+        assert name in routers_for(path), (method, rule, routers_for(path))
+        served.add((name, resource_of(path)))
+    # ...and names no router for a resource that router does not serve.
+    for resource, names in ROUTERS_BY_RESOURCE.items():
+        for name in names:
+            assert (name, resource) in served, (resource, name)
+
+
+def test_the_resolvers_own_routes_need_no_router_and_unknown_paths_get_all():
+    assert routers_for("/v1/health") == ()
+    assert routers_for("/v1/openapi.json") == ()
+    assert routers_for("/v1/nothing-here") == ROUTERS
+    assert routers_for("/v1/customers/c1/unknown") == ROUTERS
+    assert routers_for("/elsewhere") == ROUTERS
+    assert routers_for("") == ROUTERS
+
+
+# A fresh interpreter: this one's resolver has every router included by now.
+FIRST_REQUEST = """
+import json, sys
+from threadline.api.resolver import app
+event = {{
+    "version": "2.0", "rawPath": {path!r}, "rawQueryString": {query!r},
+    "queryStringParameters": {params!r},
+    "headers": {{"host": "api.example.test"}},
+    "requestContext": {{"http": {{"method": {method!r}, "path": {path!r}}},
+                        "requestId": "unit", "stage": "$default"}},
+    "isBase64Encoded": False,
+}}
+class Context:
+    function_name = "api"
+    aws_request_id = "unit"
+answer = app.resolve(event, Context())
+loaded = sorted(m for m in sys.modules if m.startswith("threadline.api.") or m in (
+    "threadline.customers", "threadline.subscriptions", "threadline.privacy",
+    "aws_lambda_powertools.event_handler.openapi.models"))
+print(json.dumps({{"status": answer["statusCode"], "included": app.included, "loaded": loaded}}))
+"""
+
+
+def first_request(method: str, path: str, query: str = "") -> dict[str, Any]:
+    params = dict(p.split("=", 1) for p in query.split("&")) if query else None
+    code = FIRST_REQUEST.format(method=method, path=path, query=query, params=params)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    answer: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    return answer
+
+
+def test_a_cold_request_includes_only_the_routers_its_path_needs():
+    answer = first_request("GET", "/v1/customers/c1/timeline", "limit=0")
+    assert answer["status"] == 400  # validation answered: the route was found
+    assert answer["included"] == ["customers"]
+    for elsewhere in ("subscriptions", "privacy", "identities", "messages"):
+        assert f"threadline.api.{elsewhere}" not in answer["loaded"]
+    assert "threadline.subscriptions" not in answer["loaded"]
+    assert "aws_lambda_powertools.event_handler.openapi.models" not in answer["loaded"]
+
+
+def test_a_health_check_includes_no_router():
+    answer = first_request("GET", "/v1/health")
+    assert answer["status"] == 200
+    assert answer["included"] == []
+    assert not {f"threadline.api.{name}" for name in ROUTERS} & set(answer["loaded"])
+
+
+def test_a_cold_request_for_an_unknown_path_is_the_same_404():
+    answer = first_request("GET", "/v1/customers/c1/unknown")
+    assert answer["status"] == 404
+    assert answer["included"] == list(ROUTERS)
 
 
 def test_the_openapi_document_describes_every_route_and_is_valid_openapi():

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, TEMPLATE_PATH, load_template, serverless_functions
+from tests.conftest import (
+    REPO_ROOT,
+    TEMPLATE_PATH,
+    import_handler_cleanly,
+    load_template,
+    serverless_functions,
+)
 
 FUNCTIONS = serverless_functions()
 
@@ -31,14 +36,6 @@ def _environment_names(properties: dict) -> set[str]:
     return set(_environment(properties))
 
 
-def _placeholder(value) -> str:
-    """A parameter reference becomes its default; anything else a placeholder name."""
-    parameters = load_template().get("Parameters", {})
-    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in parameters:
-        return str(parameters[value["Ref"]].get("Default", ""))
-    return value if isinstance(value, str) else "placeholder"
-
-
 def _global_environment_names() -> set[str]:
     globals_ = load_template().get("Globals", {}).get("Function", {})
     return _environment_names(globals_)
@@ -46,35 +43,11 @@ def _global_environment_names() -> set[str]:
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
 def test_handler_imports_with_only_its_template_environment(logical_id):
-    """Import each handler in a clean interpreter given just its template variables.
-
-    Values are placeholders (nothing is called at import), but the names are exactly
-    the template's, so a module that reads a variable the template does not set at
-    import time fails here.
-    """
-    properties = FUNCTIONS[logical_id]
-    code_uri = properties["CodeUri"]
-    module, _, attribute = properties["Handler"].rpartition(".")
-    variables = {**_environment(load_template()["Globals"]["Function"]), **_environment(properties)}
-    env = {name: _placeholder(value) for name, value in variables.items()}
-    env.update(
-        PATH=os.environ.get("PATH", ""),
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT / code_uri), str(REPO_ROOT / "shared")]),
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    check = f"import {module}; assert callable({module}.{attribute})"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-c",
-            f"import sys; sys.path[:0] = {env['PYTHONPATH'].split(os.pathsep)!r}; {check}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """Import each handler in a clean interpreter given just its template variables
+    (placeholder values): a module that reads at import time a variable the template
+    does not set fails here."""
+    module, _, attribute = FUNCTIONS[logical_id]["Handler"].rpartition(".")
+    result = import_handler_cleanly(logical_id, f"assert callable({module}.{attribute})")
     assert result.returncode == 0, result.stderr
 
 

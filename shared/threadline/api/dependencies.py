@@ -1,16 +1,22 @@
-"""What the API's routers share, built once per Lambda environment (on first use)."""
+"""What the API's routers share, built once per Lambda environment (on first use).
+
+Each store's module is imported by the first call that builds it: the routers that a
+request does not reach (threadline.api.resolver) then cost nothing at cold start.
+"""
 
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from aws_lambda_powertools.event_handler.openapi.params import Header
 
-from threadline.customers import CustomerStore
-from threadline.privacy import PrivacyService, PrivacySettings
 from threadline.settings import required_env, store_settings
-from threadline.subscriptions import SubscriptionStore
+
+if TYPE_CHECKING:
+    from threadline.customers import CustomerStore
+    from threadline.privacy import PrivacyService
+    from threadline.subscriptions import SubscriptionStore
 
 # The Idempotency-Key header of the routes that write a message (a note; replies have
 # their own wording in messages.py).
@@ -26,16 +32,22 @@ NoteIdempotencyKey = Annotated[
 
 @cache
 def customer_store() -> CustomerStore:
+    from threadline.customers import CustomerStore
+
     return CustomerStore(store_settings())
 
 
 @cache
 def subscription_store() -> SubscriptionStore:
+    from threadline.subscriptions import SubscriptionStore
+
     return SubscriptionStore(store_settings().table_name)
 
 
 @cache
 def privacy_service() -> PrivacyService:
+    from threadline.privacy import PrivacyService, PrivacySettings
+
     return PrivacyService(customer_store(), PrivacySettings.from_env())
 
 

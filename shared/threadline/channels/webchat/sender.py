@@ -22,7 +22,7 @@ from threadline.schema import Channel, IdentityKind, Message, MessageStatus
 from threadline.settings import required_env
 
 if TYPE_CHECKING:
-    from threadline.customers import CustomerStore
+    from threadline.outbound_store import OutboundStore
     from threadline.store import TimelineStore
 
 
@@ -138,7 +138,7 @@ def continuation_job(body: str) -> tuple[str, str]:
         raise ValueError("not a web chat continuity job") from exc
 
 
-def continue_by_email(store: CustomerStore, customer_id: str, message_id: str) -> str | None:
+def continue_by_email(store: OutboundStore, customer_id: str, message_id: str) -> str | None:
     """Send a web chat reply the visitor has not seen by e-mail; the e-mail's message id.
 
     Only when the reply is still unseen (not delivered or read), the customer has an
