@@ -144,8 +144,13 @@ class IngestStore(ConversationStore):
                 if duplicate is not None:
                     return duplicate
                 if cancelled.conflict and attempt + 1 < MAX_ATTEMPTS:
-                    # Lost a race (new customer, another identity's message in the
-                    # conversation, a close, a merge): re-read.
+                    if record is None and owner is None:
+                        # Lost the race to create the customer: the winner's identity
+                        # item is there now, with a hint as fresh as it gets. Read it
+                        # and file as a known customer's message, at once.
+                        continue
+                    # Lost a race (another identity's message in the conversation, a
+                    # close, a merge): re-read, the profile and conversation too.
                     trust_hint = False
                     # Full jitter, growing, so writers that collided spread out.
                     time.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))  # noqa: S311

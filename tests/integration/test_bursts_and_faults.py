@@ -60,7 +60,40 @@ def _stored_messages(aws: Any, sids: set[str]) -> Counter[str]:
     return found
 
 
-def test_a_burst_of_50_first_messages_from_one_new_number(aws, twilio_post, api_get):
+class DynamoOutcomes:
+    """What the store's DynamoDB client met, counted at the SDK boundary (botocore
+    events): transactions and why DynamoDB cancelled them, SDK retries, timeouts."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> DynamoOutcomes:
+        self.client.meta.events.register("after-call.dynamodb", self._answered)
+        self.client.meta.events.register("needs-retry.dynamodb", self._retry)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.client.meta.events.unregister("after-call.dynamodb", self._answered)
+        self.client.meta.events.unregister("needs-retry.dynamodb", self._retry)
+
+    def _answered(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        error = parsed.get("Error") or {}
+        reasons = [r.get("Code") for r in parsed.get("CancellationReasons") or []]
+        with self._lock:
+            self.counts[model.name] += 1
+            if error:
+                detail = "+".join(sorted({r for r in reasons if r and r != "None"}))
+                self.counts[f"{model.name} {error.get('Code')} {detail}".strip()] += 1
+
+    def _retry(self, attempts: int, response: Any, caught_exception: Any, **_: Any) -> None:
+        if caught_exception is not None or (response and response[0].status_code >= 500):
+            with self._lock:
+                self.counts[f"SDK retry after {type(caught_exception).__name__}"] += 1
+
+
+def test_a_burst_of_50_first_messages_from_one_new_number(aws, twilio_module, twilio_post, api_get):
     sender = "+15551239050"
     count = 50
     start = threading.Barrier(count)
@@ -70,11 +103,17 @@ def test_a_burst_of_50_first_messages_from_one_new_number(aws, twilio_post, api_
         start.wait()
         return _post_until_stored(twilio_post, sms(sid, sender=sender))
 
-    with ThreadPoolExecutor(max_workers=count) as pool:
+    with (
+        DynamoOutcomes(twilio_module.store.dynamodb) as seen,
+        ThreadPoolExecutor(max_workers=count) as pool,
+    ):
         answers = list(pool.map(post, sids))
     first = Counter(a[0] for a in answers)
     retries = sum(len(a) - 1 for a in answers)
-    print(f"\nburst of {count}: first answers {dict(first)}, provider retries {retries}")
+    print(
+        f"\nburst of {count}: first answers {dict(first)}, provider retries {retries}, "
+        f"DynamoDB {dict(seen.counts)}"
+    )
     assert set(first) <= {200, 503}, first
     assert all(a[-1] == 200 for a in answers), answers
 
@@ -126,17 +165,19 @@ def test_faults_on_10_percent_of_dynamodb_calls_lose_and_duplicate_nothing(
         return answers
 
     try:
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        with DynamoOutcomes(client) as seen, ThreadPoolExecutor(max_workers=4) as pool:
             answers = list(pool.map(deliver, range(total)))
     finally:
         client.meta.events.unregister("before-send.dynamodb", fail_before_send)
         client.meta.events.unregister("after-call.dynamodb", lose_the_answer)
     first = Counter(a[0] for a in answers)
+    final = Counter(a[-1] for a in answers)
     stored = _stored_messages(aws, set(sids))
     once = sum(1 for sid in sids if stored[sid] == 1)
     print(
         f"\nfaults: {total} messages, injected {dict(injected)}, first answers {dict(first)}, "
-        f"provider retries {sum(len(a) - 1 for a in answers)}, stored exactly once {once}"
+        f"final answers {dict(final)}, provider retries {sum(len(a) - 1 for a in answers)}, "
+        f"stored exactly once {once}, DynamoDB {dict(seen.counts)}"
     )
     assert sum(injected.values()) > 0
     # A storage fault is a 503 (the provider retries), never a 500.
