@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 
 from tests.unit import twilio_payloads as tw
-from threadline.channels.twilio import normalize_form
+from threadline.channels.twilio.messaging import normalize_form
 from threadline.item_codec import inline_envelope
 from threadline.items import (
     from_stream_image,
