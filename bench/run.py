@@ -21,7 +21,8 @@ machine, so the numbers compare across machines; nothing here asserts a time.
    the run's peak memory.
 
 One section alone: `python bench/run.py --only cold-imports` (exits 1 when a handler is
-over its target), `--only webhooks` or `--only latency`; `make bench` runs them all.
+over its target), `--only webhooks`, `--only latency` or `--only write-units`; `make
+bench` runs them all.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -218,6 +220,9 @@ def _twilio_event(params: dict[str, str], token: str) -> dict[str, Any]:
             "host": HOST,
             "content-type": "application/x-www-form-urlencoded",
             "x-twilio-signature": signature,
+            # Twilio sends these too; the envelope keeps them (docs/cost.md sizes it).
+            "user-agent": "TwilioProxy/1.1",
+            "i-twilio-idempotency-token": str(uuid.uuid4()),
         },
         "requestContext": {"domainName": HOST, "http": {"method": "POST", "path": TWILIO_PATH}},
         "body": base64.b64encode(body).decode(),
@@ -227,6 +232,23 @@ def _twilio_event(params: dict[str, str], token: str) -> dict[str, Any]:
 
 def _sms(sid: str, sender: str, body: str = "Where is my order?") -> dict[str, str]:
     return {"MessageSid": sid, "From": sender, "To": "+15557650000", "Body": body, "NumMedia": "0"}
+
+
+def _full_sms(sender: str) -> dict[str, str]:
+    """An SMS with every field Twilio posts (tests/unit/twilio_payloads.py), fresh SIDs:
+    what the stored raw envelope really holds."""
+    from tests.unit.twilio_payloads import SMS
+
+    sid = "SM" + uuid.uuid4().hex
+    return {
+        **SMS,
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "SmsMessageSid": sid,
+        "AccountSid": "AC" + uuid.uuid4().hex,
+        "MessagingServiceSid": "MG" + uuid.uuid4().hex,
+        "From": sender,
+    }
 
 
 def _whatsapp(sid: str, sender: str) -> dict[str, str]:
@@ -407,9 +429,9 @@ def bench_write_units(module: Any, token: str) -> dict[str, float]:
     results: dict[str, float] = {}
     sender = "+15550001009"
     scenarios = [
-        ("new customer", _sms("SMbenchwru000000000000000000000001", sender)),
-        ("known customer", _sms("SMbenchwru000000000000000000000002", sender)),
-        ("known customer again", _sms("SMbenchwru000000000000000000000003", sender)),
+        ("new customer", _full_sms(sender)),
+        ("known customer", _full_sms(sender)),
+        ("known customer again", _full_sms(sender)),
     ]
     for label, params in scenarios:
         with recording([store.dynamodb, store.s3]) as calls:
@@ -1020,7 +1042,7 @@ def _start_sandbox() -> Any:
     return sandbox
 
 
-SECTIONS = ("cold-imports", "webhooks", "latency")
+SECTIONS = ("cold-imports", "webhooks", "latency", "write-units")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1053,24 +1075,22 @@ def main(argv: list[str] | None = None) -> int:
         bench_webhook_latency()
         return 0
     token = secrets.token_hex(16)
+    if only == "write-units":
+        # Only section 6's units.
+        with EmbeddedAws.start(parameters={"PublicBaseUrl": f"https://{HOST}"}) as embedded:
+            bench_write_units(_twilio_messaging(embedded, token), token)
+        return 0
     sandbox = _start_sandbox()
     parameters = {
         **sandbox_parameters(load_template()["Parameters"], sandbox.url),
         "PublicBaseUrl": f"https://{HOST}",
     }
     with EmbeddedAws.start(parameters=parameters) as embedded:
-        embedded.put_secret("TwilioAuthTokenParameterName", token)
-        embedded.put_secret("TwilioAccountSidParameterName", "AC" + "0" * 32)
         bench_cold_imports(embedded.function_environment)
         bench_layer_size()
-        os.environ.update(embedded.client_environment())
-        for function in ("TwilioMessagingFunction", "DispatcherFunction", "PublisherFunction"):
-            os.environ.update(embedded.function_environment(function))
-        # Logs would dominate the terminal and the timing; benchmarks measure the work.
-        os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
-        # The same for the metric lines (threadline.telemetry): one per message.
-        os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
-        module = load_handler_module("functions/twilio_messaging")
+        module = _twilio_messaging(
+            embedded, token, also=("DispatcherFunction", "PublisherFunction")
+        )
         embedded.put_secret("TelegramSecretTokenParameterName", TELEGRAM_SECRET)
         for function in ("TelegramWebhookFunction", "TwilioVoiceFunction"):
             os.environ.update(embedded.function_environment(function))
@@ -1090,6 +1110,21 @@ def main(argv: list[str] | None = None) -> int:
     bench_webhook_latency()
     _print_peak_memory()
     return 0
+
+
+def _twilio_messaging(embedded: Any, token: str, also: tuple[str, ...] = ()) -> Any:
+    """The Twilio messaging handler module, configured for the embedded stack (and the
+    environment of the ``also`` functions, which the later sections load)."""
+    embedded.put_secret("TwilioAuthTokenParameterName", token)
+    embedded.put_secret("TwilioAccountSidParameterName", "AC" + "0" * 32)
+    os.environ.update(embedded.client_environment())
+    for function in ("TwilioMessagingFunction", *also):
+        os.environ.update(embedded.function_environment(function))
+    # Logs would dominate the terminal and the timing; benchmarks measure the work.
+    os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+    # The same for the metric lines (threadline.telemetry): one per message.
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+    return load_handler_module("functions/twilio_messaging")
 
 
 def _print_peak_memory() -> None:

@@ -27,6 +27,8 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from devstack.secrets import ProvisionedSecret
+from threadline.item_codec import inline_envelope
+from threadline.items import message_json
 
 CONSOLE_PAGE = "console.html"
 SECRETS_PATH = "/_dev/secrets"
@@ -56,13 +58,11 @@ class RawRequests:
             item = self._scan_for(table, message_id)
             if item is None:
                 continue
-            message = json.loads(item.get("message", {}).get("S") or "{}")
-            raw: bytes | None = None
-            inline = item.get("raw", {}).get("S")
+            message = message_json({"message": _attribute(item, "message") or "{}"})
+            # Inline envelopes are stored compressed (text in older items).
+            raw = inline_envelope({"raw": _attribute(item, "raw")})
             ref = message.get("raw") or {}
-            if inline is not None:
-                raw = inline.encode("utf-8")
-            elif ref.get("location") == "s3":
+            if raw is None and ref.get("location") == "s3":
                 raw = self._s3.get_object(Bucket=ref["bucket"], Key=ref["key"])["Body"].read()
             found: dict[str, Any] = {
                 "message_id": message_id,
@@ -152,3 +152,9 @@ def _from_loopback_name(request: Request) -> bool:
 
 def _json(status: int, body: Any) -> Response:
     return Response(json.dumps(body), status, mimetype="application/json")
+
+
+def _attribute(item: dict[str, Any], name: str) -> Any:
+    """A text or binary attribute of a low-level (client) item; None when absent."""
+    value = item.get(name) or {}
+    return value.get("S", value.get("B"))

@@ -8,9 +8,8 @@ through ``POST /v1/conversations/{id}/close``. A customer has at most one open
 conversation: the profile's ``open_conversation_id`` names it, and every write that
 opens or closes one changes that pointer in the same transaction, under a condition.
 
-The writers here are transaction items and conditional updates; the inbound path
-puts them into its one ``TransactWriteItems`` so a conversation costs no extra call.
-docs/storage.md has the item layout and the index the sweeper reads.
+The writers here are transaction items the inbound path puts into its one
+``TransactWriteItems``. docs/storage.md has the item layout and the sweeper's index.
 """
 
 from __future__ import annotations
@@ -167,12 +166,9 @@ def open_writes(
 def close_expired_write(
     customer_id: str, known: KnownConversation, quiet_period: timedelta
 ) -> Update:
-    """Close a conversation whose quiet period passed, if nobody has yet.
-
-    Conditioned on the last message we know of: a message written meanwhile (from
-    another identity, or a reply) makes it fail and the writer re-reads. Already
-    closed (sweeper, API), it changes nothing, so it makes no stream record.
-    """
+    """Close a conversation whose quiet period passed, if nobody has yet: conditioned on
+    the last message we know of (a later one makes the writer re-read) unless already
+    closed (no ``close_due_at``): then it changes nothing, whatever the hint said."""
     closed_at = datetime.fromisoformat(known.last_message_at) + quiet_period
     return Update(
         key=(customer_pk(customer_id), conversation_sk(known.id)),
@@ -181,7 +177,10 @@ def close_expired_write(
             "close_reason = if_not_exists(close_reason, :reason) "
             "REMOVE close_bucket, close_due_at"
         ),
-        condition="last_message_at = :seen",
+        condition=(
+            "attribute_exists(pk) AND (attribute_not_exists(close_due_at) "
+            "OR last_message_at = :seen)"
+        ),
         names={"#state": "state"},
         values={
             ":closed": CLOSED,

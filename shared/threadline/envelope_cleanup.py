@@ -4,8 +4,9 @@ Envelopes written before :func:`threadline.channels.base.audit_headers` kept eve
 request header, Telegram's ``X-Telegram-Bot-Api-Secret-Token`` among them. This
 rewrites each stored envelope with only the allowed headers, wherever one is kept:
 
-* inline in a message item (``raw``), with the message's raw reference (size, hash)
-  updated to match;
+* inline in a message item (``raw``: text in older items, zlib-compressed bytes in
+  newer ones, rewritten in the same form), with the message's raw reference (size,
+  hash) updated to match;
 * in the raw bucket (``raw/<provider>/...``): the cleaned object is written as a new
   version and every version that still holds a secret header is deleted (the bucket
   is versioned, so overwriting alone would keep the secret);
@@ -31,6 +32,7 @@ from typing import Any
 
 from threadline import aws
 from threadline.channels.base import AUDIT_HEADERS, audit_headers
+from threadline.item_codec import compress, inline_envelope, stored_bytes
 from threadline.items import from_item, to_item
 from threadline.logs import logger
 
@@ -83,18 +85,20 @@ def clean_table(table: str) -> int:
     cleaned = 0
     pages = client.get_paginator("scan").paginate(
         TableName=table,
-        FilterExpression="attribute_type(#raw, :string)",
+        FilterExpression="attribute_exists(#raw)",
         ExpressionAttributeNames={"#raw": "raw"},
-        ExpressionAttributeValues={":string": {"S": "S"}},
     )
     for page in pages:
         for stored in page.get("Items", []):
             item = from_item(stored)
-            new_raw = clean_envelope(str(item["raw"]))
+            new_raw = clean_envelope(inline_envelope(item) or b"")
             if new_raw is None:
                 continue
             names = {"#raw": "raw"}
-            values: dict[str, Any] = {":old": str(item["raw"]), ":new": new_raw.decode("utf-8")}
+            # Written back in the form it was stored in: text (older items) or compressed.
+            text = new_raw.decode("utf-8")
+            new_value = text if isinstance(item["raw"], str) else compress(text)
+            values: dict[str, Any] = {":old": item["raw"], ":new": new_value}
             update = "SET #raw = :new"
             message = _with_raw_ref(item.get("message"), new_raw)
             if message is not None:
@@ -117,17 +121,20 @@ def clean_table(table: str) -> int:
     return cleaned
 
 
-def _with_raw_ref(message: Any, envelope: bytes) -> str | None:
-    """The message JSON with its inline raw reference's size and hash updated."""
-    if not isinstance(message, str):
+def _with_raw_ref(message: Any, envelope: bytes) -> str | bytes | None:
+    """The message document with its inline raw reference's size and hash updated,
+    in the form it was stored in (text, or compressed)."""
+    stored = stored_bytes(message)
+    if stored is None:
         return None
-    document = json.loads(message)
+    document = json.loads(stored)
     ref = document.get("raw")
     if not isinstance(ref, dict) or ref.get("location") != "inline":
         return None
     ref["size"] = len(envelope)
     ref["sha256"] = hashlib.sha256(envelope).hexdigest()
-    return json.dumps(document, separators=(",", ":"))
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    return text if isinstance(message, str) else compress(text)
 
 
 def clean_raw_bucket(bucket: str, counts: CleanupCounts) -> None:

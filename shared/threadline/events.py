@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from threadline.conversations import CLOSED, OPEN, conversation_from_item
-from threadline.items import from_item, message_from_item
+from threadline.items import from_stream_image, message_from_item
 from threadline.model import Model
 from threadline.schema import (
     SCHEMA_VERSION,
@@ -216,8 +216,8 @@ def _occurred_at(record: dict[str, Any]) -> datetime:
 def events_from_stream_record(record: dict[str, Any]) -> list[Event]:
     """The events one DynamoDB stream record (Lambda's event format) stands for."""
     change = record.get("dynamodb") or {}
-    new = from_item(change["NewImage"]) if change.get("NewImage") else None
-    old = from_item(change["OldImage"]) if change.get("OldImage") else None
+    new = from_stream_image(change["NewImage"]) if change.get("NewImage") else None
+    old = from_stream_image(change["OldImage"]) if change.get("OldImage") else None
     if new is None:
         return []  # deletions are announced by the erasure flow, not here
     change_id = str(record.get("eventID") or change.get("SequenceNumber") or "")

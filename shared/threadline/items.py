@@ -15,8 +15,9 @@ from typing import Any
 
 from ulid import ULID
 
+from threadline import item_codec
 from threadline.errors import MalformedRequest
-from threadline.schema import AuthorRole, Identity, Message
+from threadline.schema import AuthorRole, Identity, Message, MessageStatus, StatusChange
 
 PROFILE_SK = "PROFILE"
 IDENT_SK = "IDENT"
@@ -120,6 +121,16 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: deserializer.deserialize(v) for k, v in item.items()}
 
 
+def from_stream_image(image: dict[str, Any]) -> dict[str, Any]:
+    """An item of a DynamoDB stream record as Lambda delivers it (JSON: a binary
+    attribute's value is base64 text) as plain values, like :func:`from_item`."""
+    decoded = {
+        name: {"B": base64.b64decode(value["B"])} if isinstance(value.get("B"), str) else value
+        for name, value in image.items()
+    }
+    return from_item(decoded)
+
+
 def encode_cursor(sort_key: str) -> str:
     document = json.dumps({"v": 1, "sk": sort_key}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(document).decode().rstrip("=")
@@ -150,10 +161,59 @@ def decode_cursor(cursor: str, *, prefix: str = "MSG#") -> str:
 MUTABLE_MESSAGE_FIELDS = frozenset(
     {"status", "status_history", "channel", "recipient", "sender", "provider_message_id"}
 )
+# Fields the item holds as attributes anyway (keys, filters, the stream's readers):
+# left out of the JSON document, which message_from_item completes from them.
+# (Items written before this carry them in both; either reads the same.)
+_ATTRIBUTE_MESSAGE_FIELDS = {
+    "id": "message_id",
+    "customer_id": "customer_id",
+    "conversation_id": "conversation_id",
+    "direction": "direction",
+    "provider": "provider",
+}
+
+
+def _received_history(message: Message) -> list[StatusChange]:
+    """The history of a message received and never changed since: the item leaves it
+    out (message_from_item gives it back from ``received_at``)."""
+    return [StatusChange(status=MessageStatus.RECEIVED, at=message.received_at)]
+
+
+def message_document(message: Message) -> bytes:
+    """The item's ``message`` attribute: the fields no attribute holds, as JSON,
+    compressed (threadline.item_codec; :func:`message_json` reads it back).
+
+    Empty fields are left out (they read back as their defaults): a message item is
+    written in a transaction at 2 WRU per started KB, and an inbound SMS fits in one KB
+    only this way (docs/cost.md).
+    """
+    document = message.model_dump(
+        mode="json",
+        # schema_version reads back as the Message's own (its only value so far).
+        exclude={
+            *MUTABLE_MESSAGE_FIELDS,
+            *_ATTRIBUTE_MESSAGE_FIELDS,
+            "channel_data",
+            "schema_version",
+        },
+        exclude_none=True,
+    )
+    # channel_data is the provider's own structure: kept as it is, nulls included.
+    document["channel_data"] = message.model_dump(mode="json", include={"channel_data"})[
+        "channel_data"
+    ]
+    compact = {name: value for name, value in document.items() if value not in ([], {})}
+    return item_codec.compress(json.dumps(compact, separators=(",", ":"), ensure_ascii=False))
+
+
+def message_json(item: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document of a message item (compressed, or text in older items)."""
+    return dict(json.loads(item_codec.stored_bytes(item["message"]) or b"{}"))
 
 
 def message_item(message: Message, *, raw_inline: str | None = None) -> dict[str, Any]:
-    """The table item for ``message`` (before to_item)."""
+    """The table item for ``message`` (before to_item); ``raw_inline`` is the provider's
+    envelope when it rides in the item (stored compressed: threadline.item_codec)."""
     return {
         "pk": customer_pk(message.customer_id),
         "sk": message_sk(message.id),
@@ -168,18 +228,26 @@ def message_item(message: Message, *, raw_inline: str | None = None) -> dict[str
         "sender": str(message.sender) if message.sender else None,
         "provider_message_id": message.provider_message_id,
         "status": message.status.value,
-        "status_history": [
+        "status_history": None
+        if message.status_history == _received_history(message)
+        else [
             change.model_dump(mode="json", exclude_none=True) for change in message.status_history
         ],
-        "message": message.model_dump_json(exclude=set(MUTABLE_MESSAGE_FIELDS)),
-        "raw": raw_inline,
+        "message": message_document(message),
+        "raw": item_codec.compress(raw_inline) if raw_inline is not None else None,
     }
 
 
 def message_from_item(item: dict[str, Any]) -> Message:
-    document = json.loads(item["message"])
+    document = message_json(item)
+    for field, attribute in _ATTRIBUTE_MESSAGE_FIELDS.items():
+        if field not in document and item.get(attribute) is not None:
+            document[field] = item[attribute]
     document["status"] = item["status"]
-    document["status_history"] = item.get("status_history", [])
+    history = item.get("status_history")
+    if history is None and item["status"] == MessageStatus.RECEIVED.value:
+        history = [{"status": item["status"], "at": document["received_at"]}]
+    document["status_history"] = history or []
     document["channel"] = item["channel"]
     document["provider_message_id"] = item.get("provider_message_id")
     # The dispatcher records who actually carried it (WhatsApp: Twilio or Meta).

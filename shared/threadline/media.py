@@ -21,8 +21,8 @@ from threadline.channels.base import SendFailed
 from threadline.dal.base import Update, WriteCancelled
 from threadline.errors import NotFound, ThreadlineError
 from threadline.items import (
-    MUTABLE_MESSAGE_FIELDS,
     customer_pk,
+    message_document,
     message_from_item,
     message_sk,
 )
@@ -119,7 +119,7 @@ def _remember_key(
         expression="SET message = :new",
         condition="message = :old",
         values={
-            ":new": updated.model_dump_json(exclude=set(MUTABLE_MESSAGE_FIELDS)),
+            ":new": message_document(updated),
             ":old": item["message"],
         },
     )

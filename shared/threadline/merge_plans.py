@@ -93,7 +93,13 @@ def in_flight(item: dict[str, Any], now: datetime) -> bool:
 
 
 def item_size(item: dict[str, Any]) -> int:
-    return sum(len(str(k)) + len(str(v)) for k, v in item.items())
+    return sum(len(str(k)) + _value_size(v) for k, v in item.items())
+
+
+def _value_size(value: Any) -> int:
+    # A binary attribute (a message's compressed document) is boto3's Binary.
+    data = getattr(value, "value", value)
+    return len(data) if isinstance(data, bytes | bytearray) else len(str(value))
 
 
 def begin_writes(source_id: str, target_id: str, *, force: bool, now: datetime) -> list[Write]:

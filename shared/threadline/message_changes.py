@@ -15,9 +15,9 @@ from threadline.dal.base import Update, WriteCancelled
 from threadline.errors import StorageUnavailable
 from threadline.items import (
     DEDUP_SK,
-    MUTABLE_MESSAGE_FIELDS,
     customer_pk,
     dedup_pk,
+    message_document,
     message_from_item,
     message_sk,
 )
@@ -134,9 +134,7 @@ class MessageChanges:
                                 # Optimistic: a concurrent change makes us re-read and re-apply.
                                 condition="message = :old",
                                 values={
-                                    ":new": updated.model_dump_json(
-                                        exclude=set(MUTABLE_MESSAGE_FIELDS)
-                                    ),
+                                    ":new": message_document(updated),
                                     ":old": item["message"],
                                     ":edit": {edit.edit_id},
                                 },

@@ -7,6 +7,7 @@ import os
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from threadline.item_codec import inline_envelope
 from threadline.items import (
     IDENT_SK,
     PROFILE_SK,
@@ -84,8 +85,9 @@ class ExportRunner(JobRunner):
                         f"messages/{message.id}.json", message.model_dump_json(indent=2)
                     )
                     counts["messages"] += 1
-                    if item.get("raw"):
-                        archive.writestr(f"raw/{message.id}/inline", str(item["raw"]))
+                    envelope = inline_envelope(item)
+                    if envelope:
+                        archive.writestr(f"raw/{message.id}/inline", envelope)
                         counts["raw_payloads"] += 1
                     done += 1
                     for bucket, key in objects[message.id]:

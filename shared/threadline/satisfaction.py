@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from threadline.consent import Purpose
 from threadline.dal.base import Update, Write, WriteCancelled
-from threadline.ingest import Arrival, dedup_put, message_put, profile_update
+from threadline.ingest_writes import Arrival, dedup_put, message_put, profile_update
 from threadline.items import (
     IDENT_SK,
     PROFILE_SK,

@@ -74,6 +74,12 @@ _TIMELINE_ATTRIBUTES = (
     "recipient",
     "sender",
     "provider_message_id",
+    # Not repeated in the JSON document (threadline.items.message_document).
+    "message_id",
+    "customer_id",
+    "conversation_id",
+    "direction",
+    "provider",
 )
 
 

@@ -23,6 +23,7 @@ from tests.integration.test_email_inbound import deliver, mail_from
 from tests.integration.test_outbound import Pipeline, customer_for, timeline
 from tests.integration.test_twilio_ingest import sms
 from threadline.events import events_from_stream_record
+from threadline.item_codec import stored_bytes
 
 PNG_PREFIX = b"\x89PNG"
 SAMPLE_PNG_BASE64 = (
@@ -322,14 +323,23 @@ def timeline_of(api_call, customer_id: str) -> list[dict]:
 
 
 def table_items(aws) -> list[dict]:
+    """Every item, its compressed attributes (a message's document and envelope) read
+    back as text, so a search of the items sees what they really hold."""
     # A scan is fine in a test: it proves what is (and is not) left in the table.
     items, kwargs = [], {"TableName": aws.table}
     while True:
         page = aws.dynamodb.scan(**kwargs)
-        items += page["Items"]
+        items += [_readable(item) for item in page["Items"]]
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _readable(item: dict) -> dict:
+    return {
+        name: {"S": stored_bytes(value["B"]).decode()} if "B" in value else value
+        for name, value in item.items()
+    }
 
 
 def bucket_versions(bucket: str) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ store.py writes them, passed through JSON as Lambda delivers them.
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -235,7 +236,9 @@ def record(
         "dynamodb": change,
         "eventSourceARN": STREAM_ARN,
     }
-    return json.loads(json.dumps(raw))  # as Lambda delivers it: plain JSON
+    # As Lambda delivers it: plain JSON, binary values (a message's compressed
+    # document and envelope) as base64 text.
+    return json.loads(json.dumps(raw, default=lambda b: base64.b64encode(b).decode()))
 
 
 def msg(message: Message, **extra: Any) -> dict[str, Any]:

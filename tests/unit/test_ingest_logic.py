@@ -12,6 +12,7 @@ from tests.unit.fake_table import FakeTable
 from threadline.channels.twilio.messaging import normalize_form
 from threadline.conversations import KnownConversation, plan_inbound
 from threadline.dal.base import Put, Update
+from threadline.ingest_writes import BOOKKEEPING_REFRESH
 from threadline.items import IDENT_SK, identity_item, identity_pk, profile_item
 from threadline.outcomes import csat_pending
 from threadline.schema import AuthorRole, Channel, Identity, IdentityKind, RawPayloadRef
@@ -238,3 +239,58 @@ def test_a_score_after_the_deadline_is_an_ordinary_message(store, table):
     store.ingest(answer(971, "5"), RAW, received_at=AT + timedelta(hours=26))
 
     assert not any("rating" in w.expression for w in table.written[-1] if isinstance(w, Update))
+
+
+# ------------------------------------------------ what a known customer's message writes
+
+
+def written_kinds(writes: list) -> list[str]:
+    """The sort-key kind of each write of one transaction: DEDUP, MSG, CONV, IDENT..."""
+    keys = [w.key if isinstance(w, Update) else (w.item["pk"], w.item["sk"]) for w in writes]
+    return [sk.split("#")[0] for _, sk in keys]
+
+
+def test_a_known_customers_message_in_its_conversation_writes_three_items(store, table):
+    store.ingest(sms(tw.sid("SM", 1001)), RAW, received_at=AT)
+    table.calls.clear()
+
+    store.ingest(sms(tw.sid("SM", 1002)), RAW, received_at=AT + timedelta(minutes=1))
+
+    assert table.calls == ["get", "write"]
+    assert written_kinds(table.written[-1]) == ["DEDUP", "MSG", "CONV"]
+
+
+def test_the_identity_and_profile_are_refreshed_once_the_hint_is_minutes_old(store, table):
+    store.ingest(sms(tw.sid("SM", 1003)), RAW, received_at=AT)
+    later = AT + BOOKKEEPING_REFRESH
+
+    store.ingest(sms(tw.sid("SM", 1004)), RAW, received_at=later)
+
+    assert written_kinds(table.written[-1]) == ["DEDUP", "MSG", "CONV", "IDENT", "PROFILE"]
+    identity, profile = table.written[-1][3:]
+    assert "last_message_at = :now" in identity.expression
+    assert "last_inbound.#ch = :now" in profile.expression
+    assert identity.values[":now"] == profile.values[":now"] == later.isoformat()
+
+
+def test_a_channel_switch_refreshes_them_at_once(store, table):
+    store.ingest(sms(tw.sid("SM", 1005)), RAW, received_at=AT)
+    whatsapp = normalize_form({**tw.WHATSAPP_TEXT, "MessageSid": tw.sid("SM", 1006)})
+    at = AT + timedelta(seconds=30)
+
+    store.ingest(whatsapp, RAW, received_at=at)
+
+    assert written_kinds(table.written[-1]) == ["DEDUP", "MSG", "CONV", "IDENT", "PROFILE"]
+    profile = table.written[-1][-1]
+    assert profile.names["#ch"] == "whatsapp" and profile.values[":now"] == at.isoformat()
+
+
+def test_a_stop_keyword_is_recorded_on_the_profile_whatever_the_hint(store, table):
+    store.ingest(sms(tw.sid("SM", 1007)), RAW, received_at=AT)
+    stop = normalize_form({**tw.SMS, "MessageSid": tw.sid("SM", 1008), "Body": "STOP"})
+
+    store.ingest(stop, RAW, received_at=AT + timedelta(seconds=10))
+
+    profile = table.written[-1][-1]
+    assert "consent.#identity = :consent" in profile.expression
+    assert profile.names["#identity"] == f"phone:{tw.CUSTOMER}"
