@@ -110,8 +110,10 @@ class MotoServer:
         from moto.server import ThreadedMotoServer
 
         from devstack.isolation import serialize_dynamodb_operations
+        from devstack.wakeups import signal_from_moto
 
         serialize_dynamodb_operations()
+        signal_from_moto()
         # moto's werkzeug logs every AWS call at INFO; the console is for the stack's
         # own lines. Only quieten it if nobody configured that logger.
         werkzeug_logger = logging.getLogger("werkzeug")
