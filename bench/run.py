@@ -850,7 +850,9 @@ def bench_webhook_latency() -> None:
     environ["TWILIO_AUTH_TOKEN"] = token
     environ.pop("THREADLINE_API_TOKEN", None)
     receiver = _Receiver()
-    with LocalStack(port=0, environ=environ, log=io.StringIO()) as stack:
+    # As in the in-process sections: the handlers' INFO lines would bury the figures.
+    quiet = {"LogLevel": "WARNING"}
+    with LocalStack(port=0, environ=environ, log=io.StringIO(), parameters=quiet) as stack:
         stack.wait_until_healthy()
         subscribed = requests.post(
             stack.base_url + "/v1/subscriptions",

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +33,15 @@ from devstack.template import TemplateError
 
 BOOTSTRAP = Path(__file__).with_name("_bootstrap.py")
 DEFAULT_MAX_WORKERS = 4
+# Invocations running at once, stack-wide. Lambda runs each in its own environment
+# with its own CPU, and DynamoDB answers whatever the load; locally every worker and
+# the embedded AWS share this machine's CPUs, and past a few concurrent invocations
+# each one only gets slower, until they outlast their Timeout (a 500 that Lambda
+# would not give). Beyond this, invocations wait for a turn, their clock not started.
+DEFAULT_MAX_CONCURRENT = max(4, 2 * (os.cpu_count() or 1))
+# Warm workers kept stack-wide (each is a Python process of 40-90 MB): past this, a
+# new worker replaces the least recently used idle one of any function.
+DEFAULT_MAX_WARM_WORKERS = 12
 # Lambda gives a function's init phase 10 s before it retries init inside the invoke.
 INIT_TIMEOUT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 2.0
@@ -127,6 +136,20 @@ class WorkerError(Exception):
         self.message = message
 
 
+def run_delay_seconds(pid: int) -> float:
+    """How long ``pid`` has waited for a CPU while runnable (Linux schedstat), else 0.
+
+    Lambda gives an environment its CPU share for the whole Timeout; a worker on a
+    machine busier than its CPUs loses that time waiting in the run queue, so a
+    timeout is counted without it.
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat", encoding="ascii") as schedstat:
+            return int(schedstat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class Worker:
     """One execution environment: a Python process running ``_bootstrap.py``."""
 
@@ -144,6 +167,7 @@ class Worker:
         )
         self._pending = bytearray()
         self.invocations = 0
+        self.last_used = time.monotonic()
 
     @property
     def pid(self) -> int:
@@ -212,9 +236,16 @@ class Worker:
         stdout = self.process.stdout
         assert stdout is not None
         descriptor = stdout.fileno()
+        delayed_before = run_delay_seconds(self.pid)
         while b"\n" not in self._pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                # The time spent waiting for a CPU does not count (see run_delay_seconds).
+                delayed = run_delay_seconds(self.pid) - delayed_before
+                if delayed > 0.01:
+                    deadline += delayed
+                    delayed_before += delayed
+                    continue
                 self.kill()
                 seconds = self.spec.timeout_seconds if phase == "invoke" else INIT_TIMEOUT_SECONDS
                 raise WorkerError("Sandbox.Timedout", f"Task timed out after {seconds:.2f} seconds")
@@ -250,10 +281,15 @@ class FunctionPool:
         environment: Mapping[str, str],
         *,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        turns: threading.Semaphore | None = None,
+        make_room: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self.environment = dict(environment)
         self.max_workers = max_workers
+        # Shared with the other functions' pools (see FunctionRuntime).
+        self._turns = turns
+        self._make_room = make_room
         self._idle: list[Worker] = []
         self._workers: set[Worker] = set()
         self._starting = 0
@@ -265,7 +301,32 @@ class FunctionPool:
         with self._changed:
             return len(self._workers)
 
+    @property
+    def live(self) -> int:
+        """Workers alive or starting."""
+        with self._changed:
+            return len(self._workers) + self._starting
+
+    def idle_workers(self) -> list[Worker]:
+        with self._changed:
+            return list(self._idle)
+
+    def evict(self, worker: Worker) -> bool:
+        """Take ``worker`` out if it is still idle (the caller stops it)."""
+        with self._changed:
+            if worker not in self._idle:
+                return False
+            self._idle.remove(worker)
+            self._workers.discard(worker)
+            return True
+
     def invoke(self, event: Any) -> Invocation:
+        if self._turns is None:
+            return self._invoke(event)
+        with self._turns:
+            return self._invoke(event)
+
+    def _invoke(self, event: Any) -> Invocation:
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
         try:
@@ -348,6 +409,8 @@ class FunctionPool:
                     self._starting += 1
                     break
                 self._changed.wait()
+        if self._make_room is not None:
+            self._make_room()
         try:
             worker = Worker(self.spec, self.environment)
             worker.wait_ready(INIT_TIMEOUT_SECONDS + self.spec.timeout_seconds)
@@ -365,6 +428,7 @@ class FunctionPool:
         return worker, True
 
     def _release(self, worker: Worker) -> None:
+        worker.last_used = time.monotonic()
         with self._changed:
             if worker in self._workers and not self._closed:
                 self._idle.append(worker)
@@ -386,6 +450,8 @@ class FunctionRuntime:
         aws: AwsTarget,
         *,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        max_warm_workers: int = DEFAULT_MAX_WARM_WORKERS,
         path: str | None = None,
     ) -> None:
         self.functions = dict(functions)
@@ -393,8 +459,17 @@ class FunctionRuntime:
             logical_id: function_environment(spec, aws, path=path)
             for logical_id, spec in self.functions.items()
         }
+        self.max_warm_workers = max_warm_workers
+        self._room = threading.Lock()
+        turns = threading.Semaphore(max_concurrent)
         self._pools = {
-            logical_id: FunctionPool(spec, self.environments[logical_id], max_workers=max_workers)
+            logical_id: FunctionPool(
+                spec,
+                self.environments[logical_id],
+                max_workers=max_workers,
+                turns=turns,
+                make_room=self._make_room,
+            )
             for logical_id, spec in self.functions.items()
         }
 
@@ -407,6 +482,26 @@ class FunctionRuntime:
 
     def pool(self, logical_id: str) -> FunctionPool:
         return self._pools[logical_id]
+
+    def _make_room(self) -> None:
+        """Stop the least recently used idle workers while more than the warm limit live
+        (a worker about to start counts): memory stays bounded however many functions
+        a session touches, as Lambda reclaims environments it no longer needs."""
+        with self._room:
+            excess = sum(pool.live for pool in self._pools.values()) - self.max_warm_workers
+            if excess <= 0:
+                return
+            idle = sorted(
+                (
+                    (worker.last_used, id(worker), pool, worker)
+                    for pool in self._pools.values()
+                    for worker in pool.idle_workers()
+                ),
+                key=lambda entry: entry[:2],
+            )
+            stopped = [worker for _, _, pool, worker in idle[:excess] if pool.evict(worker)]
+        for worker in stopped:
+            worker.kill()
 
     def close(self) -> None:
         threads = [threading.Thread(target=pool.close) for pool in self._pools.values()]
