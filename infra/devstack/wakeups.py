@@ -65,17 +65,13 @@ def signal_from_moto() -> None:
     StreamShard.add = _signalling(  # type: ignore[method-assign]
         StreamShard.add, lambda shard, *_, **__: table_key(shard.table.name)
     )
-    for name in ("send_message", "send_message_batch"):
-        setattr(
-            SQSBackend,
-            name,
-            _signalling(
-                getattr(SQSBackend, name),
-                lambda _backend, *args, **kwargs: queue_key(
-                    kwargs["queue_name"] if "queue_name" in kwargs else args[0]
-                ),
-            ),
-        )
+    # SendMessageBatch sends each entry through send_message too.
+    SQSBackend.send_message = _signalling(  # type: ignore[method-assign]
+        SQSBackend.send_message,
+        lambda _backend, *args, **kwargs: queue_key(
+            kwargs["queue_name"] if "queue_name" in kwargs else args[0]
+        ),
+    )
 
 
 def _signalling(operation: Callable[..., Any], key: Callable[..., str]) -> Callable[..., Any]:
