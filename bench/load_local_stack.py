@@ -212,6 +212,8 @@ def summarize(window: list[Result], window_started: float, stack: Stack) -> dict
         "stack_rss_mb": round(rss_mb(stack.process.pid), 1),
         "workers": len(workers),
         "workers_rss_mb": round(sum(rss_mb(pid) for pid in workers), 1),
+        # A figure means little without how busy the machine was (2 CPUs, shared).
+        "load_average": round(os.getloadavg()[0], 1),
     }
 
 
