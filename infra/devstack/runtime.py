@@ -150,11 +150,63 @@ def run_delay_seconds(pid: int) -> float:
         return 0.0
 
 
+class StarvationClock:
+    """Seconds this process (moto, the gateway) was kept from running, counted as it
+    goes: every ``period`` the largest run delay any of its threads gained.
+
+    A worker mostly waits on the embedded AWS, which runs in this process: when the
+    machine starves it, the worker sleeps on its socket, gaining no run delay of its
+    own, and outlasted its Timeout all the same (4 fuzzed requests at once at load 17).
+    """
+
+    def __init__(self, period: float = 0.25) -> None:
+        self.period = period
+        self._starved = 0.0
+        self._last: dict[str, float] = self._sample()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="devstack-starvation", daemon=True)
+        self._thread.start()
+
+    def seconds(self) -> float:
+        return self._starved
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            sample = self._sample()
+            gained = [delay - self._last.get(task, delay) for task, delay in sample.items()]
+            self._starved += max(gained, default=0.0)
+            self._last = sample
+
+    @staticmethod
+    def _sample() -> dict[str, float]:
+        delays: dict[str, float] = {}
+        try:
+            tasks = os.listdir("/proc/self/task")
+        except OSError:
+            return delays
+        for task in tasks:
+            try:
+                with open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as schedstat:
+                    delays[task] = int(schedstat.read().split()[1]) / 1e9
+            except (OSError, ValueError, IndexError):
+                continue
+        return delays
+
+
 class Worker:
     """One execution environment: a Python process running ``_bootstrap.py``."""
 
-    def __init__(self, spec: FunctionSpec, environment: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        environment: Mapping[str, str],
+        starvation: StarvationClock | None = None,
+    ) -> None:
         self.spec = spec
+        self._starvation = starvation
         # -u: handler output reaches the console as it is written, like CloudWatch;
         # -X utf8: Lambda's Python is UTF-8 whatever the local locale is.
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and script
@@ -236,12 +288,13 @@ class Worker:
         stdout = self.process.stdout
         assert stdout is not None
         descriptor = stdout.fileno()
-        delayed_before = run_delay_seconds(self.pid)
+        delayed_before = self._delayed()
         while b"\n" not in self._pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                # The time spent waiting for a CPU does not count (see run_delay_seconds).
-                delayed = run_delay_seconds(self.pid) - delayed_before
+                # Time the worker, or the embedded AWS it waits on, spent waiting for a
+                # CPU does not count (see run_delay_seconds, StarvationClock).
+                delayed = self._delayed() - delayed_before
                 if delayed > 0.01:
                     deadline += delayed
                     delayed_before += delayed
@@ -268,6 +321,10 @@ class Worker:
             ) from None
         return message
 
+    def _delayed(self) -> float:
+        own = run_delay_seconds(self.pid)
+        return own + (self._starvation.seconds() if self._starvation is not None else 0.0)
+
     def _exit_description(self) -> str:
         return f"Runtime exited with error: exit status {self.process.wait()}"
 
@@ -283,6 +340,7 @@ class FunctionPool:
         max_workers: int = DEFAULT_MAX_WORKERS,
         turns: threading.Semaphore | None = None,
         make_room: Callable[[], None] | None = None,
+        starvation: StarvationClock | None = None,
     ) -> None:
         self.spec = spec
         self.environment = dict(environment)
@@ -290,6 +348,7 @@ class FunctionPool:
         # Shared with the other functions' pools (see FunctionRuntime).
         self._turns = turns
         self._make_room = make_room
+        self._starvation = starvation
         self._idle: list[Worker] = []
         self._workers: set[Worker] = set()
         self._starting = 0
@@ -412,7 +471,7 @@ class FunctionPool:
         if self._make_room is not None:
             self._make_room()
         try:
-            worker = Worker(self.spec, self.environment)
+            worker = Worker(self.spec, self.environment, self._starvation)
             worker.wait_ready(INIT_TIMEOUT_SECONDS + self.spec.timeout_seconds)
         except BaseException:
             with self._changed:
@@ -462,6 +521,7 @@ class FunctionRuntime:
         self.max_warm_workers = max_warm_workers
         self._room = threading.Lock()
         turns = threading.Semaphore(max_concurrent)
+        self.starvation = StarvationClock()
         self._pools = {
             logical_id: FunctionPool(
                 spec,
@@ -469,6 +529,7 @@ class FunctionRuntime:
                 max_workers=max_workers,
                 turns=turns,
                 make_room=self._make_room,
+                starvation=self.starvation,
             )
             for logical_id, spec in self.functions.items()
         }
@@ -504,6 +565,7 @@ class FunctionRuntime:
             worker.kill()
 
     def close(self) -> None:
+        self.starvation.close()
         threads = [threading.Thread(target=pool.close) for pool in self._pools.values()]
         for thread in threads:
             thread.start()

@@ -95,9 +95,10 @@ def test_invocations_past_the_limit_wait_for_a_turn_without_timing_out(code_dir)
 def test_a_sleeping_handler_past_its_timeout_is_still_stopped(code_dir):
     with runtime(code_dir, "sleeping", ["Fn"]) as functions:
         started = time.monotonic()
-        invocation = functions.invoke("Fn", {"seconds": 3})
+        invocation = functions.invoke("Fn", {"seconds": 30})
     assert invocation.error_type == "Sandbox.Timedout"
-    assert time.monotonic() - started < 2.5
+    # 1 s, plus what a busy machine kept this process or the worker from running.
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.skipif(not Path("/proc/self/schedstat").exists(), reason="Linux schedstat")
