@@ -113,6 +113,7 @@ def fuzz_route(
     seed: int,
     watch: MemoryWatch,
     progress_every: float,
+    console: list[str],
 ) -> tuple[Counter[int], list[str]]:
     """Send ``bodies`` requests from ``workers`` senders, each pulling the next request
     from one generator (the corpus is made as it is sent, never held whole: its 450 KB
@@ -141,6 +142,9 @@ def fuzz_route(
                     failure = f"seed {seed} #{index} -> {status}: {request.shape}"
                     failures.append(failure)
                     print(f"  5xx {route}: {failure}", file=sys.stderr, flush=True)
+                    # What the stack said just then: a function error, a timeout.
+                    for line in [line for line in console[-300:] if _is_trouble(line)][-5:]:
+                        print(f"    stack: {line.rstrip()[:300]}", file=sys.stderr, flush=True)
 
     threads = [threading.Thread(target=sender, daemon=True) for _ in range(workers)]
     for thread in threads:
@@ -160,6 +164,10 @@ def fuzz_route(
             flush=True,
         )
     return counts, failures
+
+
+def _is_trouble(line: str) -> bool:
+    return any(mark in line for mark in (" 500 ", " 502 ", " 503 ", "timed out", "Error"))
 
 
 def _row(route: str, counts: Counter[int], seconds: float) -> str:
@@ -218,6 +226,7 @@ def main() -> int:
                 args.seed,
                 watch,
                 args.progress,
+                stack.output,
             )
             total_5xx += counts[5]
             all_failures += [f"{route}: {failure}" for failure in failures]
