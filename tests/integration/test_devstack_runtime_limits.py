@@ -19,7 +19,12 @@ from pathlib import Path
 import pytest
 
 from devstack.aws import AwsTarget
-from devstack.runtime import FunctionRuntime, run_delay_seconds
+from devstack.runtime import (
+    AWS_NORMAL_SECONDS,
+    FunctionRuntime,
+    StarvationClock,
+    run_delay_seconds,
+)
 from tests.unit.devstack_fakes import function_spec
 
 HANDLER = """
@@ -137,3 +142,15 @@ def test_warm_workers_of_all_functions_stay_under_the_limit(code_dir):
 def test_run_delay_is_read_for_a_live_process_and_zero_for_a_gone_one():
     assert run_delay_seconds(os.getpid()) >= 0.0
     assert run_delay_seconds(2**22 + 1) == 0.0
+
+
+def test_time_the_embedded_aws_holds_a_request_counts_as_lost():
+    # The worker waits on the embedded AWS; while it holds a request longer than
+    # DynamoDB would, the worker's timeout clock is not running.
+    clock = StarvationClock(period=0.05, aws_backlog=lambda: AWS_NORMAL_SECONDS + 1)
+    try:
+        time.sleep(0.5)
+        lost = clock.seconds()
+    finally:
+        clock.close()
+    assert lost >= 0.3
