@@ -26,6 +26,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -152,6 +153,9 @@ def run(messages: int, senders: int) -> dict[str, object]:
     started = time.monotonic()
     window: list[Result] = []
     window_started = time.monotonic()
+    # Set on Ctrl-C: the senders stop after their request in flight, instead of the
+    # pool's exit waiting for all N messages to be sent.
+    stopping = threading.Event()
     try:
         with ThreadPoolExecutor(max_workers=senders) as pool:
             results_queue: queue.Queue[Result] = queue.Queue()
@@ -159,11 +163,17 @@ def run(messages: int, senders: int) -> dict[str, object]:
             # Each sender is one thread with its own number: S requests in flight.
             def streaming(sender: int) -> None:
                 for sequence in range(sender, messages, senders):
+                    if stopping.is_set():
+                        return
                     results_queue.put(send(sessions[sender], url, validator, sender, sequence))
 
             futures = [pool.submit(streaming, sender) for sender in range(senders)]
             for _ in range(messages):
-                result = results_queue.get()
+                try:
+                    result = results_queue.get()
+                except KeyboardInterrupt:
+                    stopping.set()
+                    raise
                 statuses[result.status] += 1
                 window.append(result)
                 if len(window) == WINDOW:
@@ -212,6 +222,8 @@ def summarize(window: list[Result], window_started: float, stack: Stack) -> dict
         "stack_rss_mb": round(rss_mb(stack.process.pid), 1),
         "workers": len(workers),
         "workers_rss_mb": round(sum(rss_mb(pid) for pid in workers), 1),
+        # A figure means little without how busy the machine was (2 CPUs, shared).
+        "load_average": round(os.getloadavg()[0], 1),
     }
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from devstack import wakeups
 from devstack.aws import AwsTarget
 from devstack.functions import EventSource, FunctionSpec, event_sources
 from devstack.resources import StackResources
@@ -260,6 +261,9 @@ class Poller:
         # during a round so pausing can wait for the one in progress.
         self._paused = threading.Event()
         self._round = threading.Lock()
+        # What signals that the source has something (devstack.wakeups); None: the
+        # interval alone.
+        self.wake_key: str | None = None
 
     def describe(self) -> str:
         """One line for the console: what feeds what, and how."""
@@ -283,6 +287,7 @@ class Poller:
 
     def signal_stop(self) -> None:
         self._stop.set()
+        wakeups.wake_all()
 
     def join(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         if self._thread.is_alive():
@@ -320,6 +325,8 @@ class Poller:
             if self._paused.is_set():
                 self._stop.wait(self.interval)
                 continue
+            # Taken before the round: what arrives during it is polled for at once.
+            seen = wakeups.generation(self.wake_key) if self.wake_key else 0
             try:
                 with self._round:
                     busy = False if self._paused.is_set() else self.poll()
@@ -338,7 +345,11 @@ class Poller:
                 # A quiet source is polled half as often (each poll is an AWS call),
                 # and at the full rate again as soon as it has work.
                 quiet = idle > IDLE_ROUNDS_BEFORE_SLOWING
-                self._stop.wait(self.interval * (2 if quiet else 1))
+                pause = self.interval * (2 if quiet else 1)
+                if self.wake_key is None or self.holding():
+                    self._stop.wait(pause)
+                else:
+                    wakeups.wait(self.wake_key, seen, pause, self._stop)
 
     def _say(self, line: str) -> None:
         stream = self._log if self._log is not None else sys.stderr
@@ -374,6 +385,7 @@ class QueuePoller(Poller):
         self.queue_url: str | None = None
         self._pending: list[dict[str, Any]] = []
         self._first_at: float | None = None
+        self.wake_key = wakeups.queue_key(queue_arn.rsplit(":", 1)[-1])
 
     def describe(self) -> str:
         return self.description or f"SQS {self.queue_arn.rsplit(':', 1)[-1]} -> {self.name}"
@@ -602,6 +614,9 @@ class StreamPoller(Poller):
         self._shards: dict[str, _Shard] = {}
         self._next_describe = 0.0
         self._primed = False
+        self.wake_key = wakeups.table_key(
+            mapping.stream_arn.split(":table/", 1)[-1].split("/", 1)[0]
+        )
 
     def describe(self) -> str:
         m = self.mapping

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +33,18 @@ from devstack.template import TemplateError
 
 BOOTSTRAP = Path(__file__).with_name("_bootstrap.py")
 DEFAULT_MAX_WORKERS = 4
+# Invocations running at once, stack-wide. Lambda runs each in its own environment
+# with its own CPU, and DynamoDB answers whatever the load; locally every worker and
+# the embedded AWS share this machine's CPUs, and past a few concurrent invocations
+# each one only gets slower, until they outlast their Timeout (a 500 that Lambda
+# would not give). Beyond this, invocations wait for a turn, their clock not started.
+DEFAULT_MAX_CONCURRENT = max(4, 2 * (os.cpu_count() or 1))
+# Warm workers kept stack-wide (each is a Python process of 40-90 MB): past this, a
+# new worker replaces the least recently used idle one of any function.
+DEFAULT_MAX_WARM_WORKERS = 12
+# Longer than DynamoDB, SQS or S3 take to answer a call: a request the embedded AWS
+# holds longer is the local machine's slowness, not the function's.
+AWS_NORMAL_SECONDS = 0.5
 # Lambda gives a function's init phase 10 s before it retries init inside the invoke.
 INIT_TIMEOUT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 2.0
@@ -127,11 +139,86 @@ class WorkerError(Exception):
         self.message = message
 
 
+def run_delay_seconds(pid: int) -> float:
+    """How long ``pid`` has waited for a CPU while runnable (Linux schedstat), else 0.
+
+    Lambda gives an environment its CPU share for the whole Timeout; a worker on a
+    machine busier than its CPUs loses that time waiting in the run queue, so a
+    timeout is counted without it.
+    """
+    try:
+        with open(f"/proc/{pid}/schedstat", encoding="ascii") as schedstat:
+            return int(schedstat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class StarvationClock:
+    """Seconds this process (moto, the gateway) was kept from serving the workers,
+    counted as it goes: every ``period``, the largest run delay any of its threads
+    gained, or the whole period while the embedded AWS held a request longer than
+    DynamoDB would (:data:`AWS_NORMAL_SECONDS`), whichever is more.
+
+    A worker mostly waits on the embedded AWS, which runs in this process: when the
+    machine starves it, or its one interpreter is busy with other requests, the
+    worker sleeps on its socket, gaining no run delay of its own, and outlasted its
+    Timeout all the same (fuzzed requests at load 11-17 timed out after 18-20 s).
+    """
+
+    def __init__(
+        self, period: float = 0.25, aws_backlog: Callable[[], float] | None = None
+    ) -> None:
+        self.period = period
+        self._aws_backlog = aws_backlog
+        self._starved = 0.0
+        self._last: dict[str, float] = self._sample()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="devstack-starvation", daemon=True)
+        self._thread.start()
+
+    def seconds(self) -> float:
+        return self._starved
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            sample = self._sample()
+            gained = [delay - self._last.get(task, delay) for task, delay in sample.items()]
+            lost = max(gained, default=0.0)
+            if self._aws_backlog is not None and self._aws_backlog() > AWS_NORMAL_SECONDS:
+                lost = max(lost, self.period)
+            self._starved += lost
+            self._last = sample
+
+    @staticmethod
+    def _sample() -> dict[str, float]:
+        delays: dict[str, float] = {}
+        try:
+            tasks = os.listdir("/proc/self/task")
+        except OSError:
+            return delays
+        for task in tasks:
+            try:
+                with open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as schedstat:
+                    delays[task] = int(schedstat.read().split()[1]) / 1e9
+            except (OSError, ValueError, IndexError):
+                continue
+        return delays
+
+
 class Worker:
     """One execution environment: a Python process running ``_bootstrap.py``."""
 
-    def __init__(self, spec: FunctionSpec, environment: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        environment: Mapping[str, str],
+        starvation: StarvationClock | None = None,
+    ) -> None:
         self.spec = spec
+        self._starvation = starvation
         # -u: handler output reaches the console as it is written, like CloudWatch;
         # -X utf8: Lambda's Python is UTF-8 whatever the local locale is.
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and script
@@ -144,6 +231,7 @@ class Worker:
         )
         self._pending = bytearray()
         self.invocations = 0
+        self.last_used = time.monotonic()
 
     @property
     def pid(self) -> int:
@@ -212,9 +300,17 @@ class Worker:
         stdout = self.process.stdout
         assert stdout is not None
         descriptor = stdout.fileno()
+        delayed_before = self._delayed()
         while b"\n" not in self._pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                # Time the worker, or the embedded AWS it waits on, spent waiting for a
+                # CPU does not count (see run_delay_seconds, StarvationClock).
+                delayed = self._delayed() - delayed_before
+                if delayed > 0.01:
+                    deadline += delayed
+                    delayed_before += delayed
+                    continue
                 self.kill()
                 seconds = self.spec.timeout_seconds if phase == "invoke" else INIT_TIMEOUT_SECONDS
                 raise WorkerError("Sandbox.Timedout", f"Task timed out after {seconds:.2f} seconds")
@@ -237,6 +333,10 @@ class Worker:
             ) from None
         return message
 
+    def _delayed(self) -> float:
+        own = run_delay_seconds(self.pid)
+        return own + (self._starvation.seconds() if self._starvation is not None else 0.0)
+
     def _exit_description(self) -> str:
         return f"Runtime exited with error: exit status {self.process.wait()}"
 
@@ -250,10 +350,17 @@ class FunctionPool:
         environment: Mapping[str, str],
         *,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        turns: threading.Semaphore | None = None,
+        make_room: Callable[[], None] | None = None,
+        starvation: StarvationClock | None = None,
     ) -> None:
         self.spec = spec
         self.environment = dict(environment)
         self.max_workers = max_workers
+        # Shared with the other functions' pools (see FunctionRuntime).
+        self._turns = turns
+        self._make_room = make_room
+        self._starvation = starvation
         self._idle: list[Worker] = []
         self._workers: set[Worker] = set()
         self._starting = 0
@@ -265,7 +372,32 @@ class FunctionPool:
         with self._changed:
             return len(self._workers)
 
+    @property
+    def live(self) -> int:
+        """Workers alive or starting."""
+        with self._changed:
+            return len(self._workers) + self._starting
+
+    def idle_workers(self) -> list[Worker]:
+        with self._changed:
+            return list(self._idle)
+
+    def evict(self, worker: Worker) -> bool:
+        """Take ``worker`` out if it is still idle (the caller stops it)."""
+        with self._changed:
+            if worker not in self._idle:
+                return False
+            self._idle.remove(worker)
+            self._workers.discard(worker)
+            return True
+
     def invoke(self, event: Any) -> Invocation:
+        if self._turns is None:
+            return self._invoke(event)
+        with self._turns:
+            return self._invoke(event)
+
+    def _invoke(self, event: Any) -> Invocation:
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
         try:
@@ -348,8 +480,10 @@ class FunctionPool:
                     self._starting += 1
                     break
                 self._changed.wait()
+        if self._make_room is not None:
+            self._make_room()
         try:
-            worker = Worker(self.spec, self.environment)
+            worker = Worker(self.spec, self.environment, self._starvation)
             worker.wait_ready(INIT_TIMEOUT_SECONDS + self.spec.timeout_seconds)
         except BaseException:
             with self._changed:
@@ -365,6 +499,7 @@ class FunctionPool:
         return worker, True
 
     def _release(self, worker: Worker) -> None:
+        worker.last_used = time.monotonic()
         with self._changed:
             if worker in self._workers and not self._closed:
                 self._idle.append(worker)
@@ -386,15 +521,29 @@ class FunctionRuntime:
         aws: AwsTarget,
         *,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+        max_warm_workers: int = DEFAULT_MAX_WARM_WORKERS,
         path: str | None = None,
+        aws_backlog: Callable[[], float] | None = None,
     ) -> None:
         self.functions = dict(functions)
         self.environments = {
             logical_id: function_environment(spec, aws, path=path)
             for logical_id, spec in self.functions.items()
         }
+        self.max_warm_workers = max_warm_workers
+        self._room = threading.Lock()
+        turns = threading.Semaphore(max_concurrent)
+        self.starvation = StarvationClock(aws_backlog=aws_backlog)
         self._pools = {
-            logical_id: FunctionPool(spec, self.environments[logical_id], max_workers=max_workers)
+            logical_id: FunctionPool(
+                spec,
+                self.environments[logical_id],
+                max_workers=max_workers,
+                turns=turns,
+                make_room=self._make_room,
+                starvation=self.starvation,
+            )
             for logical_id, spec in self.functions.items()
         }
 
@@ -408,7 +557,28 @@ class FunctionRuntime:
     def pool(self, logical_id: str) -> FunctionPool:
         return self._pools[logical_id]
 
+    def _make_room(self) -> None:
+        """Stop the least recently used idle workers while more than the warm limit live
+        (a worker about to start counts): memory stays bounded however many functions
+        a session touches, as Lambda reclaims environments it no longer needs."""
+        with self._room:
+            excess = sum(pool.live for pool in self._pools.values()) - self.max_warm_workers
+            if excess <= 0:
+                return
+            idle = sorted(
+                (
+                    (worker.last_used, id(worker), pool, worker)
+                    for pool in self._pools.values()
+                    for worker in pool.idle_workers()
+                ),
+                key=lambda entry: entry[:2],
+            )
+            stopped = [worker for _, _, pool, worker in idle[:excess] if pool.evict(worker)]
+        for worker in stopped:
+            worker.kill()
+
     def close(self) -> None:
+        self.starvation.close()
         threads = [threading.Thread(target=pool.close) for pool in self._pools.values()]
         for thread in threads:
             thread.start()

@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
@@ -110,8 +111,15 @@ class MotoServer:
         from moto.server import ThreadedMotoServer
 
         from devstack.isolation import serialize_dynamodb_operations
+        from devstack.wakeups import signal_from_moto
 
         serialize_dynamodb_operations()
+        signal_from_moto()
+        # moto keeps an S3 object in memory up to 5 MB (then in a temporary file): a
+        # session storing raw payloads (fuzzed ones reach 450 KB) grew by their sum.
+        # Kept in memory up to 64 KB here, so the stack's memory per stored object is
+        # bounded; the bytes served back are the same.
+        os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(64 * 1024))
         # moto's werkzeug logs every AWS call at INFO; the console is for the stack's
         # own lines. Only quieten it if nobody configured that logger.
         werkzeug_logger = logging.getLogger("werkzeug")
@@ -119,8 +127,29 @@ class MotoServer:
             werkzeug_logger.setLevel(logging.WARNING)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
+        # Requests in flight, by when they arrived: how long the oldest has waited
+        # (oldest_request_seconds) tells the runtime the embedded AWS is the bottleneck.
+        self._in_flight: dict[int, float] = {}
+        server = self._server._server  # werkzeug's server: it calls .app per request
+        assert server is not None
+        server.app = self._tracking(server.app)
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
+
+    def oldest_request_seconds(self) -> float:
+        arrivals = list(self._in_flight.values())
+        return time.monotonic() - min(arrivals) if arrivals else 0.0
+
+    def _tracking(self, app: Callable[..., Any]) -> Callable[..., Any]:
+        def tracked(environ: Any, start_response: Any) -> Any:
+            key = threading.get_ident()
+            self._in_flight[key] = time.monotonic()
+            try:
+                return app(environ, start_response)
+            finally:
+                self._in_flight.pop(key, None)
+
+        return tracked
 
     def stop(self) -> None:
         self._server.stop()
@@ -212,6 +241,11 @@ class EmbeddedAws:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
+
+    @property
+    def moto(self) -> MotoServer | None:
+        """The embedded moto, when this process runs it (not with AWS_ENDPOINT_URL)."""
+        return self._moto
 
     def physical_id(self, logical_id: str) -> str:
         return self.resources.physical_id(logical_id)
@@ -344,7 +378,13 @@ class LocalStack:
         self.routes = RouteTable(
             [*http_routes(self.aws.resources, functions), *service_routes(self.aws.resources)]
         )
-        self.runtime = FunctionRuntime(functions, self.aws.aws, max_workers=self.max_workers)
+        moto = self.aws.moto
+        self.runtime = FunctionRuntime(
+            functions,
+            self.aws.aws,
+            max_workers=self.max_workers,
+            aws_backlog=moto.oldest_request_seconds if moto is not None else None,
+        )
         dev.api = Gateway(
             self.routes,
             self.runtime.invoke,
