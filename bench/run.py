@@ -455,13 +455,24 @@ def _no_retry_client(service: str) -> Any:
 def _fresh_copies(
     calls: list[tuple[str, dict[str, Any]]], index: int
 ) -> list[tuple[str, dict[str, Any]]]:
-    """The recorded calls with new dedupe and message keys, so each replay writes anew."""
-    text = json.dumps(calls)
+    """The recorded calls with new dedupe and message keys, so each replay writes anew.
+    Binary attributes (the compressed message document and envelope) are carried as
+    they are: the keys the replay must change are all in plain attributes."""
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return {"__bytes__": base64.b64encode(value).decode()}
+        raise TypeError(type(value).__name__)
+
+    def decode(document: dict[str, Any]) -> Any:
+        return base64.b64decode(document["__bytes__"]) if "__bytes__" in document else document
+
+    text = json.dumps(calls, default=encode)
     text = text.replace("SMbenchtemplate0000000000000000000", f"SMbenchbare{index:023d}")
     message_keys = {part.split('"')[0] for part in text.split("MSG#")[1:]}
     for key in message_keys:
         text = text.replace(key, f"BARE{index:022d}")
-    return [(name, params) for name, params in json.loads(text)]
+    return [(name, params) for name, params in json.loads(text, object_hook=decode)]
 
 
 def _snake(name: str) -> str:
@@ -793,7 +804,7 @@ def bench_webhook_worker(stack: Any) -> None:
             MessageGroupId="threadline-events",
         )
     clients = {"sqs": fanout.aws.sqs(), "dynamodb": fanout.store.dynamodb}
-    assert delivery.deliverer.store.dynamodb is clients["dynamodb"]
+    assert delivery.deliverer().store.dynamodb is clients["dynamodb"]
     print(
         f"\n== CRM webhooks: {WEBHOOK_EVENTS} events, {WEBHOOK_CUSTOMERS} customers, 1 subscriber"
     )
