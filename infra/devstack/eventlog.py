@@ -19,6 +19,7 @@ import json
 import threading
 from collections import deque
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from devstack.aws import AwsTarget
@@ -33,6 +34,16 @@ RULE_NAME = "devstack-all-events"
 CATCH_ALL_PATTERN = json.dumps({"source": [{"prefix": ""}]})
 # A long session must not grow without bound; the newest events are the ones kept.
 DEFAULT_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptEvent:
+    """One event as its JSON text (about a third of the memory of the parsed dict)
+    and the two fields :meth:`EventLog.events` filters on."""
+
+    detail_type: str | None
+    customer_id: str | None
+    text: str
 
 
 class EventLog:
@@ -53,7 +64,7 @@ class EventLog:
         self.queue_name = queue_name
         self.queue_url: str | None = None
         self.queue_arn: str | None = None
-        self._events: deque[dict[str, Any]] = deque(maxlen=limit)
+        self._events: deque[_KeptEvent] = deque(maxlen=limit)
         self._lock = threading.Lock()
 
     @classmethod
@@ -129,16 +140,30 @@ class EventLog:
     def record(self, records: list[dict[str, Any]]) -> Collection[str]:
         """Keep a batch of the dev queue's messages; none ever fails."""
         kept = []
+        details = []
         for record in records:
+            text = record["body"]
             try:
-                event = json.loads(record["body"])
+                event = json.loads(text)
             except ValueError:
-                event = {"undecodable": record["body"]}
-            kept.append(event)
+                event = None
+            if not isinstance(event, dict):
+                event = {"undecodable": text}
+                text = json.dumps(event)
+            detail_type = event.get("detail-type")
+            kept.append(
+                _KeptEvent(
+                    detail_type if isinstance(detail_type, str) else None,
+                    _customer_of(event),
+                    text,
+                )
+            )
+            if isinstance(event.get("detail"), dict):
+                details.append(event["detail"])
         with self._lock:
             self._events.extend(kept)
         if self.lake is not None:
-            self.lake.write(e["detail"] for e in kept if isinstance(e.get("detail"), dict))
+            self.lake.write(details)
         return ()
 
     def events(
@@ -148,10 +173,10 @@ class EventLog:
         with self._lock:
             events = list(self._events)
         return [
-            event
+            json.loads(event.text)
             for event in events
-            if (detail_type is None or event.get("detail-type") == detail_type)
-            and (customer_id is None or _customer_of(event) == customer_id)
+            if (detail_type is None or event.detail_type == detail_type)
+            and (customer_id is None or event.customer_id == customer_id)
         ]
 
     def clear(self) -> None:
@@ -161,4 +186,5 @@ class EventLog:
 
 def _customer_of(event: dict[str, Any]) -> str | None:
     detail = event.get("detail")
-    return detail.get("customer_id") if isinstance(detail, dict) else None
+    customer_id = detail.get("customer_id") if isinstance(detail, dict) else None
+    return customer_id if isinstance(customer_id, str) else None

@@ -111,9 +111,11 @@ class MotoServer:
         from moto.server import ThreadedMotoServer
 
         from devstack.isolation import serialize_dynamodb_operations
+        from devstack.retention import bound_retention
         from devstack.wakeups import signal_from_moto
 
         serialize_dynamodb_operations()
+        bound_retention()
         signal_from_moto()
         # moto keeps an S3 object in memory up to 5 MB (then in a temporary file): a
         # session storing raw payloads (fuzzed ones reach 450 KB) grew by their sum.

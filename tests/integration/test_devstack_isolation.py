@@ -204,3 +204,65 @@ def test_an_idle_reader_does_not_pile_up_iterators(moto):
     for _ in range(50):
         table.streams.get_records(ShardIterator=iterator)  # an empty read, as a poller does
     assert len(backend.shard_iterators) <= before + 1
+
+
+def _put_partition(table: Table, pk: str, count: int) -> None:
+    for start in range(0, count, 25):
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {"pk": {"S": pk}, "sk": {"S": f"m#{i:04d}"}, "n": {"N": str(i)}}
+                }
+            }
+            for i in range(start, min(start + 25, count))
+        ]
+        table.client.batch_write_item(RequestItems={table.name: requests})
+
+
+def _query_pages(table: Table, **query: Any) -> list[list[str]]:
+    pages = []
+    while True:
+        response = table.client.query(TableName=table.name, **query)
+        pages.append([item["sk"]["S"] for item in response["Items"]])
+        if "LastEvaluatedKey" not in response:
+            return pages
+        query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+
+def test_a_query_reads_its_partition_only_and_answers_as_before(moto, monkeypatch):
+    table = Table(moto, "query-partition")
+    table.fill_to(500)  # other partitions, one item each
+    _put_partition(table, "customer", 60)
+    keyed = {"KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)"}
+    values = {":pk": {"S": "customer"}, ":p": {"S": "m#"}}
+    # Paged both ways, with a range condition: the pages DynamoDB would give.
+    forward = _query_pages(table, **keyed, ExpressionAttributeValues=values, Limit=25)
+    assert [len(page) for page in forward] == [25, 25, 10]
+    assert [sk for page in forward for sk in page] == [f"m#{i:04d}" for i in range(60)]
+    backward = _query_pages(
+        table, **keyed, ExpressionAttributeValues=values, Limit=40, ScanIndexForward=False
+    )
+    assert [sk for page in backward for sk in page] == [f"m#{i:04d}" for i in reversed(range(60))]
+    only = _query_pages(
+        table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "fill7"}},
+    )
+    assert only == [["s"]]
+    assert _query_pages(
+        table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "nobody"}},
+    ) == [[]]
+    # moto alone sorts the whole table for each query: that path must not be taken.
+    from moto.dynamodb.models.table import Table as MotoTable
+
+    whole_table_reads = []
+    original = MotoTable.all_items
+    monkeypatch.setattr(
+        MotoTable, "all_items", lambda self: whole_table_reads.append(self.name) or original(self)
+    )
+    _query_pages(table, **keyed, ExpressionAttributeValues=values)
+    assert whole_table_reads == []
+    table.client.scan(TableName=table.name, Limit=1)  # a scan still reads the table
+    assert whole_table_reads == [table.name]
