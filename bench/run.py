@@ -775,6 +775,9 @@ def bench_webhook_worker(stack: Any) -> None:
     from threadline.subscriptions import SubscriptionRequest, SubscriptionStore
 
     os.environ.update(stack.function_environment("WebhookFanoutFunction"))
+    # As in _twilio_messaging: a log and a metric line per event would drown the figures.
+    os.environ["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     fanout = load_handler_module("functions/webhook_fanout")
     os.environ.update(stack.function_environment("WebhookDeliveryFunction"))
     os.environ["WEBHOOK_ALLOW_PRIVATE_TARGETS"] = "true"  # the receiver is on 127.0.0.1
