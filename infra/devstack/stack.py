@@ -111,12 +111,12 @@ class MotoServer:
         from moto.server import ThreadedMotoServer
 
         from devstack.isolation import serialize_dynamodb_operations
-        from devstack.queue_backlog import cheap_queue_operations
+        from devstack.moto_costs import cheaper_moto
         from devstack.retention import bound_retention
         from devstack.wakeups import signal_from_moto
 
         serialize_dynamodb_operations()
-        cheap_queue_operations()
+        cheaper_moto()
         bound_retention()
         signal_from_moto()
         # moto keeps an S3 object in memory up to 5 MB (then in a temporary file): a

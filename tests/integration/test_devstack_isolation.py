@@ -266,3 +266,53 @@ def test_a_query_reads_its_partition_only_and_answers_as_before(moto, monkeypatc
     assert whole_table_reads == []
     table.client.scan(TableName=table.name, Limit=1)  # a scan still reads the table
     assert whole_table_reads == [table.name]
+
+
+def test_an_index_query_reads_the_items_its_key_matches_only(moto, monkeypatch):
+    client = _client(moto, "dynamodb")
+    client.create_table(
+        TableName="query-index",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "bucket", "due")
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "due",
+                "KeySchema": [
+                    {"AttributeName": "bucket", "KeyType": "HASH"},
+                    {"AttributeName": "due", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    requests = []
+    for n in range(300):
+        item = {"pk": {"S": f"c{n}"}, "sk": {"S": "conv"}}
+        if n % 3 == 0:  # a sparse index: one item in three carries its keys
+            item |= {"bucket": {"S": f"h{n % 2}"}, "due": {"S": f"{n:04d}"}}
+        requests.append({"PutRequest": {"Item": item}})
+    for start in range(0, len(requests), 25):
+        client.batch_write_item(RequestItems={"query-index": requests[start : start + 25]})
+
+    from moto.dynamodb.models.table import Table as MotoTable
+
+    whole_table_reads = []
+    original = MotoTable.all_items
+    monkeypatch.setattr(
+        MotoTable, "all_items", lambda self: whole_table_reads.append(self.name) or original(self)
+    )
+    found = client.query(
+        TableName="query-index",
+        IndexName="due",
+        KeyConditionExpression="bucket = :b AND due <= :until",
+        ExpressionAttributeValues={":b": {"S": "h0"}, ":until": {"S": "0100"}},
+    )["Items"]
+    expected = [f"{n:04d}" for n in range(0, 101, 6)]  # n % 3 == 0 and n % 2 == 0
+    assert [item["due"]["S"] for item in found] == expected
+    assert whole_table_reads == []

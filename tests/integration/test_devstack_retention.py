@@ -100,3 +100,67 @@ def test_a_send_costs_the_same_on_a_queue_with_a_backlog(moto):
         "ApproximateNumberOfMessages": str(3000 + 15 - 10),
         "ApproximateNumberOfMessagesNotVisible": "10",
     }
+
+
+def test_an_input_transformer_parses_each_path_once(moto):
+    import jsonpath_ng.ext
+
+    events = boto3.client(
+        "events",
+        endpoint_url=moto.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    sqs = _sqs(moto)
+    queue_url = sqs.create_queue(QueueName="transformed")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    events.create_event_bus(Name="transform-bus")
+    events.put_rule(
+        Name="transform",
+        EventBusName="transform-bus",
+        EventPattern=json.dumps({"source": ["threadline.test"]}),
+    )
+    events.put_targets(
+        Rule="transform",
+        EventBusName="transform-bus",
+        Targets=[
+            {
+                "Id": "queue",
+                "Arn": queue_arn,
+                "InputTransformer": {
+                    "InputPathsMap": {"n": "$.detail.n", "kind": "$.detail-type"},
+                    "InputTemplate": '{"number": <n>, "kind": "<kind>"}',
+                },
+            }
+        ],
+    )
+
+    def send(n: int) -> None:
+        events.put_events(
+            Entries=[
+                {
+                    "EventBusName": "transform-bus",
+                    "Source": "threadline.test",
+                    "DetailType": "message.received",
+                    "Detail": json.dumps({"n": n}),
+                }
+            ]
+        )
+
+    send(0)
+    parsed_before = jsonpath_ng.ext.parse.cache_info().misses
+    for n in range(1, 20):
+        send(n)
+    assert jsonpath_ng.ext.parse.cache_info().misses == parsed_before
+    bodies = []
+    while len(bodies) < 20:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
+        assert messages, f"only {len(bodies)} transformed events arrived"
+        bodies += [json.loads(message["Body"]) for message in messages]
+    assert sorted(body["number"] for body in bodies) == list(range(20))
+    assert {body["kind"] for body in bodies} == {"message.received"}
