@@ -154,3 +154,25 @@ def test_time_the_embedded_aws_holds_a_request_counts_as_lost():
     finally:
         clock.close()
     assert lost >= 0.3
+
+
+def test_a_worker_is_read_when_its_pipe_is_past_descriptor_1024(code_dir):
+    # A long session holds many descriptors (moto keeps each S3 object over 64 KB in a
+    # temporary file); select() refused descriptors past 1024 and every invocation
+    # after that point failed.
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"the descriptor limit is {soft}")
+    held = []
+    try:
+        while len(held) < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        with runtime(code_dir, "sleeping", ["Fn"]) as functions:
+            invocation = functions.invoke("Fn", {"seconds": 0})
+    finally:
+        for descriptor in held:
+            os.close(descriptor)
+    assert invocation.error_type is None
+    assert invocation.payload["pid"] > 0
