@@ -43,6 +43,34 @@ class LambdaContext:
         return 10_000
 
 
+@pytest.fixture(scope="module")
+def bare_moto() -> Iterator[Any]:
+    """The local stack's embedded moto (its patches applied), with no resources."""
+    from devstack.stack import MotoServer
+
+    server = MotoServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def bare_moto_client(bare_moto: Any) -> Callable[[str], Any]:
+    """A boto3 client factory for :func:`bare_moto`."""
+
+    def client(service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=bare_moto.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    return client
+
+
 @pytest.fixture(scope="session")
 def provider_sandbox() -> Iterator[Any]:
     """The local stack's provider sandbox on a loopback port: Twilio's API, recorded."""

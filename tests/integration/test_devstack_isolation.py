@@ -8,43 +8,31 @@ tests hold the fix with ratios measured in the same run, never absolute times.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from devstack import isolation
-from devstack.stack import MotoServer
 
 BLOB = "x" * 1000  # items of a realistic size make a whole-table copy show
 
 
+Clients = Callable[[str], Any]
+
+
 @pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _client(moto: MotoServer, service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+def moto(bare_moto_client: Clients) -> Clients:
+    """Clients of the local stack's embedded moto (tests/integration/conftest.py)."""
+    return bare_moto_client
 
 
 class Table:
-    def __init__(self, moto: MotoServer, name: str) -> None:
+    def __init__(self, moto: Clients, name: str) -> None:
         self.name = name
-        self.client = _client(moto, "dynamodb")
-        self.streams = _client(moto, "dynamodbstreams")
+        self.client = moto("dynamodb")
+        self.streams = moto("dynamodbstreams")
         keys = [("pk", "HASH"), ("sk", "RANGE")]
         description = self.client.create_table(
             TableName=name,
@@ -269,7 +257,7 @@ def test_a_query_reads_its_partition_only_and_answers_as_before(moto, monkeypatc
 
 
 def test_an_index_query_reads_the_items_its_key_matches_only(moto, monkeypatch):
-    client = _client(moto, "dynamodb")
+    client = moto("dynamodb")
     client.create_table(
         TableName="query-index",
         BillingMode="PAY_PER_REQUEST",

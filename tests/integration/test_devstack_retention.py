@@ -4,34 +4,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
-import boto3
 import pytest
 
 from devstack import retention
-from devstack.stack import MotoServer
 
 
 @pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    try:
-        yield server
-    finally:
-        server.stop()
+def moto(bare_moto_client: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Clients of the local stack's embedded moto (tests/integration/conftest.py)."""
+    return bare_moto_client
 
 
 def test_an_archive_keeps_its_newest_events(moto, monkeypatch):
     monkeypatch.setattr(retention, "ARCHIVE_KEEP_EVENTS", 30)
-    events = boto3.client(
-        "events",
-        endpoint_url=moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    events = moto("events")
     bus_arn = events.create_event_bus(Name="retention-bus")["EventBusArn"]
     events.create_archive(ArchiveName="retention-archive", EventSourceArn=bus_arn)
     for batch in range(5):
@@ -55,16 +44,6 @@ def test_an_archive_keeps_its_newest_events(moto, monkeypatch):
     assert kept == list(range(20, 50))
 
 
-def _sqs(moto: MotoServer) -> Any:
-    return boto3.client(
-        "sqs",
-        endpoint_url=moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def _fastest_send(sqs: Any, queue_url: str, rounds: int = 15) -> float:
     durations = []
     for n in range(rounds):
@@ -75,7 +54,7 @@ def _fastest_send(sqs: Any, queue_url: str, rounds: int = 15) -> float:
 
 
 def test_a_send_costs_the_same_on_a_queue_with_a_backlog(moto):
-    sqs = _sqs(moto)
+    sqs = moto("sqs")
     empty = sqs.create_queue(QueueName="backlog-empty")["QueueUrl"]
     backlog = sqs.create_queue(QueueName="backlog-full")["QueueUrl"]
     for start in range(0, 3000, 10):
@@ -105,14 +84,8 @@ def test_a_send_costs_the_same_on_a_queue_with_a_backlog(moto):
 def test_an_input_transformer_parses_each_path_once(moto):
     import jsonpath_ng.ext
 
-    events = boto3.client(
-        "events",
-        endpoint_url=moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    sqs = _sqs(moto)
+    events = moto("events")
+    sqs = moto("sqs")
     queue_url = sqs.create_queue(QueueName="transformed")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
         "Attributes"
