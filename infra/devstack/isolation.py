@@ -72,7 +72,7 @@ def serialize_dynamodb_operations() -> None:
         if name == "transact_write_items":
             original = _roll_back_touched_items(original)
         setattr(DynamoDBBackend, name, _serialized(original))
-    table_models.Table.query = _partition_query(table_models.Table.query)  # type: ignore[method-assign]
+    table_models.Table.query = _candidates_only(table_models.Table.query)  # type: ignore[method-assign]
     streams = {
         "describe_stream": DynamoDBStreamsBackend.describe_stream,
         "get_shard_iterator": _new_reader(DynamoDBStreamsBackend.get_shard_iterator),
@@ -172,7 +172,7 @@ def _put_back(table: Any, hash_key: Any, range_key: Any, item: Any) -> None:
 _INDEX_ARGUMENT = 6
 
 
-def _partition_query(query: Callable[..., Any]) -> Callable[..., Any]:
+def _candidates_only(query: Callable[..., Any]) -> Callable[..., Any]:
     """A query that reads only the items its key condition can match.
 
     moto's query sorts ``self.all_items()`` (the whole table) and filters it by the
@@ -185,8 +185,8 @@ def _partition_query(query: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(query)
     def query_candidates(table: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
-        index_name = args[_INDEX_ARGUMENT] if len(args) > _INDEX_ARGUMENT else None
-        index_name = index_name or kwargs.get("index_name")
+        positional_index = args[_INDEX_ARGUMENT] if len(args) > _INDEX_ARGUMENT else None
+        index_name = positional_index or kwargs.get("index_name")
         hash_conditions = kwargs.get("hash_key_conditions") or []
         if index_name:
             if not hash_conditions:
@@ -199,13 +199,7 @@ def _partition_query(query: Callable[..., Any]) -> Callable[..., Any]:
         elif hash_key is None:
             return query(table, hash_key, *args, **kwargs)
         else:
-            partition = table.items.get(hash_key)
-            if partition is None:
-                items = []
-            elif table.range_key_attr:
-                items = list(partition.values())
-            else:
-                items = [partition]
+            items = list(_items_of(table, table.items.get(hash_key)))
         table.all_items = lambda: items
         try:
             return query(table, hash_key, *args, **kwargs)
@@ -216,11 +210,18 @@ def _partition_query(query: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _every_item(table: Any) -> Iterator[Any]:
-    for stored in table.items.values():
-        if table.range_key_attr:
-            yield from stored.values()
-        else:
-            yield stored
+    for partition in table.items.values():
+        yield from _items_of(table, partition)
+
+
+def _items_of(table: Any, partition: Any) -> Iterator[Any]:
+    """A partition's items: moto keeps {range key: item}, or the item itself."""
+    if partition is None:
+        return
+    if table.range_key_attr:
+        yield from partition.values()
+    else:
+        yield partition
 
 
 def _equals(attribute: Any, value: Any) -> bool:

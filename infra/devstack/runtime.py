@@ -301,6 +301,10 @@ class Worker:
         assert stdout is not None
         descriptor = stdout.fileno()
         delayed_before = self._delayed()
+        # poll, not select: select refuses descriptors past 1024, and a long session
+        # holds many (moto keeps each S3 object over 64 KB in a file).
+        waiting = select.poll()
+        waiting.register(descriptor, select.POLLIN)
         while b"\n" not in self._pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -314,10 +318,6 @@ class Worker:
                 self.kill()
                 seconds = self.spec.timeout_seconds if phase == "invoke" else INIT_TIMEOUT_SECONDS
                 raise WorkerError("Sandbox.Timedout", f"Task timed out after {seconds:.2f} seconds")
-            # poll, not select: select refuses descriptors past 1024, and a long
-            # session holds many (moto keeps each S3 object over 64 KB in a file).
-            waiting = select.poll()
-            waiting.register(descriptor, select.POLLIN)
             if not waiting.poll(remaining * 1000):
                 continue
             chunk = os.read(descriptor, 1 << 16)

@@ -119,11 +119,6 @@ class MotoServer:
         cheaper_moto()
         bound_retention()
         signal_from_moto()
-        # moto keeps an S3 object in memory up to 5 MB (then in a temporary file): a
-        # session storing raw payloads (fuzzed ones reach 450 KB) grew by their sum.
-        # Kept in memory up to 64 KB here, so the stack's memory per stored object is
-        # bounded; the bytes served back are the same.
-        os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(64 * 1024))
         # moto's werkzeug logs every AWS call at INFO; the console is for the stack's
         # own lines. Only quieten it if nobody configured that logger.
         werkzeug_logger = logging.getLogger("werkzeug")
