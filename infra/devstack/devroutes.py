@@ -126,10 +126,10 @@ class DevRoutes:
             if self.events is None:
                 return _json(404, {"message": "this stack has no event bus"})
             if method == "GET":
-                found = self.events.events(
-                    request.args.get("type"), customer_id=request.args.get("customer_id")
+                found = self.events.events_json(
+                    request.args.get("type"), request.args.get("customer_id")
                 )
-                return _json(200, found)
+                return Response(found, 200, mimetype="application/json")
             if method == "DELETE":
                 self.events.clear()
                 return Response(status=204)
