@@ -7,6 +7,7 @@ exit: 1 for a stack that refused or is not there, 2 for a wrong argument.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -263,6 +264,10 @@ def events(
             highlight=False,
         )
     params = {k: v for k, v in {"type": event_type, "customer_id": customer}.items() if v}
+    if follow:
+        # Following ends with Ctrl-C, as `make dev` does, even when started by a shell
+        # that ignores SIGINT for background commands (the ignore is inherited).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     seen: set[str] = set()
     first = True
     try:
